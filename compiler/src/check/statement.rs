@@ -1,0 +1,223 @@
+//! Checking one `method(args) PLACEMENT SELECTORS [modifiers]` statement.
+
+use super::targets;
+use crate::methods::{Args, METHODS, MethodKind, check_args, method};
+use crate::model::{ModelDesc, Module};
+use crate::select::{Scope, resolve};
+use peftc_grammar::ast::{Placement, Statement};
+use peftc_grammar::suggest::did_you_mean;
+use peftc_grammar::{Diagnostic, Span};
+
+/// Modifiers a statement may end with.
+pub const MODIFIERS: &[&str] = &["gated"];
+
+/// A statement whose method, arguments, placement and targets are all valid.
+#[derive(Debug, Clone)]
+pub struct CheckedStatement {
+    pub kind: MethodKind,
+    pub args: Args,
+    pub placement: Placement,
+    /// Indices into the checked spec's modules, in model order.
+    pub targets: Vec<usize>,
+    pub gated: bool,
+    pub span: Span,
+    /// Span of each selector, and the targets it contributed.
+    pub selector_spans: Vec<(Span, Vec<usize>)>,
+}
+
+pub fn check_statement(
+    st: &Statement,
+    model: Option<&ModelDesc>,
+    modules: &[Module],
+) -> Result<CheckedStatement, Vec<Diagnostic>> {
+    let mut errors = Vec::new();
+    let Some(spec) = method(&st.method.node) else {
+        let names: Vec<&str> = METHODS.iter().map(|m| m.name).collect();
+        return Err(vec![
+            Diagnostic::error(format!("unknown method `{}`", st.method.node))
+                .at(st.method.span, "not a method peftc knows")
+                .with_suggestion(did_you_mean(&st.method.node, names.iter().copied()))
+                .with_note(format!("methods: {}", names.join(", "))),
+        ]);
+    };
+    let args = match check_args(spec, &st.args, st.call_span) {
+        Ok(a) => Some(a),
+        Err(mut es) => {
+            errors.append(&mut es);
+            None
+        }
+    };
+    if let Some(a) = &args
+        && a.fixed("init").and_then(|v| v.as_str()) == Some("text")
+        && a.fixed("text").and_then(|v| v.as_str()).is_none()
+    {
+        errors.push(
+            Diagnostic::error("`init=text` needs the text to start from")
+                .at(a.span("init").unwrap_or(st.call_span), "no `text`")
+                .with_help("add `text=\"Classify the message:\"`"),
+        );
+    }
+    if !spec.placements.contains(&st.placement.node) {
+        let allowed: Vec<&str> = spec.placements.iter().map(|p| p.keyword()).collect();
+        let why = match spec.kind {
+            MethodKind::Adapter => {
+                "an adapter runs after (serial) or beside (parallel) a module".to_string()
+            }
+            MethodKind::Lora | MethodKind::Dora => {
+                format!("`{}` reparameterizes the module itself", spec.name)
+            }
+            _ => format!("`{}` modifies the module itself", spec.name),
+        };
+        errors.push(
+            Diagnostic::error(format!(
+                "`{}` cannot be placed `{}`",
+                spec.name,
+                st.placement.node.keyword()
+            ))
+            .at(st.placement.span, "wrong placement")
+            .with_note(why)
+            .with_help(format!("write `{}`", allowed.join("` or `"))),
+        );
+    }
+    let mut gated = false;
+    for m in &st.modifiers {
+        if !MODIFIERS.contains(&m.node.as_str()) {
+            errors.push(
+                Diagnostic::error(format!("unknown modifier `{}`", m.node))
+                    .at(m.span, "not a modifier")
+                    .with_suggestion(did_you_mean(&m.node, MODIFIERS.iter().copied()))
+                    .with_note("statements may end with `gated`"),
+            );
+        } else if !spec.gateable {
+            errors.push(
+                Diagnostic::error(format!("`{}` cannot be gated", spec.name))
+                    .at(m.span, "not gateable")
+                    .with_note("gating (UniPELT) applies to lora, dora, prefix and adapter"),
+            );
+        } else {
+            gated = true;
+        }
+    }
+
+    let mut targets: Vec<usize> = Vec::new();
+    let mut selector_spans = Vec::new();
+    if let Some(model) = model {
+        let scope = Scope {
+            family: model.family,
+            model_type: &model.model_type,
+            layers: model.dims.layers,
+            modules,
+        };
+        for sel in &st.selectors {
+            match resolve(sel, &scope) {
+                Ok(found) => {
+                    if let Some(bad) = found
+                        .iter()
+                        .map(|&i| &modules[i])
+                        .find(|m| !targets::accepts(spec.target, m, modules))
+                    {
+                        let mut d = Diagnostic::error(format!(
+                            "`{}` cannot go on {}",
+                            spec.name,
+                            targets::describe(bad)
+                        ))
+                        .at(sel.span(), "wrong kind of module")
+                        .with_note(format!(
+                            "`{}` goes on {}",
+                            spec.name,
+                            spec.target.describe()
+                        ));
+                        if let Some(h) = targets::hint(spec.target, bad, model.family) {
+                            d = d.with_help(h);
+                        }
+                        errors.push(d);
+                        continue;
+                    }
+                    for &i in &found {
+                        if !targets.contains(&i) {
+                            targets.push(i);
+                        }
+                    }
+                    selector_spans.push((sel.span(), found));
+                }
+                Err(d) => errors.push(d),
+            }
+        }
+        targets.sort_unstable();
+        if spec.kind == MethodKind::Prompt && targets.len() > 1 {
+            errors.push(
+                Diagnostic::error("a soft prompt goes on the embedding once").at(st.span, ""),
+            );
+        }
+    }
+    match (errors.is_empty(), args) {
+        (true, Some(args)) => Ok(CheckedStatement {
+            kind: spec.kind,
+            args,
+            placement: st.placement.node,
+            targets,
+            gated,
+            span: st.span,
+            selector_spans,
+        }),
+        _ => Err(errors),
+    }
+}
+
+/// Methods that cannot share a module within one block: two reparameterizations
+/// of one weight, two prompts, an adapter twice at the same place.
+fn exclusive_group(s: &CheckedStatement) -> (u8, Placement) {
+    let g = match s.kind {
+        MethodKind::Lora | MethodKind::Dora => 0,
+        MethodKind::Ia3 => 1,
+        MethodKind::Prompt => 2,
+        MethodKind::Prefix => 3,
+        MethodKind::Adapter => 4,
+        MethodKind::Bitfit => 5,
+    };
+    (g, s.placement)
+}
+
+/// Errors for methods of one block that collide on a module.
+pub fn check_conflicts(statements: &[CheckedStatement], modules: &[Module]) -> Vec<Diagnostic> {
+    let mut errors = Vec::new();
+    for (j, b) in statements.iter().enumerate() {
+        for a in &statements[..j] {
+            if exclusive_group(a) != exclusive_group(b) {
+                continue;
+            }
+            if let Some(&shared) = b.targets.iter().find(|t| a.targets.contains(t)) {
+                let m = &modules[shared];
+                let span = b
+                    .selector_spans
+                    .iter()
+                    .find(|(_, f)| f.contains(&shared))
+                    .map(|(s, _)| *s)
+                    .unwrap_or(b.span);
+                let name = m
+                    .role
+                    .map(|r| r.spelling())
+                    .unwrap_or_else(|| m.path.clone());
+                errors.push(
+                    Diagnostic::error(format!("`{name}` gets a second {}", kind_word(b.kind)))
+                        .at(span, "selected again here")
+                        .with_secondary(a.span, "already placed here")
+                        .with_note(format!("module `{}`", m.path)),
+                );
+                break;
+            }
+        }
+    }
+    errors
+}
+
+fn kind_word(k: MethodKind) -> &'static str {
+    match k {
+        MethodKind::Lora | MethodKind::Dora => "low-rank update (lora/dora)",
+        MethodKind::Ia3 => "ia3 scaling",
+        MethodKind::Prompt => "soft prompt",
+        MethodKind::Prefix => "prefix",
+        MethodKind::Adapter => "adapter at the same place",
+        MethodKind::Bitfit => "bitfit",
+    }
+}

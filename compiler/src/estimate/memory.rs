@@ -1,0 +1,151 @@
+//! Training memory of one step, per component.
+//!
+//! The model follows peftc's runtime, which keeps only what backward needs:
+//! - frozen base weights in the compute dtype (GGUF weights are dequantized);
+//! - trainable weights, their gradients and the optimizer state in f32;
+//! - activations saved for backward, each tensor once however many ops read it
+//!   (a frozen linear saves nothing: its input gradient needs only the weight;
+//!   dropout masks are regenerated from the seed, not stored);
+//! - a workspace for the largest transient tensors of backward;
+//! - a fixed runtime overhead (binary, allocator, tokenizer).
+
+use crate::ir::{Graph, LossKind, NodeId, Op};
+use crate::train::{DType, OptimizerKind};
+use serde::Serialize;
+use std::collections::BTreeSet;
+
+/// The shape of a training step.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct Workload {
+    pub batch: u64,
+    pub seq: u64,
+    pub dtype: DType,
+    pub optimizer: OptimizerKind,
+}
+
+/// Bytes, per component.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct MemoryReport {
+    pub frozen_weights: u64,
+    pub trainable_weights: u64,
+    pub gradients: u64,
+    pub optimizer_state: u64,
+    pub activations: u64,
+    pub workspace: u64,
+    pub runtime_overhead: u64,
+    /// Sum of the above: the resident peak of a training step.
+    pub peak: u64,
+}
+
+/// Process memory beyond tensors: code, allocator slack, tokenizer tables.
+const RUNTIME_OVERHEAD: u64 = 48 << 20;
+
+pub fn memory(g: &Graph, w: &Workload) -> MemoryReport {
+    let act_bytes = w.dtype.bytes();
+    let mut frozen = 0u64;
+    let mut trainable = 0u64;
+    for n in g.g.node_indices() {
+        frozen += g.g[n].frozen_params;
+        trainable += g.g[n].trainable_params;
+    }
+    let numel = |n: NodeId| g.g[n].shape.numel(w.batch, w.seq);
+    let mut saved: BTreeSet<NodeId> = BTreeSet::new();
+    let mut extra = 0u64; // saved tensors that are not a node's output (probabilities, stats)
+    let mut largest = 0u64;
+    for n in g.g.node_indices() {
+        let node = &g.g[n];
+        largest = largest.max(numel(n));
+        if !node.requires_grad {
+            continue;
+        }
+        let ins = g.inputs(n);
+        let in_grad = |i: usize| ins.get(i).is_some_and(|&x| g.g[x].requires_grad);
+        match &node.op {
+            Op::Linear { .. } => {
+                // The weight gradient needs the input; the input gradient does not.
+                if node.trainable_params > 0 && node.frozen_params == 0 {
+                    saved.extend(ins.first());
+                }
+            }
+            Op::LayerNorm { .. } | Op::RmsNorm { .. } => {
+                if in_grad(0) {
+                    saved.extend(ins.first());
+                    extra += numel(n)
+                        / node
+                            .shape
+                            .last()
+                            .map(|d| d.eval(w.batch, w.seq))
+                            .unwrap_or(1)
+                            .max(1);
+                }
+            }
+            Op::Act(_) | Op::Ia3 { .. } => saved.extend(ins.first()),
+            Op::Mul => saved.extend(ins.iter().take(2)),
+            Op::Attention { heads, .. } => {
+                saved.extend(ins.iter().take(4));
+                // Softmax probabilities [B, heads, S, T].
+                let q = ins
+                    .first()
+                    .map(|&x| g.g[x].shape.clone())
+                    .unwrap_or_default();
+                let s = q.0.get(1).map(|d| d.eval(w.batch, w.seq)).unwrap_or(0);
+                let prefix = ins
+                    .get(3)
+                    .map(|&p| g.g[p].shape.0[1].eval(w.batch, w.seq))
+                    .unwrap_or(0);
+                extra += w.batch * *heads as u64 * s * (s + prefix);
+            }
+            Op::LoraDelta { r, .. } | Op::Dora { r, .. } => {
+                saved.extend(ins.iter().take(2));
+                let x = ins.first().map(|&x| numel(x)).unwrap_or(0);
+                let in_f = ins
+                    .first()
+                    .and_then(|&x| g.g[x].shape.last())
+                    .map(|d| d.eval(1, 1))
+                    .unwrap_or(1)
+                    .max(1);
+                extra += x / in_f * *r as u64;
+            }
+            Op::Adapter { bottleneck, .. } => {
+                saved.extend(ins.first());
+                let x = ins.first().map(|&x| numel(x)).unwrap_or(0);
+                let d_in = ins
+                    .first()
+                    .and_then(|&x| g.g[x].shape.last())
+                    .map(|d| d.eval(1, 1))
+                    .unwrap_or(1)
+                    .max(1);
+                extra += x / d_in * *bottleneck as u64;
+            }
+            Op::Loss(LossKind::Classify { classes }) => extra += w.batch * *classes as u64,
+            Op::Loss(LossKind::NextToken { .. }) => saved.extend(ins.first()),
+            _ => {}
+        }
+    }
+    let activations = (saved.iter().map(|&n| numel(n)).sum::<u64>() + extra) * act_bytes;
+    let trainable_bytes = trainable * 4;
+    let optimizer_state = match w.optimizer {
+        OptimizerKind::Adamw => 2 * trainable * 4,
+        OptimizerKind::Sgd => 0,
+    };
+    // Backward holds a gradient and a scratch buffer the size of the largest
+    // activation (for causal LM, the logits) beside the saved tensors.
+    let workspace = 2 * largest * act_bytes;
+    let frozen_weights = frozen * w.dtype.bytes();
+    let peak = frozen_weights
+        + trainable_bytes * 2
+        + optimizer_state
+        + activations
+        + workspace
+        + RUNTIME_OVERHEAD;
+    MemoryReport {
+        frozen_weights,
+        trainable_weights: trainable_bytes,
+        gradients: trainable_bytes,
+        optimizer_state,
+        activations,
+        workspace,
+        runtime_overhead: RUNTIME_OVERHEAD,
+        peak,
+    }
+}

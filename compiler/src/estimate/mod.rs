@@ -1,0 +1,10 @@
+//! Static estimates of a plan: parameters (as Hugging Face PEFT counts them),
+//! training memory per component, and FLOPs per step.
+
+mod flops;
+mod memory;
+mod params;
+
+pub use flops::{FlopReport, flops_per_step};
+pub use memory::{MemoryReport, Workload, memory};
+pub use params::{ParamReport, SiteParams, params, site_params};

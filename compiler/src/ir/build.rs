@@ -1,0 +1,155 @@
+//! The graph container and the driver that runs the passes.
+
+use super::op::{Node, Op};
+use super::{IrError, NodeId, build_bert, build_llama, grad, insert, shape};
+use crate::model::{Family, ModuleKind};
+use crate::plan::Plan;
+use petgraph::Direction;
+use petgraph::stable_graph::StableDiGraph;
+use petgraph::visit::EdgeRef;
+use std::collections::BTreeMap;
+
+/// Where a module's computation starts and ends in the graph: `entry` produces
+/// its input, `exit` its output. PEFT methods attach at these points.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Anchor {
+    pub entry: NodeId,
+    pub exit: NodeId,
+}
+
+/// The forward pass as a DAG; edge weights are input slots.
+#[derive(Debug, Clone)]
+pub struct Graph {
+    pub g: StableDiGraph<Node, u8>,
+    /// Module path -> anchor.
+    pub anchors: BTreeMap<String, Anchor>,
+    /// The attention core (scaled dot-product) of each layer.
+    pub attention: Vec<NodeId>,
+    /// The loss, for tasks that have one.
+    pub loss: Option<NodeId>,
+    /// The final output (logits, or hidden states for `feature`).
+    pub output: NodeId,
+}
+
+impl Graph {
+    pub(super) fn new() -> Graph {
+        Graph {
+            g: StableDiGraph::new(),
+            anchors: BTreeMap::new(),
+            attention: Vec::new(),
+            loss: None,
+            output: NodeId::new(0),
+        }
+    }
+
+    /// Adds `node` fed by `inputs` (slot = position).
+    pub fn add(&mut self, node: Node, inputs: &[NodeId]) -> NodeId {
+        let id = self.g.add_node(node);
+        for (slot, &i) in inputs.iter().enumerate() {
+            self.g.add_edge(i, id, slot as u8);
+        }
+        id
+    }
+
+    /// Inputs of `n`, ordered by slot.
+    pub fn inputs(&self, n: NodeId) -> Vec<NodeId> {
+        let mut v: Vec<(u8, NodeId)> = self
+            .g
+            .edges_directed(n, Direction::Incoming)
+            .map(|e| (*e.weight(), e.source()))
+            .collect();
+        v.sort_unstable();
+        v.into_iter().map(|(_, s)| s).collect()
+    }
+
+    /// Consumers of `n` with the slot each reads it in.
+    pub fn consumers(&self, n: NodeId) -> Vec<(NodeId, u8)> {
+        self.g
+            .edges_directed(n, Direction::Outgoing)
+            .map(|e| (e.target(), *e.weight()))
+            .collect()
+    }
+
+    /// Makes every consumer of `from` (but `except`) read `to` instead.
+    pub(super) fn redirect(&mut self, from: NodeId, to: NodeId, except: NodeId) {
+        let edges: Vec<_> = self
+            .g
+            .edges_directed(from, Direction::Outgoing)
+            .filter(|e| e.target() != except)
+            .map(|e| (e.id(), e.target(), *e.weight()))
+            .collect();
+        for (id, target, slot) in edges {
+            self.g.remove_edge(id);
+            self.g.add_edge(to, target, slot);
+        }
+        if self.output == from {
+            self.output = to;
+        }
+    }
+
+    /// Node ids in an order where every node comes after its inputs.
+    pub fn topo(&self) -> Vec<NodeId> {
+        petgraph::algo::toposort(&self.g, None).unwrap_or_default()
+    }
+
+    pub fn node(&self, n: NodeId) -> &Node {
+        &self.g[n]
+    }
+
+    pub fn len(&self) -> usize {
+        self.g.node_count()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.g.node_count() == 0
+    }
+
+    pub(super) fn error(&self, n: NodeId, what: impl Into<String>) -> IrError {
+        IrError {
+            node: n.index(),
+            label: self.g[n].label.clone(),
+            what: what.into(),
+        }
+    }
+}
+
+/// Frozen and trainable parameters of a base module's node, given the plan's
+/// trainable biases and tied weights.
+pub(super) fn module_params(plan: &Plan, path: &str) -> (u64, u64) {
+    let Some(m) = plan.modules.iter().find(|m| m.path == path) else {
+        return (0, 0);
+    };
+    let total = m.counted_params();
+    let head_trains = m.role == Some(crate::model::Role::Head)
+        && plan.task.kind == crate::task::TaskKind::Classify;
+    if head_trains {
+        return (0, total);
+    }
+    let bias = match (&m.kind, plan.trainable_biases.iter().any(|b| b == path)) {
+        (ModuleKind::Linear { .. } | ModuleKind::LayerNorm { .. }, true) => {
+            m.kind.bias_len().unwrap_or(0) as u64
+        }
+        _ => 0,
+    };
+    (total - bias, bias)
+}
+
+/// Builds the IR of `plan`: base model, task head, PEFT nodes; shapes inferred
+/// and gradient flow marked.
+pub fn build_graph(plan: &Plan) -> Result<Graph, IrError> {
+    let mut g = Graph::new();
+    match plan.model.family {
+        Family::Bert => build_bert::build(plan, &mut g),
+        Family::Llama => build_llama::build(plan, &mut g),
+    }
+    insert::insert_sites(plan, &mut g)?;
+    shape::infer(&mut g)?;
+    grad::mark(&mut g);
+    Ok(g)
+}
+
+/// Shorthand for the builders: a node for module `path` with its parameters.
+pub(super) fn module_node(plan: &Plan, op: Op, path: &str, layer: Option<usize>) -> Node {
+    let (frozen, trainable) = module_params(plan, path);
+    Node::new(op, path, layer).with_params(frozen, trainable)
+}

@@ -1,0 +1,33 @@
+//! The graph IR: the whole forward pass of model + task + PEFT methods as a
+//! petgraph DAG of ops, each carrying a symbolic shape (`[B, S, 384]`), its
+//! parameter counts, and whether gradients flow through it.
+//!
+//! Built in passes, each a small file: [`build`] lays down the base model,
+//! [`insert`] splices in the plan's PEFT nodes, [`shape`] infers and checks
+//! shapes, [`grad`] marks what needs gradients, [`emit`] prints it.
+
+mod build;
+mod build_bert;
+mod build_llama;
+mod emit;
+mod grad;
+mod insert;
+mod op;
+mod shape;
+
+pub use build::{Anchor, Graph, build_graph};
+pub use emit::{to_dot, to_text};
+pub use op::{Act, Dim, LossKind, Node, Op, Shape};
+
+/// A node handle.
+pub type NodeId = petgraph::stable_graph::NodeIndex;
+
+/// An inconsistency between ops, found by a pass. Always a peftc bug, never the
+/// user's: user errors are caught by the checker.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("IR error at node {node} (`{label}`): {what}")]
+pub struct IrError {
+    pub node: usize,
+    pub label: String,
+    pub what: String,
+}

@@ -1,0 +1,25 @@
+//! The peftc compiler: from a parsed `.peft` spec and a model's `config.json`
+//! (or GGUF header) to a checked spec, a lowered [`plan::Plan`], the graph IR
+//! and static estimates. No tensor library is involved: everything here runs
+//! in milliseconds, for any model size.
+//!
+//! Pipeline: [`check::check`] → [`plan::lower`] → [`ir::build_graph`] →
+//! [`estimate`]. [`compile`] runs them all.
+
+pub mod check;
+mod compile;
+pub mod data_probe;
+pub mod estimate;
+pub mod glob;
+pub mod ir;
+pub mod methods;
+pub mod model;
+pub mod plan;
+pub mod search_spec;
+pub mod select;
+pub mod task;
+pub mod train;
+
+pub use check::{CheckOptions, Checked, check};
+pub use compile::{CompileOutput, compile_block};
+pub use plan::{Plan, Point, Site, lower};

@@ -1,0 +1,226 @@
+//! Lowering: a checked block at one point of its space becomes a [`Plan`], the
+//! list of sites (method × module) that the runtime executes as it is. The
+//! runtime does not re-decide placement; everything it needs is here.
+
+use crate::check::resolve_path;
+use crate::check::{Checked, CheckedBlock};
+use crate::methods::{ArgValue, MethodConfig, MethodKind, Scalar};
+use crate::model::{LayerRole, ModelDesc, Module, ModuleKind, Role};
+use crate::task::Task;
+use crate::train::TrainConfig;
+use peftc_grammar::Diagnostic;
+use peftc_grammar::ast::Placement;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeSet;
+
+/// One method applied at one module.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Site {
+    pub method: MethodConfig,
+    /// Checkpoint path of the module.
+    pub module: String,
+    pub role: Option<Role>,
+    pub kind: ModuleKind,
+    pub placement: Placement,
+    pub gated: bool,
+    /// (IA)³ on a feed-forward down projection scales its input, not its output.
+    pub feedforward: bool,
+    /// Index of the statement (in its block) the site comes from; sites of one
+    /// statement share state such as a prefix projection MLP.
+    pub statement: usize,
+    /// Width of the tensor the method reads and the one it writes.
+    pub in_dim: usize,
+    pub out_dim: usize,
+}
+
+impl Site {
+    pub fn layer(&self) -> Option<usize> {
+        self.role.and_then(Role::layer)
+    }
+}
+
+/// What the runtime executes: a model, a task, and the PEFT sites on it.
+#[derive(Debug, Clone, Serialize)]
+pub struct Plan {
+    pub block: String,
+    pub model: ModelDesc,
+    pub task: Task,
+    /// Base and head modules.
+    pub modules: Vec<Module>,
+    pub sites: Vec<Site>,
+    /// Modules whose existing bias terms train (BitFit, LoRA `bias=`), by path.
+    pub trainable_biases: Vec<String>,
+    pub train: Option<TrainConfig>,
+    pub label_names: Option<Vec<String>>,
+}
+
+impl Plan {
+    pub fn sites_at<'a>(&'a self, module: &'a str) -> impl Iterator<Item = &'a Site> + 'a {
+        self.sites.iter().filter(move |s| s.module == module)
+    }
+}
+
+/// A point of a search space: the value of each search dimension, keyed by
+/// `(statement index, argument name)`.
+pub type Point = Vec<((usize, String), Scalar)>;
+
+/// Lowers `block` of a checked spec. Search dimensions take their value from
+/// `point`; a space block without a point is an error.
+pub fn lower(
+    checked: &Checked,
+    block: &CheckedBlock,
+    point: Option<&Point>,
+) -> Result<Plan, Diagnostic> {
+    let model = &checked.model;
+    let mut sites = Vec::new();
+    let mut biases: BTreeSet<String> = BTreeSet::new();
+    for (si, st) in block.statements.iter().enumerate() {
+        let args = if st.args.is_space() {
+            let Some(point) = point else {
+                return Err(Diagnostic::error(format!(
+                    "peft block `{}` is a search space; it has no single configuration to compile",
+                    block.name
+                ))
+                .at(st.span, "holds search values")
+                .with_help("run `peftc search`, or pick one value per argument"));
+            };
+            let mut missing = None;
+            let a = st.args.at_point(|name, dim| {
+                point
+                    .iter()
+                    .find(|((i, n), _)| *i == si && n == name)
+                    .map(|(_, v)| v.clone())
+                    .unwrap_or_else(|| {
+                        missing = Some(name.to_string());
+                        first_value(dim)
+                    })
+            });
+            if let Some(name) = missing {
+                return Err(Diagnostic::error(format!(
+                    "the search point has no value for `{name}`"
+                ))
+                .at(st.span, ""));
+            }
+            a
+        } else {
+            st.args.clone()
+        };
+        let parallel = st.placement == Placement::Beside;
+        let Some(config) = MethodConfig::from_args(st.kind, &args, parallel) else {
+            continue; // size 0 at this point: the method is absent
+        };
+        if let MethodConfig::Lora(l) = &config {
+            match l.bias {
+                crate::methods::BiasMode::None => {}
+                crate::methods::BiasMode::LoraOnly => {
+                    biases.extend(
+                        st.targets
+                            .iter()
+                            .map(|&t| &checked.modules[t])
+                            .filter(|m| m.kind.bias_len().is_some())
+                            .map(|m| m.path.clone()),
+                    );
+                }
+                crate::methods::BiasMode::All => {
+                    biases.extend(
+                        checked
+                            .modules
+                            .iter()
+                            .filter(|m| m.kind.bias_len().is_some() && m.role != Some(Role::Head))
+                            .map(|m| m.path.clone()),
+                    );
+                }
+            }
+        }
+        if st.kind == MethodKind::Bitfit {
+            for &t in &st.targets {
+                let m = &checked.modules[t];
+                for b in crate::check::biases_under(m, &checked.modules) {
+                    if b.role != Some(Role::Head) {
+                        biases.insert(b.path.clone());
+                    }
+                }
+            }
+            continue;
+        }
+        for &t in &st.targets {
+            let m = &checked.modules[t];
+            let (in_dim, out_dim) = io_dims(model, m);
+            sites.push(Site {
+                method: config.clone(),
+                module: m.path.clone(),
+                role: m.role,
+                kind: m.kind.clone(),
+                placement: st.placement,
+                gated: st.gated,
+                feedforward: st.kind == MethodKind::Ia3
+                    && m.role.and_then(Role::layer_role) == Some(LayerRole::MlpDown),
+                statement: si,
+                in_dim,
+                out_dim,
+            });
+        }
+    }
+    let train = match &checked.train {
+        Some(t) if t.args.is_space() && point.is_none() => {
+            return Err(Diagnostic::error(
+                "`train` holds search values; it has no single configuration",
+            )
+            .at(t.span, "")
+            .with_help("run `peftc search`"));
+        }
+        Some(t) => {
+            let args = t.args.at_point(|name, dim| {
+                point
+                    .and_then(|p| p.iter().find(|((i, n), _)| *i == usize::MAX && n == name))
+                    .map(|(_, v)| v.clone())
+                    .unwrap_or_else(|| first_value(dim))
+            });
+            let mut cfg = TrainConfig::from_args(&args, &checked.spec_dir);
+            cfg.data = args
+                .fixed("data")
+                .and_then(|v| v.as_str())
+                .map(|d| resolve_path(&checked.spec_dir, d));
+            Some(cfg)
+        }
+        None => None,
+    };
+    Ok(Plan {
+        block: block.name.clone(),
+        model: model.clone(),
+        task: checked.task,
+        modules: checked.modules.clone(),
+        sites,
+        trainable_biases: biases.into_iter().collect(),
+        train,
+        label_names: checked.label_names.clone(),
+    })
+}
+
+fn first_value(dim: &ArgValue) -> Scalar {
+    match dim {
+        ArgValue::Fixed { value } => value.clone(),
+        ArgValue::Set { values } => values.first().cloned().unwrap_or(Scalar::Unset),
+        ArgValue::Range { range } => {
+            if range.integer {
+                Scalar::Int(range.lo as i64)
+            } else {
+                Scalar::Float(range.lo)
+            }
+        }
+    }
+}
+
+/// Widths of what a method at `m` reads and writes.
+fn io_dims(model: &ModelDesc, m: &Module) -> (usize, usize) {
+    match m.kind {
+        ModuleKind::Linear {
+            in_features,
+            out_features,
+            ..
+        } => (in_features, out_features),
+        ModuleKind::Embedding { dim, .. } => (dim, dim),
+        ModuleKind::LayerNorm { dim } | ModuleKind::RmsNorm { dim } => (dim, dim),
+        _ => (model.dims.hidden, model.dims.hidden),
+    }
+}

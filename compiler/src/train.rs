@@ -1,0 +1,270 @@
+//! The `train` block: its keys, their types and defaults, and the concrete
+//! training configuration the runtime reads.
+
+use crate::methods::{ArgSpec, ArgType, Args, Default};
+use crate::task::TaskKind;
+use serde::{Deserialize, Serialize};
+use std::path::PathBuf;
+
+const fn int(min: i64) -> ArgType {
+    ArgType::Int {
+        min,
+        max: i64::MAX,
+        zero_absent: false,
+    }
+}
+const POSITIVE: ArgType = ArgType::Float {
+    lo: 0.0,
+    hi: f64::INFINITY,
+    lo_open: true,
+    hi_open: true,
+};
+const NON_NEGATIVE: ArgType = ArgType::Float {
+    lo: 0.0,
+    hi: f64::INFINITY,
+    lo_open: false,
+    hi_open: true,
+};
+const RATIO: ArgType = ArgType::Float {
+    lo: 0.0,
+    hi: 1.0,
+    lo_open: false,
+    hi_open: true,
+};
+const OPEN_RATIO: ArgType = ArgType::Float {
+    lo: 0.0,
+    hi: 1.0,
+    lo_open: true,
+    hi_open: true,
+};
+
+/// Every key a `train` block may hold.
+pub const TRAIN_KEYS: &[ArgSpec] = &[
+    ArgSpec {
+        name: "adapter",
+        ty: ArgType::Name,
+        default: Some(Default::Unset),
+        doc: "the peft block to train",
+    },
+    ArgSpec {
+        name: "task",
+        ty: ArgType::Choice(TaskKind::NAMES),
+        default: Some(Default::Unset),
+        doc: "classify, causal_lm or feature",
+    },
+    ArgSpec {
+        name: "data",
+        ty: ArgType::Str,
+        default: Some(Default::Unset),
+        doc: "TSV label<TAB>text, a folder of class folders of .txt, or a text corpus",
+    },
+    ArgSpec {
+        name: "labels",
+        ty: int(2),
+        default: Some(Default::Unset),
+        doc: "number of classes (read from the data when absent)",
+    },
+    ArgSpec {
+        name: "epochs",
+        ty: int(1),
+        default: Some(Default::Int(1)),
+        doc: "passes over the training split",
+    },
+    ArgSpec {
+        name: "max_steps",
+        ty: int(1),
+        default: Some(Default::Unset),
+        doc: "stop after this many optimizer steps",
+    },
+    ArgSpec {
+        name: "batch",
+        ty: int(1),
+        default: Some(Default::Int(16)),
+        doc: "sequences per micro-batch",
+    },
+    ArgSpec {
+        name: "grad_accum",
+        ty: int(1),
+        default: Some(Default::Int(1)),
+        doc: "micro-batches per optimizer step",
+    },
+    ArgSpec {
+        name: "seq_len",
+        ty: int(1),
+        default: Some(Default::Int(128)),
+        doc: "tokens per sequence (truncated / padded)",
+    },
+    ArgSpec {
+        name: "lr",
+        ty: POSITIVE,
+        default: Some(Default::Float(5e-4)),
+        doc: "peak learning rate",
+    },
+    ArgSpec {
+        name: "weight_decay",
+        ty: NON_NEGATIVE,
+        default: Some(Default::Float(0.0)),
+        doc: "AdamW decoupled weight decay",
+    },
+    ArgSpec {
+        name: "warmup",
+        ty: RATIO,
+        default: Some(Default::Float(0.0)),
+        doc: "fraction of steps spent warming up",
+    },
+    ArgSpec {
+        name: "schedule",
+        ty: ArgType::Choice(&["linear", "cosine", "constant"]),
+        default: Some(Default::Name("linear")),
+        doc: "decay after warm-up",
+    },
+    ArgSpec {
+        name: "optimizer",
+        ty: ArgType::Choice(&["adamw", "sgd"]),
+        default: Some(Default::Name("adamw")),
+        doc: "optimizer",
+    },
+    ArgSpec {
+        name: "max_grad_norm",
+        ty: POSITIVE,
+        default: Some(Default::Unset),
+        doc: "clip the global gradient norm",
+    },
+    ArgSpec {
+        name: "seed",
+        ty: int(0),
+        default: Some(Default::Int(0)),
+        doc: "seed of data order, dropout and initialization",
+    },
+    ArgSpec {
+        name: "eval_every",
+        ty: int(1),
+        default: Some(Default::Unset),
+        doc: "evaluate every N optimizer steps",
+    },
+    ArgSpec {
+        name: "save_every",
+        ty: int(1),
+        default: Some(Default::Unset),
+        doc: "checkpoint every N optimizer steps",
+    },
+    ArgSpec {
+        name: "eval_split",
+        ty: OPEN_RATIO,
+        default: Some(Default::Float(0.1)),
+        doc: "held-out fraction of the data",
+    },
+    ArgSpec {
+        name: "dtype",
+        ty: ArgType::Choice(&["f32", "bf16"]),
+        default: Some(Default::Name("f32")),
+        doc: "compute dtype of the frozen base",
+    },
+];
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Schedule {
+    Linear,
+    Cosine,
+    Constant,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OptimizerKind {
+    Adamw,
+    Sgd,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DType {
+    F32,
+    Bf16,
+}
+
+impl DType {
+    pub fn bytes(self) -> u64 {
+        match self {
+            DType::F32 => 4,
+            DType::Bf16 => 2,
+        }
+    }
+}
+
+/// A concrete training configuration.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TrainConfig {
+    pub adapter: Option<String>,
+    pub task: Option<TaskKind>,
+    /// Resolved against the spec's folder.
+    pub data: Option<PathBuf>,
+    pub labels: Option<usize>,
+    pub epochs: usize,
+    pub max_steps: Option<usize>,
+    pub batch: usize,
+    pub grad_accum: usize,
+    pub seq_len: usize,
+    pub lr: f64,
+    pub weight_decay: f64,
+    pub warmup: f64,
+    pub schedule: Schedule,
+    pub optimizer: OptimizerKind,
+    pub max_grad_norm: Option<f64>,
+    pub seed: u64,
+    pub eval_every: Option<usize>,
+    pub save_every: Option<usize>,
+    pub eval_split: f64,
+    pub dtype: DType,
+}
+
+impl TrainConfig {
+    /// Builds the configuration from fixed, checked `train` keys.
+    pub fn from_args(args: &Args, spec_dir: &std::path::Path) -> TrainConfig {
+        let opt_int = |n: &str| {
+            args.fixed(n)
+                .and_then(|v| v.as_i64())
+                .and_then(|v| usize::try_from(v).ok())
+        };
+        let int = |n: &str, d: usize| opt_int(n).unwrap_or(d);
+        let float = |n: &str| args.fixed(n).and_then(|v| v.as_f64());
+        let name = |n: &str| args.fixed(n).and_then(|v| v.as_str()).map(str::to_string);
+        TrainConfig {
+            adapter: name("adapter"),
+            task: name("task").and_then(|t| TaskKind::from_name(&t)),
+            data: name("data").map(|d| spec_dir.join(d)),
+            labels: opt_int("labels"),
+            epochs: int("epochs", 1),
+            max_steps: opt_int("max_steps"),
+            batch: int("batch", 16),
+            grad_accum: int("grad_accum", 1),
+            seq_len: int("seq_len", 128),
+            lr: float("lr").unwrap_or(5e-4),
+            weight_decay: float("weight_decay").unwrap_or(0.0),
+            warmup: float("warmup").unwrap_or(0.0),
+            schedule: match name("schedule").as_deref() {
+                Some("cosine") => Schedule::Cosine,
+                Some("constant") => Schedule::Constant,
+                _ => Schedule::Linear,
+            },
+            optimizer: match name("optimizer").as_deref() {
+                Some("sgd") => OptimizerKind::Sgd,
+                _ => OptimizerKind::Adamw,
+            },
+            max_grad_norm: float("max_grad_norm"),
+            seed: args
+                .fixed("seed")
+                .and_then(|v| v.as_i64())
+                .and_then(|v| u64::try_from(v).ok())
+                .unwrap_or(0),
+            eval_every: opt_int("eval_every"),
+            save_every: opt_int("save_every"),
+            eval_split: float("eval_split").unwrap_or(0.1),
+            dtype: match name("dtype").as_deref() {
+                Some("bf16") => DType::Bf16,
+                _ => DType::F32,
+            },
+        }
+    }
+}

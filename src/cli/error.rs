@@ -1,0 +1,37 @@
+//! Errors that end a command: spec diagnostics (exit 2) or other failures (exit 1).
+
+use peftc_grammar::{Diagnostic, render_all};
+
+#[derive(Debug)]
+pub enum CliError {
+    /// Problems with the user's spec, rendered against its text.
+    Spec {
+        path: String,
+        source: String,
+        diagnostics: Vec<Diagnostic>,
+    },
+    /// Bad input outside a spec (a file, a flag): exit 2.
+    Input(String),
+    /// Anything else: exit 1.
+    Other(String),
+}
+
+impl CliError {
+    pub fn code(&self) -> u8 {
+        match self {
+            CliError::Spec { .. } | CliError::Input(_) => 2,
+            CliError::Other(_) => 1,
+        }
+    }
+
+    pub fn report(&self) {
+        match self {
+            CliError::Spec {
+                path,
+                source,
+                diagnostics,
+            } => eprint!("{}", render_all(diagnostics, path, source)),
+            CliError::Input(m) | CliError::Other(m) => eprintln!("error: {m}"),
+        }
+    }
+}
