@@ -213,7 +213,8 @@ fn missing_role(role: Role, c: &Concrete, scope: &Scope) -> Diagnostic {
     if role == Role::Head {
         d = d.with_note("`head` exists for the classify and causal_lm tasks");
     }
-    d.with_suggestion(did_you_mean(&wanted, present.iter().map(String::as_str)))
+    // `wanted` is a real role this architecture lacks, not a typo: no "did you mean".
+    d
 }
 
 /// Resolves `[...]` against a model of `n` layers.
@@ -288,7 +289,7 @@ fn resolve_raw(pattern: &Spanned<String>, scope: &Scope) -> Result<Vec<usize>, D
             d = match suggest_raw(p, scope) {
                 RawHint::Replace(s) => d.with_help(format!("did you mean \"{s}\"?")),
                 RawHint::Choices(pos, names) => d.with_note(format!(
-                    "names at segment {} there: {}",
+                    "module names at segment {}: {}",
                     pos + 1,
                     names.join(", ")
                 )),
@@ -318,49 +319,67 @@ enum RawHint {
     None,
 }
 
-/// Finds the first segment of `pattern` where no module continues to match and
-/// proposes the closest real name there.
+/// Finds the first segment of `pattern` where no module continues to match
+/// and proposes the closest real name there, repeating for later segments; the
+/// corrected pattern is offered only if it matches something. Otherwise lists
+/// the names that exist at the first wrong segment.
 fn suggest_raw(pattern: &str, scope: &Scope) -> RawHint {
     if pattern.contains("**") {
         return RawHint::None;
     }
-    let segs: Vec<&str> = pattern.split('.').collect();
     let paths: Vec<Vec<&str>> = scope
         .modules
         .iter()
         .filter(|m| !m.synthetic)
         .map(|m| m.path.split('.').collect())
         .collect();
-    let prefix_matches = |k: usize| -> Vec<&Vec<&str>> {
-        paths
-            .iter()
-            .filter(|p| p.len() > k && (0..k).all(|i| glob::match_segment(segs[i], p[i])))
-            .collect()
-    };
+    let mut segs: Vec<String> = pattern.split('.').map(str::to_string).collect();
+    let mut first_choices: Option<RawHint> = None;
+    for _ in 0..segs.len() {
+        let Some((k, names)) = first_mismatch(&segs, &paths) else {
+            break;
+        };
+        match did_you_mean(&segs[k], names.iter().copied()) {
+            Some(best) => segs[k] = best.to_string(),
+            None => {
+                first_choices.get_or_insert_with(|| choices(k, &names));
+                break;
+            }
+        }
+        first_choices.get_or_insert_with(|| choices(k, &names));
+    }
+    let fixed = segs.join(".");
+    if fixed != pattern && paths.iter().any(|p| glob::matches(&fixed, &p.join("."))) {
+        return RawHint::Replace(fixed);
+    }
+    first_choices.unwrap_or(RawHint::None)
+}
+
+/// The first segment where no path continues to match, with the names that
+/// exist there under the matching prefix.
+fn first_mismatch<'a>(segs: &[String], paths: &'a [Vec<&'a str>]) -> Option<(usize, std::collections::BTreeSet<&'a str>)> {
     for k in 0..segs.len() {
-        let under = prefix_matches(k);
-        let ok = under.iter().any(|p| glob::match_segment(segs[k], p[k]));
-        if ok {
+        let under: Vec<&Vec<&str>> = paths
+            .iter()
+            .filter(|p| p.len() > k && (0..k).all(|i| glob::match_segment(&segs[i], p[i])))
+            .collect();
+        if under.iter().any(|p| glob::match_segment(&segs[k], p[k])) {
             continue;
         }
-        let names: BTreeSet<&str> = under.iter().map(|p| p[k]).collect();
-        if let Some(best) = did_you_mean(segs[k], names.iter().copied()) {
-            let mut fixed: Vec<&str> = segs.clone();
-            fixed[k] = best;
-            return RawHint::Replace(fixed.join("."));
-        }
-        let mut list: Vec<String> = names.iter().map(|s| s.to_string()).collect();
-        if list.is_empty() {
-            return RawHint::None;
-        }
-        // Numeric segments (layer indices) say little; show the range instead.
-        if list.iter().all(|s| s.parse::<usize>().is_ok()) {
-            return RawHint::Choices(k, vec![format!("0..{}", list.len())]);
-        }
-        list.truncate(10);
-        return RawHint::Choices(k, list);
+        return Some((k, under.iter().map(|p| p[k]).collect()));
     }
-    // Every segment matched something, but never all together in one path: the
-    // pattern is too long or too short.
-    RawHint::None
+    None
+}
+
+fn choices(k: usize, names: &std::collections::BTreeSet<&str>) -> RawHint {
+    let mut list: Vec<String> = names.iter().map(|s| s.to_string()).collect();
+    if list.is_empty() {
+        return RawHint::None;
+    }
+    // Numeric segments (layer indices) say little; show the range instead.
+    if list.iter().all(|s| s.parse::<usize>().is_ok()) {
+        return RawHint::Choices(k, vec![format!("0..{}", list.len())]);
+    }
+    list.truncate(10);
+    RawHint::Choices(k, list)
 }

@@ -567,9 +567,48 @@ fn syntax_error(e: pest::error::Error<Rule>, source: &str) -> Diagnostic {
             )
         }
     };
+    if found.is_empty()
+        && expected.iter().any(|x| x == "`}`")
+        && let Some(open) = unclosed_brace(source)
+    {
+        return Diagnostic::error("syntax error: unclosed `{`: expected `}` before the end of the file")
+            .at(Span::new(pos, pos + 1), "the file ends here")
+            .with_secondary(Span::new(open, open + 1), "this `{` is never closed");
+    }
     Diagnostic::error(message)
         .at(Span::new(pos, pos + found.len().max(1)), "unexpected here")
         .with_suggestion(suggestion)
+}
+
+/// Offset of the last `{` that no `}` closes (strings and comments skipped).
+fn unclosed_brace(source: &str) -> Option<usize> {
+    let mut stack = Vec::new();
+    let mut in_string = false;
+    let mut in_comment = false;
+    let mut escaped = false;
+    for (i, c) in source.char_indices() {
+        if in_comment {
+            in_comment = c != '\n';
+        } else if in_string {
+            match (escaped, c) {
+                (true, _) => escaped = false,
+                (false, '\\') => escaped = true,
+                (false, '"') | (false, '\n') => in_string = false,
+                _ => {}
+            }
+        } else {
+            match c {
+                '#' => in_comment = true,
+                '"' => in_string = true,
+                '{' => stack.push(i),
+                '}' => {
+                    stack.pop();
+                }
+                _ => {}
+            }
+        }
+    }
+    stack.pop()
 }
 
 /// Literal tokens worth naming in "expected ..." when no rule already names them.

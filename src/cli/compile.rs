@@ -89,10 +89,11 @@ pub fn run(args: CompileArgs) -> Result<(), CliError> {
     };
     let out = compile_block(c, block, None, workload).map_err(|d| spec.fail(d))?;
     match args.emit {
-        Emit::Json => println!(
-            "{}",
-            serde_json::to_string_pretty(&to_json(&spec, &out)).unwrap_or_default()
-        ),
+        Emit::Json => {
+            let text = serde_json::to_string_pretty(&to_json(&spec, &out))
+                .map_err(|e| CliError::Internal(format!("cannot serialize the report: {e}")))?;
+            println!("{text}");
+        }
         Emit::Ir => print!("{}", peftc_compiler::ir::to_text(&out.graph)),
         Emit::Dot => print!("{}", peftc_compiler::ir::to_dot(&out.graph)),
         Emit::Summary => print_summary(&spec, &out),

@@ -12,15 +12,15 @@ pub enum CliError {
     },
     /// Bad input outside a spec (a file, a flag): exit 2.
     Input(String),
-    /// Anything else: exit 1.
-    Other(String),
+    /// A failure that is not the input's fault: exit 1.
+    Internal(String),
 }
 
 impl CliError {
     pub fn code(&self) -> u8 {
         match self {
             CliError::Spec { .. } | CliError::Input(_) => 2,
-            CliError::Other(_) => 1,
+            CliError::Internal(_) => 1,
         }
     }
 
@@ -31,7 +31,7 @@ impl CliError {
                 source,
                 diagnostics,
             } => eprint!("{}", render_all(diagnostics, path, source)),
-            CliError::Input(m) | CliError::Other(m) => eprintln!("error: {m}"),
+            CliError::Input(m) | CliError::Internal(m) => eprintln!("error: {m}"),
         }
     }
 }

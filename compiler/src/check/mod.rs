@@ -214,7 +214,18 @@ pub fn check(file: &SpecFile, opts: &CheckOptions) -> Result<Checked, Vec<Diagno
 
     // search blocks
     let mut searches = Vec::new();
-    let mut explored: Vec<String> = Vec::new();
+    // Blocks some search names, even one that fails its own checks.
+    let mut explored: Vec<String> = file
+        .search_blocks()
+        .flat_map(|s| s.items.iter())
+        .filter_map(|i| match i {
+            peftc_grammar::ast::SearchItem::Entry(e) if e.key.node == "space" => match &e.value.node {
+                peftc_grammar::ast::ValueKind::Ident(n) => Some(n.clone()),
+                _ => None,
+            },
+            _ => None,
+        })
+        .collect();
     for s in file.search_blocks() {
         match check_search(s) {
             Ok(spec) => {

@@ -116,11 +116,12 @@ pub fn check_statement(
                         .map(|&i| &modules[i])
                         .find(|m| !targets::accepts(spec.target, m, modules))
                     {
-                        let mut d = Diagnostic::error(format!(
-                            "`{}` cannot go on {}",
-                            spec.name,
-                            targets::describe(bad)
-                        ))
+                        let what = if spec.target == crate::methods::TargetKind::Biased {
+                            format!("`{}` finds no bias terms in {}", spec.name, targets::describe(bad))
+                        } else {
+                            format!("`{}` cannot go on {}", spec.name, targets::describe(bad))
+                        };
+                        let mut d = Diagnostic::error(what)
                         .at(sel.span(), "wrong kind of module")
                         .with_note(format!(
                             "`{}` goes on {}",

@@ -51,7 +51,10 @@ pub fn hint(t: TargetKind, m: &Module, family: Family) -> Option<String> {
         (TargetKind::Block, _, _) => {
             Some("put adapters after or beside `attn`, `mlp`, a layer or a projection".into())
         }
-        (TargetKind::Biased, _, _) => Some("this model has no bias terms there".into()),
+        (TargetKind::Biased, _, _) => Some(match family {
+            Family::Llama => "LLaMA-family layers have no biases (Qwen2 has them on q, k, v); try `ia3` or `lora`".into(),
+            Family::Bert => "select modules that hold biases: projections or layer norms".into(),
+        }),
         _ => None,
     }
 }

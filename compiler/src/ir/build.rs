@@ -87,9 +87,48 @@ impl Graph {
         }
     }
 
-    /// Node ids in an order where every node comes after its inputs.
+    /// Node ids in an order where every node comes after its inputs; among
+    /// ready nodes the oldest first, so listings follow the model's own order
+    /// and inserted nodes appear just before their first use. Shorter than the
+    /// node count if the graph has a cycle.
     pub fn topo(&self) -> Vec<NodeId> {
-        petgraph::algo::toposort(&self.g, None).unwrap_or_default()
+        use std::cmp::Reverse;
+        use std::collections::{BinaryHeap, HashMap};
+        let mut pending: HashMap<NodeId, usize> = self
+            .g
+            .node_indices()
+            .map(|n| (n, self.g.edges_directed(n, Direction::Incoming).count()))
+            .collect();
+        // A node's priority is the earliest original position that needs it, so
+        // nodes inserted by passes (high indices) sort just before their use.
+        let mut key: HashMap<NodeId, usize> = HashMap::new();
+        for n in petgraph::algo::toposort(&self.g, None).unwrap_or_default().into_iter().rev() {
+            let k = self
+                .g
+                .edges_directed(n, Direction::Outgoing)
+                .filter_map(|e| key.get(&e.target()).copied())
+                .fold(n.index(), usize::min);
+            key.insert(n, k);
+        }
+        let key = |n: NodeId| key.get(&n).copied().unwrap_or(n.index());
+        let mut ready: BinaryHeap<Reverse<(usize, NodeId)>> = pending
+            .iter()
+            .filter(|(_, c)| **c == 0)
+            .map(|(n, _)| Reverse((key(*n), *n)))
+            .collect();
+        let mut order = Vec::with_capacity(pending.len());
+        while let Some(Reverse((_, n))) = ready.pop() {
+            order.push(n);
+            for e in self.g.edges_directed(n, Direction::Outgoing) {
+                if let Some(c) = pending.get_mut(&e.target()) {
+                    *c -= 1;
+                    if *c == 0 {
+                        ready.push(Reverse((key(e.target()), e.target())));
+                    }
+                }
+            }
+        }
+        order
     }
 
     pub fn node(&self, n: NodeId) -> &Node {
