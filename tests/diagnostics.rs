@@ -31,7 +31,10 @@ fn rendered_diagnostics_match_goldens() {
             .expect("run peftc");
         let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
         if out.status.code() != Some(2) {
-            failures.push(format!("{name}: exit {:?}, expected 2\n{stderr}", out.status.code()));
+            failures.push(format!(
+                "{name}: exit {:?}, expected 2\n{stderr}",
+                out.status.code()
+            ));
             continue;
         }
         if stderr.contains("panicked") {

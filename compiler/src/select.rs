@@ -357,7 +357,10 @@ fn suggest_raw(pattern: &str, scope: &Scope) -> RawHint {
 
 /// The first segment where no path continues to match, with the names that
 /// exist there under the matching prefix.
-fn first_mismatch<'a>(segs: &[String], paths: &'a [Vec<&'a str>]) -> Option<(usize, std::collections::BTreeSet<&'a str>)> {
+fn first_mismatch<'a>(
+    segs: &[String],
+    paths: &'a [Vec<&'a str>],
+) -> Option<(usize, std::collections::BTreeSet<&'a str>)> {
     for k in 0..segs.len() {
         let under: Vec<&Vec<&str>> = paths
             .iter()

@@ -571,9 +571,11 @@ fn syntax_error(e: pest::error::Error<Rule>, source: &str) -> Diagnostic {
         && expected.iter().any(|x| x == "`}`")
         && let Some(open) = unclosed_brace(source)
     {
-        return Diagnostic::error("syntax error: unclosed `{`: expected `}` before the end of the file")
-            .at(Span::new(pos, pos + 1), "the file ends here")
-            .with_secondary(Span::new(open, open + 1), "this `{` is never closed");
+        return Diagnostic::error(
+            "syntax error: unclosed `{`: expected `}` before the end of the file",
+        )
+        .at(Span::new(pos, pos + 1), "the file ends here")
+        .with_secondary(Span::new(open, open + 1), "this `{` is never closed");
     }
     Diagnostic::error(message)
         .at(Span::new(pos, pos + found.len().max(1)), "unexpected here")

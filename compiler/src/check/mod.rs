@@ -219,10 +219,12 @@ pub fn check(file: &SpecFile, opts: &CheckOptions) -> Result<Checked, Vec<Diagno
         .search_blocks()
         .flat_map(|s| s.items.iter())
         .filter_map(|i| match i {
-            peftc_grammar::ast::SearchItem::Entry(e) if e.key.node == "space" => match &e.value.node {
-                peftc_grammar::ast::ValueKind::Ident(n) => Some(n.clone()),
-                _ => None,
-            },
+            peftc_grammar::ast::SearchItem::Entry(e) if e.key.node == "space" => {
+                match &e.value.node {
+                    peftc_grammar::ast::ValueKind::Ident(n) => Some(n.clone()),
+                    _ => None,
+                }
+            }
             _ => None,
         })
         .collect();

@@ -117,17 +117,21 @@ pub fn check_statement(
                         .find(|m| !targets::accepts(spec.target, m, modules))
                     {
                         let what = if spec.target == crate::methods::TargetKind::Biased {
-                            format!("`{}` finds no bias terms in {}", spec.name, targets::describe(bad))
+                            format!(
+                                "`{}` finds no bias terms in {}",
+                                spec.name,
+                                targets::describe(bad)
+                            )
                         } else {
                             format!("`{}` cannot go on {}", spec.name, targets::describe(bad))
                         };
                         let mut d = Diagnostic::error(what)
-                        .at(sel.span(), "wrong kind of module")
-                        .with_note(format!(
-                            "`{}` goes on {}",
-                            spec.name,
-                            spec.target.describe()
-                        ));
+                            .at(sel.span(), "wrong kind of module")
+                            .with_note(format!(
+                                "`{}` goes on {}",
+                                spec.name,
+                                spec.target.describe()
+                            ));
                         if let Some(h) = targets::hint(spec.target, bad, model.family) {
                             d = d.with_help(h);
                         }

@@ -102,7 +102,11 @@ impl Graph {
         // A node's priority is the earliest original position that needs it, so
         // nodes inserted by passes (high indices) sort just before their use.
         let mut key: HashMap<NodeId, usize> = HashMap::new();
-        for n in petgraph::algo::toposort(&self.g, None).unwrap_or_default().into_iter().rev() {
+        for n in petgraph::algo::toposort(&self.g, None)
+            .unwrap_or_default()
+            .into_iter()
+            .rev()
+        {
             let k = self
                 .g
                 .edges_directed(n, Direction::Outgoing)

@@ -1,0 +1,72 @@
+//! Helpers shared by the end-to-end tests.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+pub fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+pub fn fixture_config(name: &str) -> PathBuf {
+    repo().join("tests/fixtures/configs").join(name)
+}
+
+/// Where `scripts/fetch-assets` put the real models and data.
+pub fn assets() -> PathBuf {
+    if let Some(p) = std::env::var_os("PEFTC_ASSETS") {
+        return PathBuf::from(p);
+    }
+    let cache = std::env::var_os("PEFTC_CACHE")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            PathBuf::from(std::env::var("HOME").unwrap_or_default()).join(".cache/peftc")
+        });
+    cache.join("assets")
+}
+
+/// A real asset; fails the test with the fix if it is missing.
+pub fn asset(rel: &str) -> PathBuf {
+    let p = assets().join(rel);
+    assert!(
+        p.exists(),
+        "missing asset {} — run scripts/fetch-assets",
+        p.display()
+    );
+    p
+}
+
+/// A fresh, empty folder for one test.
+pub fn temp_dir(tag: &str) -> PathBuf {
+    static N: AtomicUsize = AtomicUsize::new(0);
+    let d = std::env::temp_dir().join(format!(
+        "peftc-test-{}-{tag}-{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::SeqCst)
+    ));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).expect("temp dir");
+    d
+}
+
+pub fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
+    let p = dir.join(name);
+    std::fs::write(&p, text).expect("write");
+    p
+}
+
+pub fn peftc(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_peftc"))
+        .args(args)
+        .output()
+        .expect("run peftc")
+}
+
+pub fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+pub fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}

@@ -1,0 +1,560 @@
+"""Golden fixtures for peftc's runtime tests, produced by HF transformers + PEFT (fp32, CPU).
+
+For every case below this writes tests/fixtures/golden/<case>/:
+
+    case.json            what was run (model, task, peftc statements, HF PEFT config, texts,
+                         token ids, logit positions, versions, notes)
+    adapter/             exactly what PeftModel.save_pretrained writes (adapter_config.json +
+                         adapter_model.safetensors; the boilerplate README.md model card is
+                         deleted), after every trainable parameter was randomized (seeded), so
+                         that no adapter is a no-op.  Base cases have no adapter/.
+    io.safetensors       inputs, outputs, loss and grad.<adapter key> for every trainable
+                         parameter (see tests/fixtures/golden/README.md)
+
+Then it reloads every adapter with PeftModel.from_pretrained into a fresh base model, checks
+that it reproduces the stored outputs (max abs diff < 1e-5) and prints a table.
+
+    ~/.cache/peftc/venv/bin/python tests/reference/make_golden.py [case ...]
+
+Needs scripts/fetch-assets (all-MiniLM-L6-v2 and the SmolLM2-135M-Instruct Q4_1 GGUF).
+About 2-3 minutes on 2 CPU cores (the GGUF is dequantized once, then deep-copied per case).
+"""
+
+import copy
+import json
+import os
+import shutil
+import sys
+import time
+import traceback
+import warnings
+from importlib.metadata import version
+from pathlib import Path
+
+# PEFT writes set-valued fields (target_modules) as lists in set iteration order; a fixed hash
+# seed keeps adapter_config.json byte-stable across runs.
+if os.environ.get("PYTHONHASHSEED") != "0":
+    os.environ["PYTHONHASHSEED"] = "0"
+    os.execv(sys.executable, [sys.executable, *sys.argv])
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("TQDM_DISABLE", "1")
+warnings.filterwarnings("ignore")
+
+import torch  # noqa: E402
+import transformers  # noqa: E402
+from peft import (  # noqa: E402
+    IA3Config,
+    LoraConfig,
+    PeftModel,
+    PrefixTuningConfig,
+    PromptTuningConfig,
+    get_peft_model,
+    get_peft_model_state_dict,
+)
+from safetensors.torch import load_file, save_file  # noqa: E402
+from tokenizers import Tokenizer  # noqa: E402
+from transformers import (  # noqa: E402
+    AutoModel,
+    AutoModelForCausalLM,
+    AutoModelForSequenceClassification,
+    AutoTokenizer,
+    LlamaForSequenceClassification,
+)
+
+transformers.logging.set_verbosity_error()
+try:
+    transformers.utils.logging.disable_progress_bar()
+except Exception:  # noqa: BLE001
+    pass
+
+REPO = Path(__file__).resolve().parents[2]
+OUT = REPO / "tests" / "fixtures" / "golden"
+CACHE = Path(os.environ.get("PEFTC_CACHE", os.path.expanduser("~/.cache/peftc")))
+MINILM = CACHE / "assets" / "all-MiniLM-L6-v2"
+SMOL = CACHE / "assets" / "SmolLM2-135M-Instruct"
+SMOL_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+
+VERSIONS = {"torch": torch.__version__, "transformers": transformers.__version__,
+            "peft": version("peft"), "safetensors": version("safetensors")}
+
+MINILM_TEXTS = [
+    "Free entry in 2 a wkly comp to win FA Cup final tkts 21st May 2005.",
+    "Ok lar... Joking wif u oni...",
+    "I'm gonna be home soon and i don't want to talk about this stuff anymore tonight",
+]
+MINILM_LABELS = [1, 0, 0]
+SMOL_TEXTS = ["The capital of France is Paris. It is known for", "Rust is a systems programming language"]
+SMOL_CLS_LABELS = [2, 0]
+SMOL_PAD = 0
+DIGITS_PROBE = "In 2024, 12345 apples cost $3.50."
+VERIFY_TOL = 1e-5
+
+# Role -> HF module-name regexes (PEFT re.fullmatch()es a string target_modules against the full
+# module name).  On BERT the bare suffix "output.dense" would also match attention.output.dense.
+BERT_QV = r".*encoder\.layer\.\d+\.attention\.self\.(query|value)"
+BERT_ALL = (r".*encoder\.layer\.\d+\.(attention\.self\.(query|key|value)|attention\.output\.dense"
+            r"|intermediate\.dense|output\.dense)")
+BERT_IA3 = r".*encoder\.layer\.\d+\.(attention\.self\.(key|value)|output\.dense)"
+BERT_IA3_FF = r".*encoder\.layer\.\d+\.output\.dense"
+LLAMA_ALL = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+
+
+# ---------------------------------------------------------------------------------------------
+# Cases
+# ---------------------------------------------------------------------------------------------
+def case(name, model, task, statements, peft, num_labels=None, notes=""):
+    return dict(name=name, model=model, task=task, statements=statements, peft=peft,
+                num_labels=num_labels, notes=notes)
+
+
+CASES = [
+    case("minilm_feature_base", "minilm", "feature", "", None,
+         notes="BertModel (AutoModel), no adapter. loss = sum(hidden * proj)."),
+    case("minilm_cls_base", "minilm", "classify", "", None, num_labels=2,
+         notes="BertForSequenceClassification, no adapter; the randomized classifier is stored "
+               "in io.safetensors as classifier.weight / classifier.bias. loss = cross-entropy."),
+    case("minilm_cls_lora", "minilm", "classify",
+         "lora(r=8, alpha=16) on layers[*].attn.{q, v}",
+         (LoraConfig, dict(task_type="SEQ_CLS", r=8, lora_alpha=16, lora_dropout=0.0,
+                           target_modules=BERT_QV)), num_labels=2),
+    case("minilm_cls_lora_all", "minilm", "classify",
+         "lora(r=4, alpha=8, rslora=true) on layers[*].attn.{q, k, v, o}, layers[*].mlp.{up, down}",
+         (LoraConfig, dict(task_type="SEQ_CLS", r=4, lora_alpha=8, lora_dropout=0.0, use_rslora=True,
+                           target_modules=BERT_ALL)), num_labels=2,
+         notes="rsLoRA: scaling = alpha / sqrt(r) = 4."),
+    case("minilm_cls_dora", "minilm", "classify",
+         "dora(r=8, alpha=16) on layers[*].attn.{q, v}",
+         (LoraConfig, dict(task_type="SEQ_CLS", r=8, lora_alpha=16, lora_dropout=0.0, use_dora=True,
+                           target_modules=BERT_QV)), num_labels=2),
+    case("minilm_cls_ia3", "minilm", "classify",
+         "ia3() on layers[*].attn.{k, v}, layers[*].mlp.down",
+         (IA3Config, dict(task_type="SEQ_CLS", target_modules=BERT_IA3, feedforward_modules=BERT_IA3_FF)),
+         num_labels=2,
+         notes="IA3 on key/value (output scaling, ia3_l [out,1]) and the FFN output.dense only "
+               "(feed-forward: input scaling, ia3_l [1,in]); attention.output.dense is NOT targeted."),
+    case("minilm_cls_prompt", "minilm", "classify", "prompt(len=5) on embed",
+         (PromptTuningConfig, dict(task_type="SEQ_CLS", num_virtual_tokens=5)), num_labels=2,
+         notes="Virtual tokens are prepended to the word embeddings (token type 0, positions 0..4, "
+               "real tokens at positions 5..); the pooler reads the FIRST VIRTUAL token, not [CLS]."),
+    case("minilm_feature_prefix", "minilm", "feature", "prefix(len=5) on layers[*].attn",
+         (PrefixTuningConfig, dict(task_type="FEATURE_EXTRACTION", num_virtual_tokens=5)),
+         notes="BertModel + prefix tuning: per layer K/V prefixes of 5 virtual tokens; real tokens use "
+               "positions 5.. (cache length); token_type_ids are dropped by PEFT (= zeros). hidden has no "
+               "virtual positions."),
+    case("smollm2_base", "smollm2", "causal_lm", "", None,
+         notes="LlamaForCausalLM from the Q4_1 GGUF dequantized to fp32, no adapter."),
+    case("smollm2_lora", "smollm2", "causal_lm",
+         "lora(r=8, alpha=16) on layers[0, 14, 29].attn.{q, k, v, o}, layers[0, 14, 29].mlp.{gate, up, down}",
+         (LoraConfig, dict(task_type="CAUSAL_LM", r=8, lora_alpha=16, lora_dropout=0.0,
+                           target_modules=LLAMA_ALL, layers_to_transform=[0, 14, 29],
+                           layers_pattern="layers"))),
+    case("smollm2_dora", "smollm2", "causal_lm", "dora(r=4, alpha=8) on layers[0, 29].attn.{q, v}",
+         (LoraConfig, dict(task_type="CAUSAL_LM", r=4, lora_alpha=8, lora_dropout=0.0, use_dora=True,
+                           target_modules=["q_proj", "v_proj"], layers_to_transform=[0, 29],
+                           layers_pattern="layers"))),
+    case("smollm2_ia3", "smollm2", "causal_lm", "ia3() on layers[*].attn.{k, v}, layers[*].mlp.down",
+         (IA3Config, dict(task_type="CAUSAL_LM", target_modules=["k_proj", "v_proj", "down_proj"],
+                          feedforward_modules=["down_proj"]))),
+    case("smollm2_prompt", "smollm2", "causal_lm", "prompt(len=4) on embed",
+         (PromptTuningConfig, dict(task_type="CAUSAL_LM", num_virtual_tokens=4)),
+         notes="HF logits include the 4 virtual positions: logits_last/first were taken at "
+               "4 + position; labels are prefixed with -100 by PEFT, so the loss covers the same "
+               "real-token predictions plus the last virtual position predicting the first real token."),
+    case("smollm2_prefix", "smollm2", "causal_lm", "prefix(len=4) on layers[*].attn",
+         (PrefixTuningConfig, dict(task_type="CAUSAL_LM", num_virtual_tokens=4)),
+         notes="GQA: PEFT overrides token_dim = head_dim * num_key_value_heads = 192 and "
+               "num_attention_heads = 3. The prefix K is used as stored (no RoPE); real tokens use "
+               "positions 4.. ."),
+    case("smollm2_cls_lora", "smollm2", "classify", "lora(r=8, alpha=16) on layers[0..2].attn.{q, v}",
+         (LoraConfig, dict(task_type="SEQ_CLS", r=8, lora_alpha=16, lora_dropout=0.0,
+                           target_modules=["q_proj", "v_proj"], layers_to_transform=[0, 1],
+                           layers_pattern="layers")), num_labels=3,
+         notes="LlamaForSequenceClassification built from the GGUF causal LM's config (num_labels=3, "
+               "pad_token_id=0) with the backbone weights copied; score (no bias) is the "
+               "modules_to_save head. Pooled at the last non-pad token (input_ids != 0). "
+               "layers[0..2] is end-exclusive: layers 0 and 1."),
+]
+
+
+def dump_json(obj, indent=0):
+    """json.dumps(indent=2), but lists of scalars stay on one line (token ids, shapes)."""
+    pad, inner = "  " * indent, "  " * (indent + 1)
+    if isinstance(obj, dict):
+        if not obj:
+            return "{}"
+        items = [f"{inner}{json.dumps(str(k))}: {dump_json(v, indent + 1)}" for k, v in obj.items()]
+        return "{\n" + ",\n".join(items) + "\n" + pad + "}"
+    if isinstance(obj, (list, tuple)):
+        if all(not isinstance(v, (dict, list, tuple)) for v in obj):
+            return json.dumps(list(obj))
+        return "[\n" + ",\n".join(inner + dump_json(v, indent + 1) for v in obj) + "\n" + pad + "]"
+    return json.dumps(obj)
+
+
+# ---------------------------------------------------------------------------------------------
+# Inputs
+# ---------------------------------------------------------------------------------------------
+def pad_right(rows, pad_id):
+    s = max(len(r) for r in rows)
+    ids = torch.full((len(rows), s), pad_id, dtype=torch.int64)
+    mask = torch.zeros((len(rows), s), dtype=torch.int64)
+    for i, r in enumerate(rows):
+        ids[i, : len(r)] = torch.tensor(r, dtype=torch.int64)
+        mask[i, : len(r)] = 1
+    return ids, mask
+
+
+def minilm_inputs():
+    tk = Tokenizer.from_file(str(MINILM / "tokenizer.json"))
+    tk.no_padding()  # tokenizer.json ships padding to a fixed length of 128
+    tk.no_truncation()
+    rows = [e.ids for e in tk.encode_batch(MINILM_TEXTS)]
+    ids, mask = pad_right(rows, 0)
+    ref = AutoTokenizer.from_pretrained(str(MINILM))(MINILM_TEXTS, padding=True, return_tensors="pt")
+    assert torch.equal(ref["input_ids"], ids) and torch.equal(ref["attention_mask"], mask)
+    return dict(rows=rows, input_ids=ids, attention_mask=mask, token_type_ids=torch.zeros_like(ids))
+
+
+def smol_inputs(tok):
+    rows = [tok(t)["input_ids"] for t in SMOL_TEXTS]
+    ids, mask = pad_right(rows, SMOL_PAD)
+    return dict(rows=rows, input_ids=ids, attention_mask=mask)
+
+
+# ---------------------------------------------------------------------------------------------
+# Models
+# ---------------------------------------------------------------------------------------------
+class Bases:
+    """Loads base models; the GGUF is dequantized once and deep-copied per use."""
+
+    def __init__(self):
+        self._smol = None
+
+    def smol_causal(self):
+        if self._smol is None:
+            t = time.time()
+            m = AutoModelForCausalLM.from_pretrained(str(SMOL), gguf_file=SMOL_GGUF, dtype=torch.float32)
+            m.name_or_path = "SmolLM2-135M-Instruct"  # keep local paths out of adapter_config.json
+            m.eval()
+            self._smol = m
+            print(f"  [GGUF dequantized to fp32 in {time.time() - t:.1f}s]", flush=True)
+        return copy.deepcopy(self._smol)
+
+    def smol_cls(self, num_labels, seed):
+        src = self.smol_causal()
+        cfg = copy.deepcopy(src.config)
+        cfg.num_labels = num_labels
+        cfg.pad_token_id = SMOL_PAD
+        cfg.architectures = ["LlamaForSequenceClassification"]
+        torch.manual_seed(seed)
+        m = LlamaForSequenceClassification(cfg).to(torch.float32)
+        missing, unexpected = m.load_state_dict(
+            {k: v for k, v in src.state_dict().items() if k.startswith("model.")}, strict=False)
+        assert missing == ["score.weight"] and not unexpected, (missing, unexpected)
+        m.name_or_path = "SmolLM2-135M-Instruct"
+        return m.eval()
+
+    def minilm(self, task, num_labels=None):
+        if task == "feature":
+            m = AutoModel.from_pretrained(str(MINILM), dtype=torch.float32)
+        else:
+            m = AutoModelForSequenceClassification.from_pretrained(str(MINILM), num_labels=num_labels,
+                                                                   dtype=torch.float32)
+        m.name_or_path = "all-MiniLM-L6-v2"
+        return m.eval()
+
+    def get(self, c, seed):
+        if c["model"] == "minilm":
+            return self.minilm(c["task"], c["num_labels"])
+        if c["task"] == "classify":
+            return self.smol_cls(c["num_labels"], seed)
+        return self.smol_causal()
+
+
+# ---------------------------------------------------------------------------------------------
+# Adapter randomization and key mapping
+# ---------------------------------------------------------------------------------------------
+def randomize_trainable(model, gen, prompt_std):
+    """Seeded: LoRA A/B N*0.05, DoRA m = m0*(1+0.05N), IA3 1+0.1N, prompt/prefix N*prompt_std,
+    modules_to_save heads N*0.05 (weight and bias)."""
+    with torch.no_grad():
+        for name, p in sorted(model.named_parameters()):
+            if not p.requires_grad:
+                continue
+            n = torch.randn(p.shape, generator=gen, dtype=torch.float32)
+            if "lora_magnitude_vector" in name:
+                p.mul_(1 + 0.05 * n)
+            elif "lora_A" in name or "lora_B" in name:
+                p.copy_(0.05 * n)
+            elif "ia3_l" in name:
+                p.copy_(1 + 0.1 * n)
+            elif "prompt_encoder" in name:
+                p.copy_(prompt_std * n)
+            elif "modules_to_save" in name:
+                p.copy_(0.05 * n)
+            else:
+                raise ValueError(f"don't know how to randomize trainable {name}")
+
+
+def by_adapter_key(model, per_param):
+    """Re-key {param name: tensor} by the adapter-file keys: load the tensors into the trainable
+    parameters, run get_peft_model_state_dict (the function save_pretrained uses), restore."""
+    params = {n: p for n, p in model.named_parameters() if p.requires_grad}
+    assert set(per_param) == set(params), set(per_param) ^ set(params)
+    saved = {n: p.detach().clone() for n, p in params.items()}
+    with torch.no_grad():
+        for n, p in params.items():
+            p.copy_(per_param[n])
+        out = {k: v.detach().clone().contiguous() for k, v in get_peft_model_state_dict(model).items()}
+        for n, p in params.items():
+            p.copy_(saved[n])
+    assert len(out) == len(params), (sorted(out), sorted(params))
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# Forward
+# ---------------------------------------------------------------------------------------------
+def forward(model, c, inp, n_virtual, proj=None, labels=None):
+    """Returns (outputs dict of f32 tensors, loss tensor)."""
+    kw = dict(input_ids=inp["input_ids"], attention_mask=inp["attention_mask"])
+    if c["model"] == "minilm":
+        kw["token_type_ids"] = inp["token_type_ids"]
+    if c["task"] == "feature":
+        hidden = model(**kw).last_hidden_state
+        return {"hidden": hidden}, (hidden * proj).sum()
+    out = model(**kw, labels=labels)
+    if c["task"] == "classify":
+        return {"logits": out.logits}, out.loss
+    logits = out.logits  # [B, n_virtual + S, V] for prompt tuning, else [B, S, V]
+    rows = torch.arange(logits.shape[0])
+    last = inp["attention_mask"].sum(1) - 1
+    return {"logits_last": logits[rows, n_virtual + last],
+            "logits_first": logits[rows, torch.full_like(last, n_virtual)]}, out.loss
+
+
+def n_virtual_of(c):
+    if c["peft"] and c["peft"][0] is PromptTuningConfig:
+        return c["peft"][1]["num_virtual_tokens"]
+    return 0
+
+
+def labels_for(c, inp):
+    if c["task"] == "classify":
+        return torch.tensor(MINILM_LABELS if c["model"] == "minilm" else SMOL_CLS_LABELS, dtype=torch.int64)
+    if c["task"] == "causal_lm":
+        lab = inp["input_ids"].clone()
+        lab[inp["attention_mask"] == 0] = -100
+        return lab
+    return None
+
+
+# ---------------------------------------------------------------------------------------------
+# One case
+# ---------------------------------------------------------------------------------------------
+def run_case(idx, c, bases, inputs, extra_meta):
+    seed = 1000 + idx
+    d = OUT / c["name"]
+    if d.exists():
+        shutil.rmtree(d)
+    d.mkdir(parents=True)
+    inp = inputs[c["model"]]
+    torch.manual_seed(seed)
+    gen = torch.Generator().manual_seed(seed)
+    base = bases.get(c, seed)
+    io = {k: inp[k] for k in ("input_ids", "attention_mask", "token_type_ids") if k in inp}
+    labels = labels_for(c, inp)
+    if labels is not None:
+        io["labels"] = labels
+    proj = None
+    if c["task"] == "feature":
+        # hidden shape: [B, S(+n_virtual for prompt tuning), H]; no feature prompt case here
+        proj = torch.randn((*inp["input_ids"].shape, base.config.hidden_size), generator=gen)
+        io["proj"] = proj
+    n_virtual = n_virtual_of(c)
+
+    meta = dict(name=c["name"], model=c["model"], task=c["task"], num_labels=c["num_labels"],
+                statements=c["statements"], hf_peft_config={}, texts=MINILM_TEXTS if c["model"] == "minilm"
+                else SMOL_TEXTS, token_ids=inp["rows"], n_virtual_tokens=n_virtual, seed=seed,
+                notes=c["notes"], versions=VERSIONS)
+    if c["task"] == "causal_lm":
+        last = (inp["attention_mask"].sum(1) - 1).tolist()
+        meta["logits_positions"] = {"last": [n_virtual + i for i in last], "first": [n_virtual] * len(last),
+                                    "comment": "indices into HF's logits sequence axis"}
+    meta.update(extra_meta.get(c["name"], {}))
+
+    if c["peft"] is None:  # base case: no adapter, no grads
+        if c["task"] == "classify":
+            cls = base.classifier if c["model"] == "minilm" else base.score
+            with torch.no_grad():
+                for pname, p in sorted(cls.named_parameters()):
+                    p.copy_(0.05 * torch.randn(p.shape, generator=gen))
+                    io[f"classifier.{pname}"] = p.detach().clone()
+        with torch.no_grad():
+            outs, loss = forward(base, c, inp, 0, proj, labels)
+        grads = {}
+        n_trainable = 0
+    else:
+        cfg_cls, kwargs = c["peft"]
+        model = get_peft_model(base, cfg_cls(**kwargs))
+        model.eval()  # dropout off, autograd on
+        prompt_std = 0.1 if cfg_cls is PrefixTuningConfig else 0.5
+        randomize_trainable(model, gen, prompt_std)
+        outs, loss = forward(model, c, inp, n_virtual, proj, labels)
+        loss.backward()
+        params = {n: p for n, p in model.named_parameters() if p.requires_grad}
+        missing = [n for n, p in params.items() if p.grad is None]
+        assert not missing, f"no grad for {missing}"
+        n_trainable = sum(p.numel() for p in params.values())
+        grads = by_adapter_key(model, {n: p.grad for n, p in params.items()})
+        zero = [k for k, g in grads.items() if not g.abs().max() > 0]
+        assert not zero, f"all-zero gradients for {zero}"
+        model.save_pretrained(str(d / "adapter"))
+        readme = d / "adapter" / "README.md"
+        if readme.exists():
+            readme.unlink()
+        saved = load_file(str(d / "adapter" / "adapter_model.safetensors"))
+        assert set(saved) == set(grads), set(saved) ^ set(grads)
+        for k in saved:
+            assert saved[k].shape == grads[k].shape, (k, saved[k].shape, grads[k].shape)
+        meta["hf_peft_config"] = json.loads((d / "adapter" / "adapter_config.json").read_text())
+
+    for k, v in outs.items():
+        io[k] = v.detach().float().contiguous()
+    io["loss"] = loss.detach().float().reshape(1)
+    for k, g in grads.items():
+        io[f"grad.{k}"] = g.float()
+    save_file({k: v.contiguous() for k, v in io.items()}, str(d / "io.safetensors"))
+    meta["trainable_params"] = n_trainable
+    meta["grad_keys"] = sorted(grads)
+    meta["io_shapes"] = {k: list(v.shape) for k, v in io.items() if not k.startswith("grad.")}
+    (d / "case.json").write_text(dump_json(meta) + "\n")
+    return dict(loss=float(loss), n_trainable=n_trainable, n_grads=len(grads),
+                out_shapes={k: list(v.shape) for k, v in outs.items()})
+
+
+# ---------------------------------------------------------------------------------------------
+# Verification: reload from disk into a fresh base
+# ---------------------------------------------------------------------------------------------
+def verify_case(idx, c, bases, inputs):
+    d = OUT / c["name"]
+    io = load_file(str(d / "io.safetensors"))
+    inp = dict(inputs[c["model"]])
+    for k in ("input_ids", "attention_mask", "token_type_ids"):
+        if k in io:
+            assert torch.equal(io[k], inp[k]), k
+    base = bases.get(c, 424242 + idx)  # a different seed: the adapter file must supply the head
+    if c["peft"] is None:
+        model = base
+        if c["task"] == "classify":
+            cls = base.classifier if c["model"] == "minilm" else base.score
+            with torch.no_grad():
+                for pname, p in cls.named_parameters():
+                    p.copy_(io[f"classifier.{pname}"])
+    else:
+        model = PeftModel.from_pretrained(base, str(d / "adapter"))
+    model.eval()
+    with torch.no_grad():
+        outs, loss = forward(model, c, inp, n_virtual_of(c), io.get("proj"), io.get("labels"))
+    diffs = {k: (v - io[k]).abs().max().item() for k, v in outs.items()}
+    diffs["loss"] = abs(loss.item() - io["loss"].item())
+    effect = None  # how far the adapter moves the outputs (adapters disabled; heads: the fresh random one)
+    if c["peft"] is not None:
+        with torch.no_grad():
+            if model.active_peft_config.is_prompt_learning:
+                # PEFT 0.21.2 disable_adapter() raises on a prompt-learning BERT seq-cls model
+                # (UnboundLocalError on prepare_inputs_for_generation); the base is untouched anyway
+                outs0, _ = forward(model.get_base_model(), c, inp, 0, io.get("proj"), io.get("labels"))
+            else:
+                with model.disable_adapter():
+                    outs0, _ = forward(model, c, inp, 0, io.get("proj"), io.get("labels"))
+        effect = max((outs0[k] - io[k]).abs().max().item() for k in outs0)
+    return diffs, effect
+
+
+# ---------------------------------------------------------------------------------------------
+def main(argv):
+    wanted = set(argv)
+    cases = [(i, c) for i, c in enumerate(CASES) if not wanted or c["name"] in wanted]
+    t0 = time.time()
+    torch.manual_seed(0)
+    OUT.mkdir(parents=True, exist_ok=True)
+    bases = Bases()
+    inputs = {"minilm": minilm_inputs()}
+    extra_meta = {}
+    if any(c["model"] == "smollm2" for _, c in cases):
+        tok = AutoTokenizer.from_pretrained(str(SMOL), gguf_file=SMOL_GGUF)
+        inputs["smollm2"] = smol_inputs(tok)
+        probe = tok(DIGITS_PROBE)["input_ids"]
+        extra_meta["smollm2_base"] = {
+            "digits_probe": DIGITS_PROBE, "digits_probe_ids": probe,
+            "digits_probe_tokens": tok.convert_ids_to_tokens(probe),
+            "tokenizer": f"{type(tok).__name__} built by transformers from the GGUF "
+                         f"(AutoTokenizer.from_pretrained(folder, gguf_file=...)); no BOS added; "
+                         f"pad id {SMOL_PAD} ({tok.convert_ids_to_tokens([SMOL_PAD])[0]}) appended on the right"}
+    extra_meta["minilm_feature_prefix"] = {"bert_seq_cls_prefix_probe": probe_bert_seqcls_prefix(bases, inputs)} \
+        if any(c["name"] == "minilm_feature_prefix" for _, c in cases) else {}
+
+    results, failures = {}, {}
+    for i, c in cases:
+        t = time.time()
+        print(f"[{i + 1:2d}] {c['name']} ...", flush=True)
+        try:
+            results[c["name"]] = run_case(i, c, bases, inputs, extra_meta)
+            results[c["name"]]["time"] = time.time() - t
+        except Exception as e:  # noqa: BLE001  record, keep going
+            traceback.print_exc()
+            failures[c["name"]] = f"{type(e).__name__}: {e}"
+            d = OUT / c["name"]
+            shutil.rmtree(d, ignore_errors=True)
+            d.mkdir(parents=True)
+            (d / "case.json").write_text(dump_json(dict(
+                name=c["name"], model=c["model"], task=c["task"], num_labels=c["num_labels"],
+                statements=c["statements"], failed=True, error=failures[c["name"]], notes=c["notes"],
+                versions=VERSIONS)) + "\n")
+
+    print("\nverifying: PeftModel.from_pretrained(fresh base, adapter/) reproduces io.safetensors", flush=True)
+    bad = []
+    hdr = f"{'case':24} {'outputs':44} {'trainable':>9} {'grads':>5} {'loss':>9} {'max|diff|':>10} {'effect':>8}"
+    rows = []
+    for i, c in cases:
+        if c["name"] in failures:
+            rows.append(f"{c['name']:24} FAILED: {failures[c['name']][:90]}")
+            continue
+        diffs, effect = verify_case(i, c, bases, inputs)
+        worst = max(diffs.values())
+        if worst >= VERIFY_TOL:
+            bad.append((c["name"], diffs))
+        r = results[c["name"]]
+        shapes = " ".join(f"{k}{r['out_shapes'][k]}" for k in r["out_shapes"])
+        rows.append(f"{c['name']:24} {shapes:44} {r['n_trainable']:9d} {r['n_grads']:5d} {r['loss']:9.5f} "
+                    f"{worst:10.2e} {'-' if effect is None else f'{effect:8.3f}':>8}")
+    print(hdr)
+    print("\n".join(rows))
+    total = sum(f.stat().st_size for f in OUT.rglob("*") if f.is_file())
+    print(f"\ntotal size of {OUT.relative_to(REPO)}: {total / 1e6:.2f} MB; {time.time() - t0:.0f}s")
+    if failures:
+        print("failed cases:", json.dumps(failures, indent=2))
+    if bad:
+        print("VERIFY FAILED:", bad)
+        return 1
+    return 0
+
+
+def probe_bert_seqcls_prefix(bases, inputs):
+    """Not a fixture: does PEFT prefix tuning run on BertForSequenceClassification?"""
+    try:
+        m = get_peft_model(bases.minilm("classify", 2), PrefixTuningConfig(task_type="SEQ_CLS",
+                                                                         num_virtual_tokens=5))
+        inp = inputs["minilm"]
+        with torch.no_grad():
+            out = m(input_ids=inp["input_ids"], attention_mask=inp["attention_mask"])
+        return f"works: logits {list(out.logits.shape)}"
+    except Exception as e:  # noqa: BLE001
+        return f"fails: {type(e).__name__}: {e}"
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
