@@ -1,0 +1,254 @@
+//! Hugging Face PEFT adapter folders (`adapter_config.json` +
+//! `adapter_model.safetensors`): reading them into a plan's parameters and
+//! writing a plan's parameters out so `PeftModel.from_pretrained` loads them.
+
+use super::hf_names::{from_hf, hf_module, to_hf};
+use crate::atomic::write_atomic;
+use crate::error::{Result, RuntimeError};
+use crate::weights::{HostTensor, read_safetensors, write_safetensors};
+use peftc_compiler::methods::MethodConfig;
+use peftc_compiler::model::Family;
+use peftc_compiler::plan::Plan;
+use peftc_compiler::task::TaskKind;
+use serde_json::{Value, json};
+use std::collections::BTreeMap;
+use std::path::Path;
+
+pub fn is_hf(dir: &Path) -> bool {
+    dir.join("adapter_config.json").is_file()
+}
+
+pub struct HfAdapter {
+    pub config: Value,
+    pub tensors: BTreeMap<String, HostTensor>,
+}
+
+pub fn read(dir: &Path) -> Result<HfAdapter> {
+    let cfg_path = dir.join("adapter_config.json");
+    let config: Value = serde_json::from_slice(
+        &std::fs::read(&cfg_path).map_err(|e| RuntimeError::io(&cfg_path, e))?,
+    )
+    .map_err(|e| RuntimeError::format(&cfg_path, format!("not JSON: {e}")))?;
+    let file = dir.join("adapter_model.safetensors");
+    if !file.is_file() {
+        return Err(RuntimeError::io(
+            &file,
+            "no such file (adapter_model.bin is not supported; save with safetensors)",
+        ));
+    }
+    Ok(HfAdapter {
+        config,
+        tensors: read_safetensors(&file)?,
+    })
+}
+
+/// The adapter's tensors under the plan's names, after checking that the
+/// config describes the same method as the plan.
+pub fn import(plan: &Plan, dir: &Path) -> Result<BTreeMap<String, HostTensor>> {
+    let a = read(dir)?;
+    check_config(plan, &a.config, dir)?;
+    from_hf(plan, a.tensors, dir)
+}
+
+fn check_config(plan: &Plan, cfg: &Value, dir: &Path) -> Result<()> {
+    let err = |what: String| {
+        Err(RuntimeError::Adapter {
+            dir: dir.to_path_buf(),
+            what,
+        })
+    };
+    let peft_type = cfg["peft_type"].as_str().unwrap_or("");
+    let want = peft_type_of(plan);
+    if peft_type != want {
+        return err(format!(
+            "adapter_config.json has peft_type `{peft_type}`, the spec's block is `{want}`"
+        ));
+    }
+    if let Some(l) = plan.sites.iter().find_map(|s| match &s.method {
+        MethodConfig::Lora(l) => Some(l),
+        _ => None,
+    }) {
+        let alpha = cfg["lora_alpha"].as_f64().unwrap_or(8.0);
+        if (alpha - l.alpha).abs() > 1e-9 {
+            return err(format!(
+                "lora_alpha is {alpha} in adapter_config.json, the spec says alpha={}",
+                l.alpha
+            ));
+        }
+        let rs = cfg["use_rslora"].as_bool().unwrap_or(false);
+        if rs != l.rslora {
+            return err(format!(
+                "use_rslora is {rs} in adapter_config.json, the spec says rslora={}",
+                l.rslora
+            ));
+        }
+        let dora = cfg["use_dora"].as_bool().unwrap_or(false);
+        if dora != l.dora {
+            return err(format!(
+                "use_dora is {dora} in adapter_config.json; the spec {} DoRA",
+                if l.dora { "uses" } else { "does not use" }
+            ));
+        }
+    }
+    Ok(())
+}
+
+fn peft_type_of(plan: &Plan) -> &'static str {
+    let mut kinds = plan.sites.iter().map(|s| &s.method);
+    match kinds.next() {
+        Some(MethodConfig::Lora(_)) | None => "LORA",
+        Some(MethodConfig::Ia3) => "IA3",
+        Some(MethodConfig::Prompt(_)) => "PROMPT_TUNING",
+        Some(MethodConfig::Prefix(_)) => "PREFIX_TUNING",
+        Some(MethodConfig::Adapter(_)) => "BOTTLENECK_ADAPTER",
+        Some(MethodConfig::Bitfit) => "BITFIT",
+    }
+}
+
+/// Whether HF PEFT can represent the plan as one adapter: a single method
+/// kind among LoRA/DoRA, IA3, prompt and prefix tuning, without gates.
+pub fn exportable(plan: &Plan) -> std::result::Result<(), String> {
+    let names: std::collections::BTreeSet<&str> =
+        plan.sites.iter().map(|s| s.method.name()).collect();
+    if names.len() > 1 && !(names.len() == 2 && names.contains("lora") && names.contains("dora")) {
+        return Err(format!(
+            "Hugging Face PEFT stores one method per adapter; this block mixes {}",
+            names.into_iter().collect::<Vec<_>>().join(", ")
+        ));
+    }
+    if let Some(s) = plan.sites.iter().find(|s| s.gated) {
+        return Err(format!(
+            "gated methods (UniPELT) have no Hugging Face PEFT form (`{}`)",
+            s.module
+        ));
+    }
+    for s in &plan.sites {
+        match &s.method {
+            MethodConfig::Adapter(_) | MethodConfig::Bitfit => {
+                return Err(format!(
+                    "`{}` has no Hugging Face PEFT form; use peftc's own format",
+                    s.method.name()
+                ));
+            }
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
+/// Writes `values` (the plan's trainable tensors) as an HF adapter into `dir`.
+pub fn export(
+    plan: &Plan,
+    values: &BTreeMap<String, HostTensor>,
+    base_name: &str,
+    dir: &Path,
+) -> Result<()> {
+    exportable(plan).map_err(RuntimeError::Invalid)?;
+    let tensors = to_hf(plan, values)?;
+    let config = config_json(plan, base_name);
+    std::fs::create_dir_all(dir).map_err(|e| RuntimeError::io(dir, e))?;
+    write_safetensors(
+        &dir.join("adapter_model.safetensors"),
+        &tensors,
+        Some([("format".to_string(), "pt".to_string())].into()),
+    )?;
+    let text =
+        serde_json::to_vec_pretty(&config).map_err(|e| RuntimeError::Invalid(e.to_string()))?;
+    write_atomic(&dir.join("adapter_config.json"), &text)
+}
+
+fn task_type(plan: &Plan) -> &'static str {
+    match plan.task.kind {
+        TaskKind::Classify => "SEQ_CLS",
+        TaskKind::CausalLm => "CAUSAL_LM",
+        TaskKind::Feature => "FEATURE_EXTRACTION",
+    }
+}
+
+/// HF module names of the plan's sites, as an exact-match regex.
+fn targets_regex(plan: &Plan) -> String {
+    let mut names: Vec<String> = plan
+        .sites
+        .iter()
+        .map(|s| regex_escape(&hf_module(plan, &s.module)))
+        .collect();
+    names.sort();
+    names.dedup();
+    format!("^(?:{})$", names.join("|"))
+}
+
+fn regex_escape(s: &str) -> String {
+    s.replace('.', "\\.")
+}
+
+fn config_json(plan: &Plan, base_name: &str) -> Value {
+    let d = &plan.model.dims;
+    let head = match (plan.task.kind, plan.model.family) {
+        (TaskKind::Classify, Family::Bert) => json!(["classifier"]),
+        (TaskKind::Classify, Family::Llama) => json!(["score"]),
+        _ => Value::Null,
+    };
+    let mut c = json!({
+        "peft_type": peft_type_of(plan),
+        "task_type": task_type(plan),
+        "base_model_name_or_path": base_name,
+        "inference_mode": true,
+        "modules_to_save": head,
+        "revision": null,
+    });
+    let first = plan.sites.first().map(|s| &s.method);
+    match first {
+        Some(MethodConfig::Lora(l)) => {
+            let bias = if plan.trainable_biases.is_empty() {
+                "none"
+            } else {
+                "lora_only"
+            };
+            c["r"] = json!(l.r);
+            c["lora_alpha"] = json!(l.alpha);
+            c["lora_dropout"] = json!(l.dropout);
+            c["use_rslora"] = json!(l.rslora);
+            c["use_dora"] = json!(l.dora);
+            c["bias"] = json!(bias);
+            c["fan_in_fan_out"] = json!(false);
+            c["init_lora_weights"] = json!(true);
+            c["target_modules"] = json!(targets_regex(plan));
+        }
+        Some(MethodConfig::Ia3) => {
+            let ff: Vec<String> = plan
+                .sites
+                .iter()
+                .filter(|s| s.feedforward)
+                .map(|s| regex_escape(&hf_module(plan, &s.module)))
+                .collect();
+            c["target_modules"] = json!(targets_regex(plan));
+            c["feedforward_modules"] = if ff.is_empty() {
+                json!([])
+            } else {
+                json!(format!("^(?:{})$", ff.join("|")))
+            };
+            c["init_ia3_weights"] = json!(true);
+            c["fan_in_fan_out"] = json!(false);
+        }
+        Some(MethodConfig::Prompt(p)) => {
+            c["num_virtual_tokens"] = json!(p.len);
+            c["token_dim"] = json!(d.hidden);
+            c["num_transformer_submodules"] = json!(1);
+            c["num_attention_heads"] = json!(d.heads);
+            c["num_layers"] = json!(d.layers);
+            c["prompt_tuning_init"] = json!("RANDOM");
+        }
+        Some(MethodConfig::Prefix(p)) => {
+            let kv = d.kv_heads * d.head_dim;
+            c["num_virtual_tokens"] = json!(p.len);
+            c["token_dim"] = json!(kv);
+            c["num_transformer_submodules"] = json!(1);
+            c["num_attention_heads"] = json!(d.kv_heads);
+            c["num_layers"] = json!(d.layers);
+            c["encoder_hidden_size"] = json!(kv);
+            c["prefix_projection"] = json!(false);
+        }
+        _ => {}
+    }
+    c
+}

@@ -1,0 +1,88 @@
+//! Turning base weights into device tensors, module by module, with the
+//! plan's methods attached.
+
+use super::device_params::to_device;
+use super::linear::{Attached, SiteLinear};
+use super::params::sites_of;
+use crate::error::Result;
+use crate::weights::Weights;
+use burn::tensor::Tensor;
+use burn::tensor::backend::Backend;
+use peftc_compiler::model::ModuleKind;
+use peftc_compiler::plan::Plan;
+
+pub struct Loader<'a, B: Backend> {
+    pub plan: &'a Plan,
+    pub weights: &'a mut Weights,
+    pub device: &'a B::Device,
+}
+
+impl<B: Backend> Loader<'_, B> {
+    fn kind(&self, path: &str) -> Option<ModuleKind> {
+        self.plan
+            .modules
+            .iter()
+            .find(|m| m.path == path)
+            .map(|m| m.kind.clone())
+    }
+
+    pub fn trainable_bias(&self, path: &str) -> bool {
+        self.plan.trainable_biases.iter().any(|b| b == path)
+    }
+
+    /// The methods attached at `path` (for blocks: attention, MLP, layer).
+    pub fn attached(&self, path: &str) -> Attached {
+        Attached::from_sites(sites_of(self.plan, path), self.trainable_bias(path))
+    }
+
+    /// Takes a tensor and moves it to the device as 2-D (vectors as `[1, n]`).
+    pub fn tensor(&mut self, name: &str, shape: &[usize]) -> Result<Tensor<B, 2>> {
+        let t = self.weights.take(name, shape)?;
+        Ok(to_device::<B>(&t, self.device))
+    }
+
+    /// A linear layer `path` as the plan describes it.
+    pub fn linear(&mut self, path: &str) -> Result<SiteLinear<B>> {
+        let (i, o, bias) = match self.kind(path) {
+            Some(ModuleKind::Linear {
+                in_features,
+                out_features,
+                bias,
+            }) => (in_features, out_features, bias),
+            _ => {
+                return Err(crate::error::RuntimeError::Invalid(format!(
+                    "internal: `{path}` is not a linear layer"
+                )));
+            }
+        };
+        let w = self.weights.take(&format!("{path}.weight"), &[o, i])?;
+        let w_t = to_device::<B>(&w.transposed(), self.device);
+        let bias = if bias {
+            Some(self.tensor(&format!("{path}.bias"), &[o])?)
+        } else {
+            None
+        };
+        Ok(SiteLinear {
+            path: path.to_string(),
+            w_t,
+            bias,
+            attached: self.attached(path),
+        })
+    }
+
+    /// A norm's weight (and bias, for LayerNorm) `[1, d]`.
+    pub fn norm(
+        &mut self,
+        path: &str,
+        d: usize,
+        with_bias: bool,
+    ) -> Result<(Tensor<B, 2>, Option<Tensor<B, 2>>)> {
+        let w = self.tensor(&format!("{path}.weight"), &[d])?;
+        let b = if with_bias {
+            Some(self.tensor(&format!("{path}.bias"), &[d])?)
+        } else {
+            None
+        };
+        Ok((w, b))
+    }
+}

@@ -1,0 +1,219 @@
+//! A frozen base linear layer with the PEFT methods placed on it: LoRA / DoRA,
+//! (IA)³, a trainable bias (BitFit), serial and parallel adapters.
+
+use super::ctx::{Ctx, site_id};
+use super::device_params::Params;
+use super::ops::{act, linear, linear_pt};
+use super::params::pname;
+use crate::error::Result;
+use burn::tensor::backend::Backend;
+use burn::tensor::{Tensor, activation};
+use peftc_compiler::methods::{Activation, MethodConfig};
+use peftc_compiler::plan::Site;
+
+#[derive(Debug, Clone)]
+pub struct LoraSpec {
+    pub scale: f64,
+    pub dropout: f64,
+    pub dora: bool,
+    pub gated: bool,
+}
+
+#[derive(Debug, Clone)]
+pub struct AdapterSpec {
+    pub tag: &'static str,
+    pub act: Activation,
+    pub scale: f64,
+    pub gated: bool,
+}
+
+/// The PEFT methods attached at one module (a linear layer or a block).
+#[derive(Debug, Clone, Default)]
+pub struct Attached {
+    pub lora: Option<LoraSpec>,
+    /// (IA)³: `Some(true)` scales the input (feed-forward), `Some(false)` the output.
+    pub ia3: Option<bool>,
+    pub after: Option<AdapterSpec>,
+    pub beside: Option<AdapterSpec>,
+    pub trainable_bias: bool,
+}
+
+impl Attached {
+    pub fn from_sites<'a>(sites: impl Iterator<Item = &'a Site>, trainable_bias: bool) -> Attached {
+        let mut a = Attached {
+            trainable_bias,
+            ..Attached::default()
+        };
+        for s in sites {
+            match &s.method {
+                MethodConfig::Lora(l) => {
+                    a.lora = Some(LoraSpec {
+                        scale: l.scale(),
+                        dropout: l.dropout,
+                        dora: l.dora,
+                        gated: s.gated,
+                    })
+                }
+                MethodConfig::Ia3 => a.ia3 = Some(s.feedforward),
+                MethodConfig::Adapter(ad) => {
+                    let spec = AdapterSpec {
+                        tag: if ad.parallel {
+                            "adapter_beside"
+                        } else {
+                            "adapter_after"
+                        },
+                        act: ad.act,
+                        scale: ad.scale,
+                        gated: s.gated,
+                    };
+                    if ad.parallel {
+                        a.beside = Some(spec)
+                    } else {
+                        a.after = Some(spec)
+                    }
+                }
+                _ => {}
+            }
+        }
+        a
+    }
+
+    /// Applies the block-level methods (adapters) around a block whose input
+    /// was `x` and output `y`, both `[n, d]`.
+    pub fn around_block<B: Backend>(
+        &self,
+        path: &str,
+        x: &Tensor<B, 2>,
+        y: Tensor<B, 2>,
+        p: &Params<B>,
+    ) -> Result<Tensor<B, 2>> {
+        let mut y = y;
+        if let Some(a) = &self.beside {
+            y = y + adapter(path, a, x.clone(), p)?;
+        }
+        if let Some(a) = &self.after {
+            y = y.clone() + adapter(path, a, y, p)?;
+        }
+        Ok(y)
+    }
+}
+
+/// `scale * gate * up(act(down(x)))`.
+fn adapter<B: Backend>(
+    path: &str,
+    a: &AdapterSpec,
+    x: Tensor<B, 2>,
+    p: &Params<B>,
+) -> Result<Tensor<B, 2>> {
+    let n = |s: &str| pname(path, &format!("{}.{s}", a.tag));
+    let h = act(
+        a.act,
+        linear_pt(
+            x.clone(),
+            p.get(&n("down.weight"))?,
+            Some(p.get(&n("down.bias"))?),
+        ),
+    );
+    let u = linear_pt(h, p.get(&n("up.weight"))?, Some(p.get(&n("up.bias"))?)).mul_scalar(a.scale);
+    Ok(if a.gated {
+        u * gate(path, a.tag, x, p)?
+    } else {
+        u
+    })
+}
+
+/// UniPELT gate `sigmoid(x w + b)`, `[n, 1]`.
+pub fn gate<B: Backend>(
+    path: &str,
+    tag: &str,
+    x: Tensor<B, 2>,
+    p: &Params<B>,
+) -> Result<Tensor<B, 2>> {
+    let w = p.get(&pname(path, &format!("{tag}_gate.weight")))?;
+    let b = p.get(&pname(path, &format!("{tag}_gate.bias")))?;
+    Ok(activation::sigmoid(linear_pt(x, w, Some(b))))
+}
+
+/// A frozen linear layer and what is attached to it.
+pub struct SiteLinear<B: Backend> {
+    pub path: String,
+    /// `[in, out]` (the checkpoint's `[out, in]`, transposed once at load).
+    pub w_t: Tensor<B, 2>,
+    /// `[1, out]`; replaced by the trainable copy when `attached.trainable_bias`.
+    pub bias: Option<Tensor<B, 2>>,
+    pub attached: Attached,
+}
+
+impl<B: Backend> SiteLinear<B> {
+    pub fn forward(&self, x: Tensor<B, 2>, p: &Params<B>, ctx: &Ctx<B>) -> Result<Tensor<B, 2>> {
+        let a = &self.attached;
+        let x_in = x.clone();
+        let x = match a.ia3 {
+            Some(true) => x * p.get(&pname(&self.path, "ia3_l"))?,
+            _ => x,
+        };
+        let bias = if a.trainable_bias {
+            Some(p.get(&pname(&self.path, "bias"))?)
+        } else {
+            self.bias.clone()
+        };
+        let mut y = linear(x.clone(), self.w_t.clone(), bias.clone());
+        if let Some(l) = &a.lora {
+            y = self.lora(l, x, y, bias, p, ctx)?;
+        }
+        if a.ia3 == Some(false) {
+            y = y * p.get(&pname(&self.path, "ia3_l"))?;
+        }
+        a.around_block(&self.path, &x_in, y, p)
+    }
+
+    fn lora(
+        &self,
+        l: &LoraSpec,
+        x: Tensor<B, 2>,
+        y: Tensor<B, 2>,
+        bias: Option<Tensor<B, 2>>,
+        p: &Params<B>,
+        ctx: &Ctx<B>,
+    ) -> Result<Tensor<B, 2>> {
+        let a = p.get(&pname(&self.path, "lora_A.weight"))?; // [r, in]
+        let b = p.get(&pname(&self.path, "lora_B.weight"))?; // [out, r]
+        let xd = ctx.dropout(
+            x.clone(),
+            l.dropout,
+            site_id(&format!("{}.lora_dropout", self.path)),
+        );
+        let dropped = ctx.train && l.dropout > 0.0;
+        let mut delta = xd
+            .clone()
+            .matmul(a.clone().transpose())
+            .matmul(b.clone().transpose())
+            .mul_scalar(l.scale);
+        if l.gated {
+            delta = delta * gate(&self.path, "lora", x.clone(), p)?;
+        }
+        if !l.dora {
+            return Ok(y + delta);
+        }
+        // DoRA: m * (W + s BA) / ||W + s BA||_row, the norm detached (Liu et al. 2024 §4.3).
+        let m = p.get(&pname(&self.path, "lora_magnitude_vector"))?; // [1, out]
+        let ba_t = a
+            .detach()
+            .transpose()
+            .matmul(b.detach().transpose())
+            .mul_scalar(l.scale); // [in, out]
+        let w = self.w_t.clone() + ba_t;
+        let norm = w.powf_scalar(2.0).sum_dim(0).sqrt().detach(); // [1, out]
+        let mag = m / norm;
+        let base = match &bias {
+            Some(b) => y.clone() - b.clone(),
+            None => y.clone(),
+        };
+        let base_d = if dropped {
+            xd.matmul(self.w_t.clone())
+        } else {
+            base
+        };
+        Ok(y + base_d * (mag.clone() - 1.0) + delta * mag)
+    }
+}

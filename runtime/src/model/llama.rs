@@ -1,0 +1,182 @@
+//! LLaMA-family decoders (`LlamaForCausalLM` names): pre-norm layers with
+//! RMSNorm, RoPE, grouped-query attention and a SwiGLU MLP. Hidden states are
+//! `[rows*seq, h]`.
+
+use super::attention::{Heads, attention};
+use super::build::Loader;
+use super::ctx::{Ctx, site_id};
+use super::device_params::Params;
+use super::linear::{Attached, SiteLinear};
+use super::ops::{rms_norm, silu};
+use super::prefix::PrefixSource;
+use super::rope;
+use crate::error::Result;
+use burn::tensor::backend::Backend;
+use burn::tensor::{Int, Tensor};
+use peftc_compiler::model::Dims;
+
+struct Layer<B: Backend> {
+    path: String,
+    input_norm: Tensor<B, 2>,
+    q: SiteLinear<B>,
+    k: SiteLinear<B>,
+    v: SiteLinear<B>,
+    o: SiteLinear<B>,
+    post_norm: Tensor<B, 2>,
+    gate: SiteLinear<B>,
+    up: SiteLinear<B>,
+    down: SiteLinear<B>,
+    at_attention: Attached,
+    at_mlp: Attached,
+    at_layer: Attached,
+}
+
+pub struct Llama<B: Backend> {
+    dims: Dims,
+    embed: Tensor<B, 2>,
+    layers: Vec<Layer<B>>,
+    norm: Tensor<B, 2>,
+    /// `lm_head` `[in, out]` when not tied to the embedding.
+    lm_head_t: Option<SiteLinear<B>>,
+}
+
+impl<B: Backend> Llama<B> {
+    pub fn load(l: &mut Loader<B>, with_lm_head: bool) -> Result<Llama<B>> {
+        let d = l.plan.model.dims.clone();
+        let h = d.hidden;
+        let embed = l.tensor("model.embed_tokens.weight", &[d.vocab, h])?;
+        let mut layers = Vec::with_capacity(d.layers);
+        for i in 0..d.layers {
+            let p = format!("model.layers.{i}");
+            layers.push(Layer {
+                input_norm: l.norm(&format!("{p}.input_layernorm"), h, false)?.0,
+                q: l.linear(&format!("{p}.self_attn.q_proj"))?,
+                k: l.linear(&format!("{p}.self_attn.k_proj"))?,
+                v: l.linear(&format!("{p}.self_attn.v_proj"))?,
+                o: l.linear(&format!("{p}.self_attn.o_proj"))?,
+                post_norm: l
+                    .norm(&format!("{p}.post_attention_layernorm"), h, false)?
+                    .0,
+                gate: l.linear(&format!("{p}.mlp.gate_proj"))?,
+                up: l.linear(&format!("{p}.mlp.up_proj"))?,
+                down: l.linear(&format!("{p}.mlp.down_proj"))?,
+                at_attention: l.attached(&format!("{p}.self_attn")),
+                at_mlp: l.attached(&format!("{p}.mlp")),
+                at_layer: l.attached(&p),
+                path: p,
+            });
+        }
+        let norm = l.norm("model.norm", h, false)?.0;
+        let lm_head_t = match (with_lm_head, d.tied_embeddings) {
+            (false, _) => None,
+            (true, false) => Some(l.linear("lm_head")?),
+            // Tied: the head is the embedding; methods placed on `head` still apply.
+            (true, true) => {
+                let attached = l.attached("lm_head");
+                let any = attached.lora.is_some()
+                    || attached.ia3.is_some()
+                    || attached.after.is_some()
+                    || attached.beside.is_some();
+                any.then(|| SiteLinear {
+                    path: "lm_head".into(),
+                    w_t: embed.clone().transpose(),
+                    bias: None,
+                    attached,
+                })
+            }
+        };
+        Ok(Llama {
+            dims: d,
+            embed,
+            layers,
+            norm,
+            lm_head_t,
+        })
+    }
+
+    pub fn word_embeddings(&self) -> &Tensor<B, 2> {
+        &self.embed
+    }
+
+    /// Final-normed hidden states `[rows*(prompt+seq), h]`.
+    pub fn forward(
+        &self,
+        ids: Tensor<B, 1, Int>,
+        prompt: Option<Tensor<B, 2>>,
+        prefix: &PrefixSource<B>,
+        p: &Params<B>,
+        ctx: &Ctx<B>,
+    ) -> Result<Tensor<B, 2>> {
+        let d = &self.dims;
+        let (rows, h) = (ctx.rows, d.hidden);
+        let mut x = self.embed.clone().select(0, ids);
+        let n_prompt = prompt.as_ref().map(|t| t.dims()[0]).unwrap_or(0);
+        if let Some(pe) = prompt {
+            let x3 = x.reshape([rows, ctx.seq, h]);
+            let pe3 = pe.reshape([1, n_prompt, h]).expand([rows, n_prompt, h]);
+            x = Tensor::cat(vec![pe3, x3], 1).reshape([rows * (n_prompt + ctx.seq), h]);
+        }
+        let seq = n_prompt + ctx.seq;
+        // Real tokens' positions start after a prefix (HF shifts position ids by it).
+        let (cos, sin) =
+            rope::tables::<B>(seq, prefix.len(), d.head_dim, d.rope_theta, &ctx.device);
+        let heads = Heads {
+            heads: d.heads,
+            kv_heads: d.kv_heads,
+            head_dim: d.head_dim,
+        };
+        let eps = d.norm_eps;
+        for (li, layer) in self.layers.iter().enumerate() {
+            let input = x.clone();
+            let n1 = rms_norm(x, layer.input_norm.clone(), eps);
+            let q = layer.q.forward(n1.clone(), p, ctx)?;
+            let k = layer.k.forward(n1.clone(), p, ctx)?;
+            let v = layer.v.forward(n1.clone(), p, ctx)?;
+            let q = rope::apply(q, rows, seq, d.heads, d.head_dim, &cos, &sin);
+            let k = rope::apply(k, rows, seq, d.kv_heads, d.head_dim, &cos, &sin);
+            let pre = prefix.layer(li, &n1, p)?;
+            let core = attention(
+                q,
+                k,
+                v,
+                &heads,
+                seq,
+                n_prompt,
+                pre,
+                true,
+                0.0,
+                site_id(&layer.path),
+                ctx,
+            );
+            let o = layer.o.forward(core, p, ctx)?;
+            let o =
+                layer
+                    .at_attention
+                    .around_block(&format!("{}.self_attn", layer.path), &n1, o, p)?;
+            let a1 = input.clone() + o;
+            let n2 = rms_norm(a1.clone(), layer.post_norm.clone(), eps);
+            let g = silu(layer.gate.forward(n2.clone(), p, ctx)?);
+            let u = layer.up.forward(n2.clone(), p, ctx)?;
+            let dn = layer.down.forward(g * u, p, ctx)?;
+            let dn = layer
+                .at_mlp
+                .around_block(&format!("{}.mlp", layer.path), &n2, dn, p)?;
+            let out = a1 + dn;
+            x = layer.at_layer.around_block(&layer.path, &input, out, p)?;
+        }
+        Ok(rms_norm(x, self.norm.clone(), eps))
+    }
+
+    /// Vocabulary logits `[n, vocab]` for hidden states `[n, h]`.
+    pub fn lm_logits(
+        &self,
+        hidden: Tensor<B, 2>,
+        p: &Params<B>,
+        ctx: &Ctx<B>,
+    ) -> Result<Tensor<B, 2>> {
+        match &self.lm_head_t {
+            Some(head) => head.forward(hidden, p, ctx),
+            None => Ok(hidden.matmul(self.embed.clone().transpose())),
+        }
+    }
+}

@@ -1,0 +1,189 @@
+//! The model a plan describes, on a burn backend: frozen base weights as
+//! constants, the plan's methods attached where it placed them, trainable
+//! parameters passed in per forward pass (see [`Params`]).
+
+mod attention;
+mod bert;
+mod build;
+mod ctx;
+mod device_params;
+mod linear;
+mod llama;
+pub mod loss;
+mod ops;
+pub mod params;
+mod prefix;
+mod rope;
+
+pub use ctx::Ctx;
+pub use device_params::{Params, to_device};
+pub use params::{BaseLookup, Init, ParamSpec, ParamStore, param_specs};
+
+use crate::data::Batch;
+use crate::error::Result;
+use crate::weights::Weights;
+use build::Loader;
+use burn::tensor::backend::Backend;
+use burn::tensor::{Int, Tensor, TensorData};
+use peftc_compiler::methods::MethodConfig;
+use peftc_compiler::model::Family;
+use peftc_compiler::plan::Plan;
+use peftc_compiler::task::TaskKind;
+use prefix::PrefixSource;
+
+enum Base<B: Backend> {
+    Bert(bert::Bert<B>),
+    Llama(llama::Llama<B>),
+}
+
+/// A loaded model: base + attached methods.
+pub struct PeftModel<B: Backend> {
+    pub plan: Plan,
+    base: Base<B>,
+    pub device: B::Device,
+    n_prompt: usize,
+}
+
+/// What a forward pass produces.
+pub struct Output<B: Backend> {
+    /// Classification: `[rows, classes]`. Causal LM: `[rows*seq_out, vocab]`.
+    /// Feature: the hidden states.
+    pub logits: Tensor<B, 2>,
+    /// Positions per row in the output (soft prompt included).
+    pub seq_out: usize,
+    /// Virtual prompt positions at the start of each row.
+    pub n_prompt: usize,
+}
+
+impl<B: Backend> PeftModel<B> {
+    /// Moves the base weights of `plan`'s model to `device`, with its methods attached.
+    pub fn load(plan: &Plan, mut weights: Weights, device: &B::Device) -> Result<PeftModel<B>> {
+        let mut l = Loader::<B> {
+            plan,
+            weights: &mut weights,
+            device,
+        };
+        let base = match plan.model.family {
+            Family::Bert => Base::Bert(bert::Bert::load(
+                &mut l,
+                plan.task.kind == TaskKind::Classify,
+            )?),
+            Family::Llama => Base::Llama(llama::Llama::load(
+                &mut l,
+                plan.task.kind == TaskKind::CausalLm,
+            )?),
+        };
+        let n_prompt = plan
+            .sites
+            .iter()
+            .find_map(|s| match &s.method {
+                MethodConfig::Prompt(p) => Some(p.len),
+                _ => None,
+            })
+            .unwrap_or(0);
+        Ok(PeftModel {
+            plan: plan.clone(),
+            base,
+            device: device.clone(),
+            n_prompt,
+        })
+    }
+
+    /// A context for `batch` (dropout on when `train`).
+    pub fn ctx(&self, batch: &Batch, train: bool, dropout_key: u64) -> Ctx<B> {
+        Ctx {
+            device: self.device.clone(),
+            rows: batch.rows,
+            seq: batch.seq,
+            mask: batch.mask.clone(),
+            train,
+            dropout_key,
+        }
+    }
+
+    pub fn forward(&self, batch: &Batch, p: &Params<B>, ctx: &Ctx<B>) -> Result<Output<B>> {
+        let ids: Vec<i64> = batch.input_ids.iter().map(|&t| t as i64).collect();
+        let ids = Tensor::<B, 1, Int>::from_data(
+            TensorData::new(ids, [batch.rows * batch.seq]),
+            &self.device,
+        );
+        let prompt = if self.n_prompt > 0 {
+            Some(p.get("prompt_embeddings")?)
+        } else {
+            None
+        };
+        let prefix = PrefixSource::build(&self.plan, p)?;
+        let seq_out = self.n_prompt + batch.seq;
+        let kind = self.plan.task.kind;
+        let logits = match &self.base {
+            Base::Bert(m) => {
+                let hidden = m.forward(ids, prompt, &prefix, p, ctx)?;
+                match kind {
+                    TaskKind::Classify => {
+                        let pooled = m.pool(hidden, seq_out, p, ctx)?;
+                        let pooled = ctx.dropout(pooled, 0.1, ctx::site_id("classifier.dropout"));
+                        ops::linear_pt(
+                            pooled,
+                            p.get("classifier.weight")?,
+                            Some(p.get("classifier.bias")?),
+                        )
+                    }
+                    _ => hidden,
+                }
+            }
+            Base::Llama(m) => {
+                let hidden = m.forward(ids, prompt, &prefix, p, ctx)?;
+                match kind {
+                    TaskKind::CausalLm => m.lm_logits(hidden, p, ctx)?,
+                    TaskKind::Classify => {
+                        let last = last_real_rows(batch, self.n_prompt);
+                        let idx = Tensor::<B, 1, Int>::from_data(
+                            TensorData::new(last, [batch.rows]),
+                            &self.device,
+                        );
+                        ops::linear_pt(hidden.select(0, idx), p.get("score.weight")?, None)
+                    }
+                    TaskKind::Feature => hidden,
+                }
+            }
+        };
+        Ok(Output {
+            logits,
+            seq_out,
+            n_prompt: self.n_prompt,
+        })
+    }
+
+    /// The training loss of `out` for `batch`.
+    pub fn loss(&self, out: &Output<B>, batch: &Batch) -> Tensor<B, 1> {
+        match self.plan.task.kind {
+            TaskKind::Classify => loss::classification(out.logits.clone(), batch, &self.device),
+            _ => {
+                let (t, w) = loss::next_token_targets(batch, out.n_prompt);
+                loss::cross_entropy(out.logits.clone(), t, w, &self.device)
+            }
+        }
+    }
+
+    /// The token embedding table.
+    pub fn word_embeddings(&self) -> &Tensor<B, 2> {
+        match &self.base {
+            Base::Bert(m) => m.word_embeddings(),
+            Base::Llama(m) => m.word_embeddings(),
+        }
+    }
+}
+
+/// Row index (in `[rows*seq_out]`) of each row's last real token.
+pub fn last_real_rows(batch: &Batch, n_prompt: usize) -> Vec<i64> {
+    let seq_out = n_prompt + batch.seq;
+    (0..batch.rows)
+        .map(|r| {
+            let real = batch.mask[r * batch.seq..(r + 1) * batch.seq]
+                .iter()
+                .filter(|&&m| m == 1)
+                .count();
+            (r * seq_out + n_prompt + real.max(1) - 1) as i64
+        })
+        .collect()
+}

@@ -1,0 +1,12 @@
+//! Training: the loop, AdamW, schedules, checkpoints, metrics, evaluation.
+
+pub mod checkpoint;
+pub mod evaluate;
+pub mod metrics;
+pub mod optim;
+mod progress;
+mod run;
+pub mod schedule;
+
+pub use evaluate::{EvalResult, evaluate, host};
+pub use run::{TrainOptions, TrainSummary, train};

@@ -1,0 +1,303 @@
+//! The training loop. Every random draw and the data order are functions of
+//! (seed, step), and the optimizer state is checkpointed with the parameters,
+//! so a resumed run continues exactly where the killed one stopped.
+
+use super::checkpoint::{self, CheckpointState};
+use super::evaluate::{EvalResult, evaluate, host};
+use super::metrics::Metrics;
+use super::optim::{AdamW, clip_grad_norm, sgd_step};
+use super::progress::Progress;
+use super::schedule;
+use crate::adapter::native::{self, AdapterMeta};
+use crate::data::{TaskData, prepare};
+use crate::error::{Result, RuntimeError};
+use crate::model::{ParamStore, Params, PeftModel, param_specs};
+use crate::rng::key;
+use crate::session::Session;
+use crate::weights::HostTensor;
+use burn::tensor::backend::AutodiffBackend;
+use peftc_compiler::plan::Plan;
+use peftc_compiler::train::{OptimizerKind, TrainConfig};
+use serde::Serialize;
+use serde_json::json;
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::Instant;
+
+#[derive(Debug, Clone)]
+pub struct TrainOptions {
+    pub out: PathBuf,
+    pub max_steps: Option<usize>,
+    pub save_every: Option<usize>,
+    pub resume: bool,
+    pub seed: Option<u64>,
+    /// The spec's text, kept with the adapter.
+    pub spec_text: String,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct TrainSummary {
+    pub steps: usize,
+    pub final_loss: f32,
+    pub eval: Option<EvalResult>,
+    pub adapter: PathBuf,
+    pub seconds: f64,
+    pub tokens: usize,
+}
+
+fn fingerprint(spec: &str, plan: &Plan, seed: u64) -> String {
+    format!(
+        "{:016x}",
+        key(&[
+            crate::model::params::name_hash(spec),
+            crate::model::params::name_hash(&plan.block),
+            seed
+        ])
+    )
+}
+
+pub fn train<B: AutodiffBackend>(
+    plan: Plan,
+    opts: &TrainOptions,
+    device: &B::Device,
+) -> Result<TrainSummary> {
+    let mut cfg: TrainConfig = plan
+        .train
+        .clone()
+        .ok_or_else(|| RuntimeError::Invalid("the spec has no `train` block".into()))?;
+    if let Some(s) = opts.seed {
+        cfg.seed = s;
+    }
+    let session = Session::open(plan.clone())?;
+    let data = prepare(&plan, &cfg, &session.tokenizer)?;
+    let pad = session.tokenizer.pad_id;
+    let batcher = data.batcher(&cfg);
+    let micro_per_epoch = batcher.batches_per_epoch();
+    let steps_per_epoch = micro_per_epoch.div_ceil(cfg.grad_accum).max(1);
+    let total = opts
+        .max_steps
+        .or(cfg.max_steps)
+        .unwrap_or(cfg.epochs * steps_per_epoch)
+        .max(1);
+    let warmup = (cfg.warmup * total as f64).round() as usize;
+    let print = |s: String| eprintln!("{s}");
+    print(format!(
+        "peftc train: {} / block `{}`: {} train + {} held-out examples, {total} steps (batch {} x {} accum), {} trainable params",
+        plan.model.model_type,
+        plan.block,
+        data.train.len(),
+        data.eval.len(),
+        cfg.batch,
+        cfg.grad_accum,
+        param_specs(&plan)
+            .iter()
+            .map(|s| s.shape.iter().product::<usize>())
+            .sum::<usize>()
+    ));
+
+    let fp = fingerprint(&opts.spec_text, &plan, cfg.seed);
+    std::fs::create_dir_all(&opts.out).map_err(|e| RuntimeError::io(&opts.out, e))?;
+    let mut store = session.init_params(cfg.seed)?;
+    let mut adam = AdamW::new(cfg.weight_decay as f32);
+    let mut start = 0usize;
+    if opts.resume
+        && let Some(ck) = checkpoint::load_latest(&opts.out, cfg.weight_decay as f32)?
+    {
+        if ck.state.fingerprint != fp {
+            return Err(RuntimeError::Invalid(format!(
+                "`{}` holds a run of a different spec, block or seed; refusing to resume it",
+                opts.out.display()
+            )));
+        }
+        store.load_from(ck.params, &opts.out)?;
+        adam = ck.adam;
+        start = ck.state.step;
+        print(format!("resuming from step {start}"));
+    } else if !opts.resume && opts.out.join("checkpoints").exists() {
+        return Err(RuntimeError::Invalid(format!(
+            "`{}` already holds a run; pass --resume to continue it or choose another --out",
+            opts.out.display()
+        )));
+    }
+    let model = PeftModel::<B>::load(&plan, session.weights, device)?;
+    let mut metrics = Metrics::open(&opts.out, start)?;
+    let t0 = Instant::now();
+    let mut tokens_seen = 0usize;
+    let mut last_loss = f32::NAN;
+    let mut progress = Progress::new(total, start);
+    let mut last_eval = None;
+    for step in start..total {
+        let lr = cfg.lr * schedule::factor(cfg.schedule, step, warmup, total);
+        let t_step = Instant::now();
+        let mut grads: Option<BTreeMap<String, HostTensor>> = None;
+        let mut loss_sum = 0f32;
+        let mut step_tokens = 0usize;
+        for micro in 0..cfg.grad_accum {
+            let m = step * cfg.grad_accum + micro;
+            let (epoch, within) = (m / micro_per_epoch, m % micro_per_epoch);
+            let order = batcher.epoch_order(epoch);
+            let idx = &order[within * cfg.batch..((within + 1) * cfg.batch).min(order.len())];
+            let batch = data.train.batch(idx, pad);
+            step_tokens += batch.tokens();
+            let params = Params::<B>::tracked(&store, device);
+            let ctx = model.ctx(&batch, true, key(&[cfg.seed, 0xD50, m as u64]));
+            let out = model.forward(&batch, &params, &ctx)?;
+            let loss = model.loss(&out, &batch).div_scalar(cfg.grad_accum as f64);
+            let value = host(loss.clone())[0];
+            if !value.is_finite() {
+                return Err(RuntimeError::NonFinite { step, value });
+            }
+            loss_sum += value;
+            let g = params.grads(&loss.backward(), &store);
+            grads = Some(match grads {
+                None => g,
+                Some(mut acc) => {
+                    for (k, v) in g {
+                        if let Some(a) = acc.get_mut(&k) {
+                            a.data.iter_mut().zip(&v.data).for_each(|(x, y)| *x += y);
+                        }
+                    }
+                    acc
+                }
+            });
+        }
+        let mut grads = grads.unwrap_or_default();
+        if let Some(max) = cfg.max_grad_norm.filter(|&m| m > 0.0) {
+            clip_grad_norm(&mut grads, max as f32);
+        }
+        match cfg.optimizer {
+            OptimizerKind::Adamw => adam.step(&mut store.values, &grads, lr as f32),
+            OptimizerKind::Sgd => sgd_step(
+                &mut store.values,
+                &grads,
+                lr as f32,
+                cfg.weight_decay as f32,
+            ),
+        }
+        tokens_seen += step_tokens;
+        last_loss = loss_sum;
+        let dt = t_step.elapsed().as_secs_f64();
+        let tps = step_tokens as f64 / dt.max(1e-9);
+        let done = step + 1;
+        metrics.push(Metrics::train_point(
+            done,
+            loss_sum,
+            lr,
+            tps,
+            t0.elapsed().as_secs_f64(),
+        ))?;
+        progress.update(done, format!("loss {loss_sum:.4}  {tps:.0} tok/s"));
+        if let Some(every) = cfg.eval_every
+            && done % every == 0
+            && done < total
+            && !data.eval.is_empty()
+        {
+            let r = run_eval(&model, &store, &data, &cfg, pad, device)?;
+            progress.println(describe_eval(done, &r));
+            metrics.push(eval_row(done, &r))?;
+            last_eval = Some(r);
+        }
+        if let Some(every) = opts.save_every.or(cfg.save_every)
+            && done % every == 0
+            && done < total
+        {
+            let state = CheckpointState {
+                step: done,
+                adam_t: adam.t,
+                fingerprint: fp.clone(),
+            };
+            checkpoint::save(&opts.out, &state, &store.values, &adam)?;
+        }
+    }
+    progress.finish();
+    let eval = if data.eval.is_empty() {
+        last_eval
+    } else {
+        let r = run_eval(&model, &store, &data, &cfg, pad, device)?;
+        print(describe_eval(total, &r));
+        metrics.push(eval_row(total, &r))?;
+        Some(r)
+    };
+    // The final checkpoint (so a later --resume with more steps continues) and the adapter.
+    let state = CheckpointState {
+        step: total,
+        adam_t: adam.t,
+        fingerprint: fp,
+    };
+    checkpoint::save(&opts.out, &state, &store.values, &adam)?;
+    let adapter_dir = opts.out.join("adapter");
+    native::save(
+        &adapter_dir,
+        &meta(&plan, &data, &opts.spec_text),
+        &store.values,
+    )?;
+    metrics.plot(
+        &opts.out,
+        &format!("{} — {}", plan.model.model_type, plan.block),
+    )?;
+    let summary = TrainSummary {
+        steps: total,
+        final_loss: last_loss,
+        eval,
+        adapter: adapter_dir,
+        seconds: t0.elapsed().as_secs_f64(),
+        tokens: tokens_seen,
+    };
+    let json =
+        serde_json::to_vec_pretty(&summary).map_err(|e| RuntimeError::Invalid(e.to_string()))?;
+    crate::atomic::write_atomic(&opts.out.join("summary.json"), &json)?;
+    Ok(summary)
+}
+
+fn meta(plan: &Plan, data: &TaskData, spec: &str) -> AdapterMeta {
+    AdapterMeta {
+        format: native::FORMAT.into(),
+        version: 1,
+        block: plan.block.clone(),
+        model_type: plan.model.model_type.clone(),
+        task: plan.task.kind.name().into(),
+        label_names: data.label_names.clone(),
+        spec: spec.to_string(),
+        params: param_specs(plan)
+            .into_iter()
+            .map(|s| (s.name, s.shape))
+            .collect(),
+    }
+}
+
+fn run_eval<B: AutodiffBackend>(
+    model: &PeftModel<B>,
+    store: &ParamStore,
+    data: &TaskData,
+    cfg: &TrainConfig,
+    pad: u32,
+    device: &B::Device,
+) -> Result<EvalResult> {
+    let params = Params::<B>::constant(store, device);
+    evaluate(model, &params, &data.eval, cfg.batch, pad)
+}
+
+fn eval_row(step: usize, r: &EvalResult) -> serde_json::Value {
+    let mut v = json!({ "step": step, "eval_loss": r.loss });
+    if let Some(a) = r.accuracy {
+        v["accuracy"] = json!(a);
+    }
+    if let Some(p) = r.perplexity {
+        v["perplexity"] = json!(p);
+    }
+    v
+}
+
+fn describe_eval(step: usize, r: &EvalResult) -> String {
+    match (r.accuracy, r.perplexity) {
+        (Some(a), _) => format!(
+            "eval @ {step}: loss {:.4}, accuracy {:.4} ({} examples)",
+            r.loss, a, r.examples
+        ),
+        (_, Some(p)) => format!(
+            "eval @ {step}: loss {:.4}, perplexity {:.3} ({} windows)",
+            r.loss, p, r.examples
+        ),
+        _ => format!("eval @ {step}: loss {:.4}", r.loss),
+    }
+}

@@ -1,0 +1,172 @@
+//! Weights of a LLaMA-family GGUF file, dequantized to f32 and renamed to the
+//! Hugging Face checkpoint names (`blk.3.attn_q.weight` becomes
+//! `model.layers.3.self_attn.q_proj.weight`), with llama.cpp's rotary row
+//! permutation of Q and K undone.
+
+use super::HostTensor;
+use super::dequant::dequantize;
+use crate::error::{Result, RuntimeError};
+use peftc_compiler::model::gguf::{GgufHeader, GgufTensorInfo, read_header};
+use rayon::prelude::*;
+use std::collections::BTreeMap;
+use std::path::Path;
+
+/// The Hugging Face name of a GGUF tensor, if peftc knows it.
+pub fn hf_name(gguf: &str) -> Option<String> {
+    let direct = match gguf {
+        "token_embd.weight" => Some("model.embed_tokens.weight"),
+        "output_norm.weight" => Some("model.norm.weight"),
+        "output.weight" => Some("lm_head.weight"),
+        _ => None,
+    };
+    if let Some(d) = direct {
+        return Some(d.to_string());
+    }
+    let rest = gguf.strip_prefix("blk.")?;
+    let (layer, tail) = rest.split_once('.')?;
+    layer.parse::<usize>().ok()?;
+    let (part, kind) = tail.rsplit_once('.')?;
+    let hf = match part {
+        "attn_norm" => "input_layernorm",
+        "ffn_norm" => "post_attention_layernorm",
+        "attn_q" => "self_attn.q_proj",
+        "attn_k" => "self_attn.k_proj",
+        "attn_v" => "self_attn.v_proj",
+        "attn_output" => "self_attn.o_proj",
+        "ffn_gate" => "mlp.gate_proj",
+        "ffn_up" => "mlp.up_proj",
+        "ffn_down" => "mlp.down_proj",
+        _ => return None,
+    };
+    Some(format!("model.layers.{layer}.{hf}.{kind}"))
+}
+
+/// Undoes llama.cpp's permutation of Q/K rows: within each head of `head_dim`
+/// rows, GGUF row `2i + j` is Hugging Face row `j * head_dim/2 + i`.
+pub fn unpermute_rows(t: &HostTensor, heads: usize) -> HostTensor {
+    let rows = t.rows();
+    let cols = t.numel() / rows.max(1);
+    let hd = rows / heads.max(1);
+    let half = hd / 2;
+    let mut out = vec![0.0; t.numel()];
+    for h in 0..heads {
+        for i in 0..half {
+            for j in 0..2 {
+                let src = h * hd + 2 * i + j;
+                let dst = h * hd + j * half + i;
+                out[dst * cols..(dst + 1) * cols]
+                    .copy_from_slice(&t.data[src * cols..(src + 1) * cols]);
+            }
+        }
+    }
+    HostTensor::new(t.shape.clone(), out)
+}
+
+/// Reads every tensor of the GGUF file as f32, keyed by Hugging Face name.
+pub fn read_gguf_weights(
+    path: &Path,
+    heads: usize,
+    kv_heads: usize,
+) -> Result<BTreeMap<String, HostTensor>> {
+    let header = read_header(path).map_err(|e| RuntimeError::format(path, e.what.clone()))?;
+    let file = std::fs::File::open(path).map_err(|e| RuntimeError::io(path, e))?;
+    // SAFETY: read-only map, dropped before returning; see read_safetensors.
+    let map = unsafe { memmap2::Mmap::map(&file) }.map_err(|e| RuntimeError::io(path, e))?;
+    let decoded: Vec<Result<(String, HostTensor)>> = header
+        .tensors
+        .par_iter()
+        .filter_map(|info| hf_name(&info.name).map(|name| (name, info)))
+        .map(|(name, info)| {
+            let t = decode(path, &header, info, &map)?;
+            let t = if name.ends_with("self_attn.q_proj.weight") {
+                unpermute_rows(&t, heads)
+            } else if name.ends_with("self_attn.k_proj.weight") {
+                unpermute_rows(&t, kv_heads)
+            } else {
+                t
+            };
+            Ok((name, t))
+        })
+        .collect();
+    decoded.into_iter().collect()
+}
+
+fn decode(
+    path: &Path,
+    header: &GgufHeader,
+    info: &GgufTensorInfo,
+    map: &[u8],
+) -> Result<HostTensor> {
+    let err = |what: String| RuntimeError::Tensor {
+        file: path.to_path_buf(),
+        tensor: info.name.clone(),
+        what,
+    };
+    let len = info
+        .byte_len()
+        .ok_or_else(|| err(format!("has type {} which peftc cannot read (supported: f32, f16, bf16, q4_0, q4_1, q5_0, q5_1, q8_0)", info.ty.name())))?;
+    let start = header
+        .data_offset
+        .checked_add(info.offset)
+        .ok_or_else(|| err("has an offset past the end of the file".into()))?;
+    let end = start.checked_add(len).unwrap_or(u64::MAX);
+    if end > map.len() as u64 {
+        return Err(err(format!(
+            "needs bytes {start}..{end} but the file has {} (truncated?)",
+            map.len()
+        )));
+    }
+    let bytes = &map[start as usize..end as usize];
+    // ggml dims are innermost-first; torch shapes are outermost-first.
+    let shape: Vec<usize> = info.dims.iter().rev().map(|&d| d as usize).collect();
+    let mut data = vec![0f32; info.elements() as usize];
+    if !dequantize(info.ty, bytes, &mut data) {
+        return Err(err(format!(
+            "has type {} which peftc cannot read (supported: f32, f16, bf16, q4_0, q4_1, q5_0, q5_1, q8_0)",
+            info.ty.name()
+        )));
+    }
+    Ok(HostTensor::new(shape, data))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_map_to_hugging_face() {
+        assert_eq!(
+            hf_name("blk.12.attn_q.weight").as_deref(),
+            Some("model.layers.12.self_attn.q_proj.weight")
+        );
+        assert_eq!(
+            hf_name("blk.0.ffn_norm.weight").as_deref(),
+            Some("model.layers.0.post_attention_layernorm.weight")
+        );
+        assert_eq!(
+            hf_name("token_embd.weight").as_deref(),
+            Some("model.embed_tokens.weight")
+        );
+        assert_eq!(hf_name("blk.x.attn_q.weight"), None);
+    }
+
+    #[test]
+    fn unpermute_inverts_llama_cpp_permute() {
+        // llama.cpp: w.reshape(heads, 2, hd/2, cols).swapaxes(1, 2): HF row j*hd/2+i -> GGUF row 2i+j.
+        let (heads, hd, cols) = (2, 4, 3);
+        let hf: Vec<f32> = (0..heads * hd * cols).map(|v| v as f32).collect();
+        let mut gguf = vec![0.0; hf.len()];
+        for h in 0..heads {
+            for j in 0..2 {
+                for i in 0..hd / 2 {
+                    let src = h * hd + j * hd / 2 + i;
+                    let dst = h * hd + 2 * i + j;
+                    gguf[dst * cols..(dst + 1) * cols]
+                        .copy_from_slice(&hf[src * cols..(src + 1) * cols]);
+                }
+            }
+        }
+        let back = unpermute_rows(&HostTensor::new(vec![heads * hd, cols], gguf), heads);
+        assert_eq!(back.data, hf);
+    }
+}

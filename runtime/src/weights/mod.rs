@@ -1,0 +1,139 @@
+//! The frozen base weights of a model, on the host, keyed by their Hugging
+//! Face names, with checked access: a missing tensor or a wrong shape is an
+//! error naming the file, the tensor, and expected against found.
+
+mod dequant;
+mod gguf_weights;
+mod host;
+mod safetensors_file;
+
+pub use gguf_weights::{hf_name, read_gguf_weights, unpermute_rows};
+pub use host::HostTensor;
+pub use safetensors_file::{read_safetensors, write_safetensors};
+
+use crate::error::{Result, RuntimeError};
+use peftc_compiler::model::{Family, ModelDesc, ModelSource};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+/// Weights read from a checkpoint.
+pub struct Weights {
+    tensors: BTreeMap<String, HostTensor>,
+    pub file: PathBuf,
+}
+
+impl Weights {
+    pub fn from_map(file: PathBuf, tensors: BTreeMap<String, HostTensor>) -> Weights {
+        Weights { tensors, file }
+    }
+
+    /// Reads the weights of `model`: `model.safetensors` beside its config.json,
+    /// or the GGUF file it was described from.
+    pub fn load(model: &ModelDesc) -> Result<Weights> {
+        match &model.source {
+            ModelSource::Gguf(path) => {
+                let t = read_gguf_weights(path, model.dims.heads, model.dims.kv_heads)?;
+                Ok(Weights::from_map(path.clone(), t))
+            }
+            ModelSource::ConfigJson(cfg) => {
+                let dir = cfg.parent().unwrap_or(Path::new("."));
+                let file = dir.join("model.safetensors");
+                if !file.exists() {
+                    // A config.json beside a single GGUF file (the SmolLM2 asset layout).
+                    if let Some(gguf) = single_gguf(dir) {
+                        let t = read_gguf_weights(&gguf, model.dims.heads, model.dims.kv_heads)?;
+                        return Ok(Weights::from_map(gguf, t));
+                    }
+                    return Err(RuntimeError::io(
+                        &file,
+                        "no such file (and no .gguf beside the config)",
+                    ));
+                }
+                let mut t = read_safetensors(&file)?;
+                if model.family == Family::Bert {
+                    // Task checkpoints prefix BERT's names with `bert.`.
+                    t = t
+                        .into_iter()
+                        .map(|(k, v)| (k.strip_prefix("bert.").map(str::to_string).unwrap_or(k), v))
+                        .collect();
+                }
+                Ok(Weights::from_map(file, t))
+            }
+        }
+    }
+
+    pub fn names(&self) -> impl Iterator<Item = &str> {
+        self.tensors.keys().map(String::as_str)
+    }
+
+    pub fn get(&self, name: &str) -> Option<&HostTensor> {
+        self.tensors.get(name)
+    }
+
+    pub fn contains(&self, name: &str) -> bool {
+        self.tensors.contains_key(name)
+    }
+
+    /// Takes tensor `name`, which must have `shape`.
+    pub fn take(&mut self, name: &str, shape: &[usize]) -> Result<HostTensor> {
+        let t = self.tensors.remove(name).ok_or_else(|| {
+            let near = closest_name(name, self.tensors.keys().map(String::as_str));
+            RuntimeError::MissingTensor {
+                file: self.file.clone(),
+                tensor: name.to_string(),
+                hint: near
+                    .map(|n| format!(" (did you mean `{n}`?)"))
+                    .unwrap_or_default(),
+            }
+        })?;
+        if t.shape != shape {
+            return Err(RuntimeError::Shape {
+                file: self.file.clone(),
+                tensor: name.to_string(),
+                expected: shape.to_vec(),
+                found: t.shape,
+            });
+        }
+        if let Some(bad) = t.data.iter().find(|v| !v.is_finite()) {
+            return Err(RuntimeError::Tensor {
+                file: self.file.clone(),
+                tensor: name.to_string(),
+                what: format!("holds a non-finite value ({bad})"),
+            });
+        }
+        Ok(t)
+    }
+
+    /// Takes tensor `name` if present (with the shape checked).
+    pub fn take_opt(&mut self, name: &str, shape: &[usize]) -> Result<Option<HostTensor>> {
+        if self.contains(name) {
+            self.take(name, shape).map(Some)
+        } else {
+            Ok(None)
+        }
+    }
+}
+
+fn single_gguf(dir: &Path) -> Option<PathBuf> {
+    let mut found: Vec<PathBuf> = std::fs::read_dir(dir)
+        .ok()?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| {
+            p.extension()
+                .is_some_and(|e| e.eq_ignore_ascii_case("gguf"))
+        })
+        .collect();
+    (found.len() == 1).then(|| found.remove(0))
+}
+
+/// The closest tensor name, for "did you mean" (names are long and similar, so
+/// compare the last two segments).
+fn closest_name<'a>(name: &str, names: impl Iterator<Item = &'a str>) -> Option<String> {
+    let tail = |s: &str| s.rsplitn(3, '.').take(2).collect::<Vec<_>>().join(".");
+    let want = tail(name);
+    names
+        .map(|n| (peftc_grammar::suggest::edit_distance(&tail(n), &want), n))
+        .filter(|(d, _)| *d <= 2)
+        .min_by_key(|(d, _)| *d)
+        .map(|(_, n)| n.to_string())
+}

@@ -1,0 +1,79 @@
+//! Reading and writing `.safetensors` files (f32, f16, bf16 read; f32 written),
+//! with errors that name the file and the tensor.
+
+use super::HostTensor;
+use crate::error::{Result, RuntimeError};
+use safetensors::{Dtype, SafeTensors};
+use std::collections::BTreeMap;
+use std::path::Path;
+
+/// Every floating-point tensor of a safetensors file, converted to f32.
+/// Integer tensors (such as BERT's `position_ids` buffer) are skipped.
+pub fn read_safetensors(path: &Path) -> Result<BTreeMap<String, HostTensor>> {
+    let file = std::fs::File::open(path).map_err(|e| RuntimeError::io(path, e))?;
+    // SAFETY: the map is read-only and lives only inside this function; a file
+    // changed underneath would at worst give wrong values, which the shape and
+    // finiteness checks downstream report.
+    let map = unsafe { memmap2::Mmap::map(&file) }.map_err(|e| RuntimeError::io(path, e))?;
+    let st = SafeTensors::deserialize(&map)
+        .map_err(|e| RuntimeError::format(path, format!("not a valid safetensors file: {e}")))?;
+    let mut out = BTreeMap::new();
+    for (name, view) in st.tensors() {
+        let shape = view.shape().to_vec();
+        let bytes = view.data();
+        let data: Vec<f32> = match view.dtype() {
+            Dtype::F32 => bytes
+                .chunks_exact(4)
+                .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+                .collect(),
+            Dtype::F16 => bytes
+                .chunks_exact(2)
+                .map(|c| half::f16::from_le_bytes([c[0], c[1]]).to_f32())
+                .collect(),
+            Dtype::BF16 => bytes
+                .chunks_exact(2)
+                .map(|c| half::bf16::from_le_bytes([c[0], c[1]]).to_f32())
+                .collect(),
+            Dtype::F64 => bytes
+                .chunks_exact(8)
+                .map(|c| {
+                    f64::from_le_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]) as f32
+                })
+                .collect(),
+            _ => continue,
+        };
+        if data.len() != shape.iter().product::<usize>() {
+            return Err(RuntimeError::Tensor {
+                file: path.to_path_buf(),
+                tensor: name,
+                what: format!("holds {} values for shape {shape:?}", data.len()),
+            });
+        }
+        out.insert(name, HostTensor::new(shape, data));
+    }
+    Ok(out)
+}
+
+/// Writes f32 tensors to `path` atomically (a temporary file, then a rename).
+pub fn write_safetensors(
+    path: &Path,
+    tensors: &BTreeMap<String, HostTensor>,
+    metadata: Option<std::collections::HashMap<String, String>>,
+) -> Result<()> {
+    let mut views = Vec::with_capacity(tensors.len());
+    let buffers: Vec<(String, Vec<usize>, Vec<u8>)> = tensors
+        .iter()
+        .map(|(k, t)| {
+            let bytes: Vec<u8> = t.data.iter().flat_map(|v| v.to_le_bytes()).collect();
+            (k.clone(), t.shape.clone(), bytes)
+        })
+        .collect();
+    for (k, shape, bytes) in &buffers {
+        let view = safetensors::tensor::TensorView::new(Dtype::F32, shape.clone(), bytes)
+            .map_err(|e| RuntimeError::format(path, format!("tensor `{k}`: {e}")))?;
+        views.push((k.clone(), view));
+    }
+    let bytes = safetensors::serialize(views, metadata)
+        .map_err(|e| RuntimeError::format(path, e.to_string()))?;
+    crate::atomic::write_atomic(path, &bytes)
+}
