@@ -52,6 +52,8 @@ pub struct Plan {
     pub trainable_biases: Vec<String>,
     pub train: Option<TrainConfig>,
     pub label_names: Option<Vec<String>>,
+    /// The folder the spec's relative paths resolve against.
+    pub spec_dir: std::path::PathBuf,
 }
 
 impl Plan {
@@ -194,6 +196,7 @@ pub fn lower(
         trainable_biases: biases.into_iter().collect(),
         train,
         label_names: checked.label_names.clone(),
+        spec_dir: checked.spec_dir.clone(),
     })
 }
 

@@ -21,5 +21,7 @@ pub type Cpu = burn::backend::Flex;
 /// The CPU backend with autodiff, for training.
 pub type CpuTrain = burn::backend::Autodiff<Cpu>;
 pub mod adapter;
+pub mod infer;
+pub mod merge;
 pub mod session;
 pub mod train;

@@ -2,9 +2,16 @@
 
 mod check;
 mod compile;
+pub mod device;
 mod error;
+mod eval;
+mod export;
 mod format;
+mod infer;
+mod merge;
+mod plans;
 mod spec;
+mod train;
 
 pub use error::CliError;
 
@@ -33,11 +40,26 @@ pub enum Command {
     },
     /// Lower a block to the IR and print estimates of parameters, memory and FLOPs.
     Compile(compile::CompileArgs),
+    /// Fine-tune the spec's block on its data.
+    Train(train::TrainArgs),
+    /// Held-out metrics of the spec's block, with a trained adapter.
+    Eval(eval::EvalArgs),
+    /// Logits for texts.
+    Infer(infer::InferArgs),
+    /// Write a run's adapter in Hugging Face PEFT's format.
+    Export(export::ExportArgs),
+    /// Fold a run's adapter into the base weights and write a full checkpoint.
+    Merge(merge::MergeArgs),
 }
 
 pub fn run(cli: Cli) -> Result<(), CliError> {
     match cli.command {
         Command::Check { spec, model } => check::run(&spec, model),
         Command::Compile(args) => compile::run(args),
+        Command::Train(args) => train::run(args),
+        Command::Eval(args) => eval::run(args),
+        Command::Infer(args) => infer::run(args),
+        Command::Export(args) => export::run(args),
+        Command::Merge(args) => merge::run(args),
     }
 }

@@ -22,8 +22,11 @@ pub struct AdapterMeta {
     pub task: String,
     #[serde(default)]
     pub label_names: Vec<String>,
-    /// The spec the adapter was trained from (text), for provenance.
+    /// The spec the adapter was trained from (text), and the folder its
+    /// relative paths resolve against.
     pub spec: String,
+    #[serde(default)]
+    pub spec_dir: String,
     pub params: Vec<(String, Vec<usize>)>,
 }
 

@@ -49,8 +49,14 @@ impl TextTokenizer {
     }
 
     pub fn from_json(path: &Path) -> Result<TextTokenizer> {
-        let inner = Tokenizer::from_file(path)
+        let mut inner = Tokenizer::from_file(path)
             .map_err(|e| RuntimeError::format(path, format!("not a tokenizer: {e}")))?;
+        // Some tokenizer.json files (MiniLM's) pad and truncate to a fixed
+        // length; peftc pads batches itself and truncates to the spec's seq_len.
+        inner.with_padding(None);
+        inner
+            .with_truncation(None)
+            .map_err(|e| RuntimeError::format(path, format!("cannot disable truncation: {e}")))?;
         let id = |t: &str| inner.token_to_id(t);
         let pad_id = id("[PAD]").or_else(|| id("<pad>")).unwrap_or(0);
         let eos_id = id("[SEP]").or_else(|| id("</s>"));

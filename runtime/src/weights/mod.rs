@@ -62,6 +62,10 @@ impl Weights {
         }
     }
 
+    pub fn into_map(self) -> BTreeMap<String, HostTensor> {
+        self.tensors
+    }
+
     pub fn names(&self) -> impl Iterator<Item = &str> {
         self.tensors.keys().map(String::as_str)
     }

@@ -1,0 +1,227 @@
+//! Folding trained LoRA / DoRA / (IA)³ / BitFit / head tensors into the base
+//! weights and writing a full checkpoint that transformers loads
+//! (`model.safetensors` + `config.json` + tokenizer files).
+
+use crate::atomic::replace_dir;
+use crate::error::{Result, RuntimeError};
+use crate::model::ParamStore;
+use crate::weights::{HostTensor, Weights, write_safetensors};
+use peftc_compiler::methods::MethodConfig;
+use peftc_compiler::model::{Family, ModelSource};
+use peftc_compiler::plan::Plan;
+use peftc_compiler::task::TaskKind;
+use serde_json::{Value, json};
+use std::collections::BTreeMap;
+use std::path::Path;
+
+/// Whether every method of the plan can be folded into the base weights.
+pub fn mergeable(plan: &Plan) -> std::result::Result<(), String> {
+    for s in &plan.sites {
+        match &s.method {
+            MethodConfig::Lora(_) | MethodConfig::Ia3 | MethodConfig::Bitfit if !s.gated => {}
+            m => {
+                return Err(format!(
+                    "`{}` at `{}` cannot be folded into the weights{}; export the adapter instead",
+                    m.name(),
+                    s.module,
+                    if s.gated { " (gated)" } else { "" }
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The merged base weights (HF names of the base model, head included).
+pub fn merged_weights(
+    plan: &Plan,
+    store: &ParamStore,
+    weights: Weights,
+) -> Result<BTreeMap<String, HostTensor>> {
+    mergeable(plan).map_err(RuntimeError::Invalid)?;
+    let mut w = weights.into_map();
+    let get = |name: &str| {
+        store
+            .get(name)
+            .ok_or_else(|| RuntimeError::Invalid(format!("trained tensor `{name}` missing")))
+    };
+    for s in &plan.sites {
+        let m = &s.module;
+        let wname = format!("{m}.weight");
+        let Some(base) = w.get_mut(&wname) else {
+            return Err(RuntimeError::Invalid(format!(
+                "base weight `{wname}` missing"
+            )));
+        };
+        let (out, inp) = (base.rows(), base.cols());
+        match &s.method {
+            MethodConfig::Lora(l) => {
+                let a = get(&format!("{m}.lora_A.weight"))?;
+                let b = get(&format!("{m}.lora_B.weight"))?;
+                let s_ = l.scale() as f32;
+                let mut merged = base.data.clone();
+                for o in 0..out {
+                    for k in 0..l.r {
+                        let bok = b.data[o * l.r + k] * s_;
+                        if bok != 0.0 {
+                            let arow = &a.data[k * inp..(k + 1) * inp];
+                            for (x, av) in merged[o * inp..(o + 1) * inp].iter_mut().zip(arow) {
+                                *x += bok * av;
+                            }
+                        }
+                    }
+                }
+                if l.dora {
+                    let mag = get(&format!("{m}.lora_magnitude_vector"))?;
+                    for o in 0..out {
+                        let row = &mut merged[o * inp..(o + 1) * inp];
+                        let norm = row.iter().map(|v| v * v).sum::<f32>().sqrt();
+                        let f = mag.data[o] / norm;
+                        row.iter_mut().for_each(|v| *v *= f);
+                    }
+                }
+                base.data = merged;
+            }
+            MethodConfig::Ia3 => {
+                let l = get(&format!("{m}.ia3_l"))?;
+                if s.feedforward {
+                    for o in 0..out {
+                        for (x, f) in base.data[o * inp..(o + 1) * inp].iter_mut().zip(&l.data) {
+                            *x *= f;
+                        }
+                    }
+                } else {
+                    for o in 0..out {
+                        base.data[o * inp..(o + 1) * inp]
+                            .iter_mut()
+                            .for_each(|x| *x *= l.data[o]);
+                    }
+                    if let Some(bias) = w.get_mut(&format!("{m}.bias")) {
+                        bias.data.iter_mut().zip(&l.data).for_each(|(x, f)| *x *= f);
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+    // Trained biases and the classification head replace the originals.
+    for b in &plan.trainable_biases {
+        let name = format!("{b}.bias");
+        w.insert(name.clone(), get(&name)?.clone());
+    }
+    for (name, t) in &store.values {
+        if name.starts_with("classifier.") || name.starts_with("score.") {
+            w.insert(name.clone(), t.clone());
+        }
+    }
+    Ok(w)
+}
+
+/// Writes the merged checkpoint to `out` (staged, then renamed into place).
+pub fn write_merged(
+    plan: &Plan,
+    merged: BTreeMap<String, HostTensor>,
+    label_names: &[String],
+    out: &Path,
+) -> Result<()> {
+    let staged = out.with_extension(format!("partial-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&staged);
+    std::fs::create_dir_all(&staged).map_err(|e| RuntimeError::io(&staged, e))?;
+    let bert_cls = plan.model.family == Family::Bert && plan.task.kind == TaskKind::Classify;
+    let tied = plan.model.dims.tied_embeddings;
+    let tensors: BTreeMap<String, HostTensor> = merged
+        .into_iter()
+        .filter(|(k, _)| !(tied && k == "lm_head.weight"))
+        .map(|(k, v)| {
+            let k = if bert_cls && !k.starts_with("classifier.") {
+                format!("bert.{k}")
+            } else {
+                k
+            };
+            (k, v)
+        })
+        .collect();
+    write_safetensors(
+        &staged.join("model.safetensors"),
+        &tensors,
+        Some([("format".to_string(), "pt".to_string())].into()),
+    )?;
+    let config = merged_config(plan, label_names)?;
+    let text =
+        serde_json::to_vec_pretty(&config).map_err(|e| RuntimeError::Invalid(e.to_string()))?;
+    crate::atomic::write_atomic(&staged.join("config.json"), &text)?;
+    let src_dir = match &plan.model.source {
+        ModelSource::ConfigJson(p) | ModelSource::Gguf(p) => p.parent().map(Path::to_path_buf),
+    };
+    if let Some(dir) = src_dir {
+        for f in [
+            "tokenizer.json",
+            "tokenizer_config.json",
+            "vocab.txt",
+            "special_tokens_map.json",
+        ] {
+            if dir.join(f).is_file() {
+                std::fs::copy(dir.join(f), staged.join(f))
+                    .map_err(|e| RuntimeError::io(dir.join(f), e))?;
+            }
+        }
+    }
+    replace_dir(&staged, out)
+}
+
+fn merged_config(plan: &Plan, label_names: &[String]) -> Result<Value> {
+    let cfg_path = match &plan.model.source {
+        ModelSource::ConfigJson(p) => Some(p.clone()),
+        ModelSource::Gguf(p) => p
+            .parent()
+            .map(|d| d.join("config.json"))
+            .filter(|p| p.is_file()),
+    };
+    let d = &plan.model.dims;
+    let mut c: Value = match cfg_path {
+        Some(p) => serde_json::from_slice(&std::fs::read(&p).map_err(|e| RuntimeError::io(&p, e))?)
+            .map_err(|e| RuntimeError::format(&p, e.to_string()))?,
+        None => json!({
+            "model_type": plan.model.model_type,
+            "hidden_size": d.hidden, "intermediate_size": d.intermediate, "num_hidden_layers": d.layers,
+            "num_attention_heads": d.heads, "num_key_value_heads": d.kv_heads, "head_dim": d.head_dim,
+            "vocab_size": d.vocab, "max_position_embeddings": d.max_positions, "rms_norm_eps": d.norm_eps,
+            "rope_theta": d.rope_theta, "tie_word_embeddings": d.tied_embeddings, "hidden_act": d.act,
+        }),
+    };
+    c["torch_dtype"] = json!("float32");
+    match (plan.task.kind, plan.model.family) {
+        (TaskKind::Classify, f) => {
+            c["architectures"] = json!([if f == Family::Bert {
+                "BertForSequenceClassification"
+            } else {
+                "LlamaForSequenceClassification"
+            }]);
+            let n = plan.task.num_labels.unwrap_or(label_names.len().max(2));
+            let names: Vec<String> = (0..n)
+                .map(|i| {
+                    label_names
+                        .get(i)
+                        .cloned()
+                        .unwrap_or_else(|| format!("LABEL_{i}"))
+                })
+                .collect();
+            c["num_labels"] = json!(n);
+            c["id2label"] = names
+                .iter()
+                .enumerate()
+                .map(|(i, l)| (i.to_string(), json!(l)))
+                .collect::<serde_json::Map<_, _>>()
+                .into();
+            c["label2id"] = names
+                .iter()
+                .enumerate()
+                .map(|(i, l)| (l.clone(), json!(i)))
+                .collect::<serde_json::Map<_, _>>()
+                .into();
+        }
+        (TaskKind::CausalLm, Family::Llama) => c["architectures"] = json!(["LlamaForCausalLM"]),
+        _ => {}
+    }
+    Ok(c)
+}
