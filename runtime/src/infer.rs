@@ -5,11 +5,10 @@ use crate::error::Result;
 use crate::model::{Params, PeftModel, last_real_rows};
 use crate::tokenizer::TextTokenizer;
 use crate::train::host;
-use burn::tensor::backend::Backend;
 use peftc_compiler::task::TaskKind;
 
 /// One row of logits per text.
-pub fn infer<B: Backend>(
+pub fn infer<B: crate::kernels::PeftKernels>(
     model: &PeftModel<B>,
     p: &Params<B>,
     tok: &TextTokenizer,

@@ -22,6 +22,7 @@ pub type Cpu = burn::backend::Flex;
 pub type CpuTrain = burn::backend::Autodiff<Cpu>;
 pub mod adapter;
 pub mod infer;
+pub mod kernels;
 pub mod merge;
 pub mod session;
 pub mod train;

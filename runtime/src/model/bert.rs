@@ -9,21 +9,21 @@ use super::linear::{Attached, SiteLinear};
 use super::ops::{gelu, layer_norm};
 use super::prefix::PrefixSource;
 use crate::error::Result;
-use burn::tensor::backend::Backend;
+use crate::kernels::PeftKernels;
 use burn::tensor::{Int, Tensor, TensorData};
 use peftc_compiler::model::Dims;
 
 const HIDDEN_DROPOUT: f64 = 0.1;
 const ATTN_DROPOUT: f64 = 0.1;
 
-struct Norm<B: Backend> {
+struct Norm<B: PeftKernels> {
     path: String,
     gamma: Tensor<B, 2>,
     beta: Tensor<B, 2>,
     trainable_bias: bool,
 }
 
-impl<B: Backend> Norm<B> {
+impl<B: PeftKernels> Norm<B> {
     fn load(l: &mut Loader<B>, path: &str, d: usize) -> Result<Norm<B>> {
         let (gamma, beta) = l.norm(path, d, true)?;
         Ok(Norm {
@@ -44,7 +44,7 @@ impl<B: Backend> Norm<B> {
     }
 }
 
-struct Layer<B: Backend> {
+struct Layer<B: PeftKernels> {
     path: String,
     query: SiteLinear<B>,
     key: SiteLinear<B>,
@@ -59,7 +59,7 @@ struct Layer<B: Backend> {
     at_layer: Attached,
 }
 
-pub struct Bert<B: Backend> {
+pub struct Bert<B: PeftKernels> {
     dims: Dims,
     word: Tensor<B, 2>,
     position: Tensor<B, 2>,
@@ -69,7 +69,7 @@ pub struct Bert<B: Backend> {
     pooler: Option<SiteLinear<B>>,
 }
 
-impl<B: Backend> Bert<B> {
+impl<B: PeftKernels> Bert<B> {
     pub fn load(l: &mut Loader<B>, with_pooler: bool) -> Result<Bert<B>> {
         let d = l.plan.model.dims.clone();
         let h = d.hidden;

@@ -5,19 +5,19 @@ use super::device_params::to_device;
 use super::linear::{Attached, SiteLinear};
 use super::params::sites_of;
 use crate::error::Result;
+use crate::kernels::PeftKernels;
 use crate::weights::Weights;
 use burn::tensor::Tensor;
-use burn::tensor::backend::Backend;
 use peftc_compiler::model::ModuleKind;
 use peftc_compiler::plan::Plan;
 
-pub struct Loader<'a, B: Backend> {
+pub struct Loader<'a, B: PeftKernels> {
     pub plan: &'a Plan,
     pub weights: &'a mut Weights,
     pub device: &'a B::Device,
 }
 
-impl<B: Backend> Loader<'_, B> {
+impl<B: PeftKernels> Loader<'_, B> {
     fn kind(&self, path: &str) -> Option<ModuleKind> {
         self.plan
             .modules
@@ -56,7 +56,7 @@ impl<B: Backend> Loader<'_, B> {
             }
         };
         let w = self.weights.take(&format!("{path}.weight"), &[o, i])?;
-        let w_t = to_device::<B>(&w.transposed(), self.device);
+        let w = to_device::<B>(&w, self.device);
         let bias = if bias {
             Some(self.tensor(&format!("{path}.bias"), &[o])?)
         } else {
@@ -64,7 +64,7 @@ impl<B: Backend> Loader<'_, B> {
         };
         Ok(SiteLinear {
             path: path.to_string(),
-            w_t,
+            w,
             bias,
             attached: self.attached(path),
         })

@@ -3,10 +3,10 @@
 
 use super::ctx::{Ctx, site_id};
 use super::device_params::Params;
-use super::ops::{act, linear, linear_pt};
+use super::ops::{act, linear_pt};
 use super::params::pname;
 use crate::error::Result;
-use burn::tensor::backend::Backend;
+use crate::kernels::PeftKernels;
 use burn::tensor::{Tensor, activation};
 use peftc_compiler::methods::{Activation, MethodConfig};
 use peftc_compiler::plan::Site;
@@ -80,7 +80,7 @@ impl Attached {
 
     /// Applies the block-level methods (adapters) around a block whose input
     /// was `x` and output `y`, both `[n, d]`.
-    pub fn around_block<B: Backend>(
+    pub fn around_block<B: PeftKernels>(
         &self,
         path: &str,
         x: &Tensor<B, 2>,
@@ -99,7 +99,7 @@ impl Attached {
 }
 
 /// `scale * gate * up(act(down(x)))`.
-fn adapter<B: Backend>(
+fn adapter<B: PeftKernels>(
     path: &str,
     a: &AdapterSpec,
     x: Tensor<B, 2>,
@@ -123,7 +123,7 @@ fn adapter<B: Backend>(
 }
 
 /// UniPELT gate `sigmoid(x w + b)`, `[n, 1]`.
-pub fn gate<B: Backend>(
+pub fn gate<B: PeftKernels>(
     path: &str,
     tag: &str,
     x: Tensor<B, 2>,
@@ -135,16 +135,16 @@ pub fn gate<B: Backend>(
 }
 
 /// A frozen linear layer and what is attached to it.
-pub struct SiteLinear<B: Backend> {
+pub struct SiteLinear<B: PeftKernels> {
     pub path: String,
-    /// `[in, out]` (the checkpoint's `[out, in]`, transposed once at load).
-    pub w_t: Tensor<B, 2>,
+    /// `[out, in]`, the checkpoint's layout (multiplied as a transposed view).
+    pub w: Tensor<B, 2>,
     /// `[1, out]`; replaced by the trainable copy when `attached.trainable_bias`.
     pub bias: Option<Tensor<B, 2>>,
     pub attached: Attached,
 }
 
-impl<B: Backend> SiteLinear<B> {
+impl<B: PeftKernels> SiteLinear<B> {
     pub fn forward(&self, x: Tensor<B, 2>, p: &Params<B>, ctx: &Ctx<B>) -> Result<Tensor<B, 2>> {
         let a = &self.attached;
         let x_in = x.clone();
@@ -157,7 +157,7 @@ impl<B: Backend> SiteLinear<B> {
         } else {
             self.bias.clone()
         };
-        let mut y = linear(x.clone(), self.w_t.clone(), bias.clone());
+        let mut y = linear_pt(x.clone(), self.w.clone(), bias.clone());
         if let Some(l) = &a.lora {
             y = self.lora(l, x, y, bias, p, ctx)?;
         }
@@ -197,20 +197,16 @@ impl<B: Backend> SiteLinear<B> {
         }
         // DoRA: m * (W + s BA) / ||W + s BA||_row, the norm detached (Liu et al. 2024 §4.3).
         let m = p.get(&pname(&self.path, "lora_magnitude_vector"))?; // [1, out]
-        let ba_t = a
-            .detach()
-            .transpose()
-            .matmul(b.detach().transpose())
-            .mul_scalar(l.scale); // [in, out]
-        let w = self.w_t.clone() + ba_t;
-        let norm = w.powf_scalar(2.0).sum_dim(0).sqrt().detach(); // [1, out]
+        let ba = b.detach().matmul(a.detach()).mul_scalar(l.scale); // [out, in]
+        let w = self.w.clone() + ba;
+        let norm = w.powf_scalar(2.0).sum_dim(1).sqrt().transpose().detach(); // [1, out]
         let mag = m / norm;
         let base = match &bias {
             Some(b) => y.clone() - b.clone(),
             None => y.clone(),
         };
         let base_d = if dropped {
-            xd.matmul(self.w_t.clone())
+            xd.matmul(self.w.clone().transpose())
         } else {
             base
         };

@@ -7,15 +7,15 @@ use super::build::Loader;
 use super::ctx::{Ctx, site_id};
 use super::device_params::Params;
 use super::linear::{Attached, SiteLinear};
-use super::ops::{rms_norm, silu};
+use super::ops::{rms_norm, silu_mul};
 use super::prefix::PrefixSource;
 use super::rope;
 use crate::error::Result;
-use burn::tensor::backend::Backend;
+use crate::kernels::PeftKernels;
 use burn::tensor::{Int, Tensor};
 use peftc_compiler::model::Dims;
 
-struct Layer<B: Backend> {
+struct Layer<B: PeftKernels> {
     path: String,
     input_norm: Tensor<B, 2>,
     q: SiteLinear<B>,
@@ -31,7 +31,7 @@ struct Layer<B: Backend> {
     at_layer: Attached,
 }
 
-pub struct Llama<B: Backend> {
+pub struct Llama<B: PeftKernels> {
     dims: Dims,
     embed: Tensor<B, 2>,
     layers: Vec<Layer<B>>,
@@ -40,7 +40,7 @@ pub struct Llama<B: Backend> {
     lm_head_t: Option<SiteLinear<B>>,
 }
 
-impl<B: Backend> Llama<B> {
+impl<B: PeftKernels> Llama<B> {
     pub fn load(l: &mut Loader<B>, with_lm_head: bool) -> Result<Llama<B>> {
         let d = l.plan.model.dims.clone();
         let h = d.hidden;
@@ -79,7 +79,7 @@ impl<B: Backend> Llama<B> {
                     || attached.beside.is_some();
                 any.then(|| SiteLinear {
                     path: "lm_head".into(),
-                    w_t: embed.clone().transpose(),
+                    w: embed.clone(),
                     bias: None,
                     attached,
                 })
@@ -118,8 +118,7 @@ impl<B: Backend> Llama<B> {
         }
         let seq = n_prompt + ctx.seq;
         // Real tokens' positions start after a prefix (HF shifts position ids by it).
-        let (cos, sin) =
-            rope::tables::<B>(seq, prefix.len(), d.head_dim, d.rope_theta, &ctx.device);
+        let offset = prefix.len();
         let heads = Heads {
             heads: d.heads,
             kv_heads: d.kv_heads,
@@ -132,8 +131,8 @@ impl<B: Backend> Llama<B> {
             let q = layer.q.forward(n1.clone(), p, ctx)?;
             let k = layer.k.forward(n1.clone(), p, ctx)?;
             let v = layer.v.forward(n1.clone(), p, ctx)?;
-            let q = rope::apply(q, rows, seq, d.heads, d.head_dim, &cos, &sin);
-            let k = rope::apply(k, rows, seq, d.kv_heads, d.head_dim, &cos, &sin);
+            let q = rope::apply(q, seq, d.heads, d.head_dim, d.rope_theta, offset);
+            let k = rope::apply(k, seq, d.kv_heads, d.head_dim, d.rope_theta, offset);
             let pre = prefix.layer(li, &n1, p)?;
             let core = attention(
                 q,
@@ -155,9 +154,9 @@ impl<B: Backend> Llama<B> {
                     .around_block(&format!("{}.self_attn", layer.path), &n1, o, p)?;
             let a1 = input.clone() + o;
             let n2 = rms_norm(a1.clone(), layer.post_norm.clone(), eps);
-            let g = silu(layer.gate.forward(n2.clone(), p, ctx)?);
+            let g = layer.gate.forward(n2.clone(), p, ctx)?;
             let u = layer.up.forward(n2.clone(), p, ctx)?;
-            let dn = layer.down.forward(g * u, p, ctx)?;
+            let dn = layer.down.forward(silu_mul(g, u), p, ctx)?;
             let dn = layer
                 .at_mlp
                 .around_block(&format!("{}.mlp", layer.path), &n2, dn, p)?;

@@ -2,33 +2,24 @@
 //! rows (classification) or over non-ignored next-token targets (causal LM).
 
 use crate::data::{Batch, IGNORE_LABEL};
-use burn::tensor::backend::Backend;
-use burn::tensor::{Int, Tensor, TensorData, activation};
+use crate::kernels::PeftKernels;
+use burn::tensor::Tensor;
 
 /// Mean cross-entropy of `logits: [n, c]` against `targets` (with `weights`
-/// 1 for counted rows, 0 for ignored ones). Returns a `[1]` tensor.
-pub fn cross_entropy<B: Backend>(
+/// 1 for counted rows, 0 for ignored ones), through the fused kernel.
+/// Returns a `[1]` tensor.
+pub fn cross_entropy<B: PeftKernels>(
     logits: Tensor<B, 2>,
     targets: Vec<i64>,
     weights: Vec<f32>,
-    device: &B::Device,
 ) -> Tensor<B, 1> {
-    let n = targets.len();
-    let count: f32 = weights.iter().sum::<f32>().max(1.0);
-    let logp = activation::log_softmax(logits, 1);
-    let idx = Tensor::<B, 2, Int>::from_data(TensorData::new(targets, [n, 1]), device);
-    let w = Tensor::<B, 2>::from_data(TensorData::new(weights, [n, 1]), device);
-    (logp.gather(1, idx) * w).sum().neg().div_scalar(count)
+    crate::kernels::cross_entropy(logits, targets, weights)
 }
 
 /// Classification: one label per row.
-pub fn classification<B: Backend>(
-    logits: Tensor<B, 2>,
-    batch: &Batch,
-    device: &B::Device,
-) -> Tensor<B, 1> {
+pub fn classification<B: PeftKernels>(logits: Tensor<B, 2>, batch: &Batch) -> Tensor<B, 1> {
     let n = batch.rows;
-    cross_entropy(logits, batch.labels.clone(), vec![1.0; n], device)
+    cross_entropy(logits, batch.labels.clone(), vec![1.0; n])
 }
 
 /// Next-token targets for logits over `n_prompt + seq` positions per row:

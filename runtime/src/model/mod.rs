@@ -21,9 +21,9 @@ pub use params::{BaseLookup, Init, ParamSpec, ParamStore, param_specs};
 
 use crate::data::Batch;
 use crate::error::Result;
+use crate::kernels::PeftKernels;
 use crate::weights::Weights;
 use build::Loader;
-use burn::tensor::backend::Backend;
 use burn::tensor::{Int, Tensor, TensorData};
 use peftc_compiler::methods::MethodConfig;
 use peftc_compiler::model::Family;
@@ -31,13 +31,13 @@ use peftc_compiler::plan::Plan;
 use peftc_compiler::task::TaskKind;
 use prefix::PrefixSource;
 
-enum Base<B: Backend> {
+enum Base<B: PeftKernels> {
     Bert(bert::Bert<B>),
     Llama(llama::Llama<B>),
 }
 
 /// A loaded model: base + attached methods.
-pub struct PeftModel<B: Backend> {
+pub struct PeftModel<B: PeftKernels> {
     pub plan: Plan,
     base: Base<B>,
     pub device: B::Device,
@@ -45,7 +45,7 @@ pub struct PeftModel<B: Backend> {
 }
 
 /// What a forward pass produces.
-pub struct Output<B: Backend> {
+pub struct Output<B: PeftKernels> {
     /// Classification: `[rows, classes]`. Causal LM: `[rows*seq_out, vocab]`.
     /// Feature: the hidden states.
     pub logits: Tensor<B, 2>,
@@ -55,7 +55,7 @@ pub struct Output<B: Backend> {
     pub n_prompt: usize,
 }
 
-impl<B: Backend> PeftModel<B> {
+impl<B: PeftKernels> PeftModel<B> {
     /// Moves the base weights of `plan`'s model to `device`, with its methods attached.
     pub fn load(plan: &Plan, mut weights: Weights, device: &B::Device) -> Result<PeftModel<B>> {
         let mut l = Loader::<B> {
@@ -157,10 +157,10 @@ impl<B: Backend> PeftModel<B> {
     /// The training loss of `out` for `batch`.
     pub fn loss(&self, out: &Output<B>, batch: &Batch) -> Tensor<B, 1> {
         match self.plan.task.kind {
-            TaskKind::Classify => loss::classification(out.logits.clone(), batch, &self.device),
+            TaskKind::Classify => loss::classification(out.logits.clone(), batch),
             _ => {
                 let (t, w) = loss::next_token_targets(batch, out.n_prompt);
-                loss::cross_entropy(out.logits.clone(), t, w, &self.device)
+                loss::cross_entropy(out.logits.clone(), t, w)
             }
         }
     }

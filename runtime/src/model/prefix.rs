@@ -7,18 +7,18 @@ use super::device_params::Params;
 use super::linear::gate;
 use super::ops::linear_pt;
 use crate::error::Result;
+use crate::kernels::PeftKernels;
 use burn::tensor::Tensor;
-use burn::tensor::backend::Backend;
 use peftc_compiler::methods::MethodConfig;
 use peftc_compiler::plan::Plan;
 
-pub struct PrefixSource<B: Backend> {
+pub struct PrefixSource<B: PeftKernels> {
     /// Per layer: keys and values `[len, kv]`, the attention module's path, gated.
     layers: Vec<Option<(Tensor<B, 2>, Tensor<B, 2>, String, bool)>>,
     len: usize,
 }
 
-impl<B: Backend> PrefixSource<B> {
+impl<B: PeftKernels> PrefixSource<B> {
     pub fn none(layers: usize) -> PrefixSource<B> {
         PrefixSource {
             layers: (0..layers).map(|_| None).collect(),

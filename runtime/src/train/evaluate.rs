@@ -26,7 +26,7 @@ pub fn host<B: Backend, const D: usize>(t: burn::tensor::Tensor<B, D>) -> Vec<f3
         .unwrap_or_default()
 }
 
-pub fn evaluate<B: Backend>(
+pub fn evaluate<B: crate::kernels::PeftKernels>(
     model: &PeftModel<B>,
     p: &Params<B>,
     split: &Split,

@@ -56,7 +56,7 @@ fn fingerprint(spec: &str, plan: &Plan, seed: u64) -> String {
     )
 }
 
-pub fn train<B: AutodiffBackend>(
+pub fn train<B: AutodiffBackend + crate::kernels::PeftKernels>(
     plan: Plan,
     opts: &TrainOptions,
     device: &B::Device,
@@ -266,7 +266,7 @@ fn meta(plan: &Plan, data: &TaskData, spec: &str) -> AdapterMeta {
     }
 }
 
-fn run_eval<B: AutodiffBackend>(
+fn run_eval<B: AutodiffBackend + crate::kernels::PeftKernels>(
     model: &PeftModel<B>,
     store: &ParamStore,
     data: &TaskData,

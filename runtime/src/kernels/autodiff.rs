@@ -1,0 +1,345 @@
+//! The fused ops on `Autodiff<B>`: when `B` has its own kernels, one graph node
+//! per op whose backward calls `B`'s backward kernel (saving only what that
+//! kernel needs); otherwise burn differentiates the reference composition.
+
+use super::{AttnInputs, AttnShape, PeftKernels, RopeShape, prim, reference, tensor};
+use burn::backend::Autodiff;
+use burn::backend::autodiff::checkpoint::base::Checkpointer;
+use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
+use burn::backend::autodiff::grads::Gradients;
+use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
+use burn::tensor::ops::FloatTensor;
+use std::sync::Arc;
+
+/// Adds `g` to the gradient of `parent` when that parent needs one.
+macro_rules! register {
+    ($b:ty, $grads:expr, $parent:expr, $g:expr) => {
+        if let Some(node) = $parent {
+            $grads.register::<$b>(node.id, $g);
+        }
+    };
+}
+
+#[derive(Debug)]
+struct GeluNode;
+
+impl<B: PeftKernels> Backward<B, 1> for GeluNode {
+    type State = FloatTensor<B>;
+    fn backward(self, ops: Ops<Self::State, 1>, grads: &mut Gradients, _: &mut Checkpointer) {
+        let [px] = ops.parents;
+        let dy = grads.consume::<B>(&ops.node);
+        register!(B, grads, px, B::k_gelu_backward(ops.state, dy));
+    }
+}
+
+#[derive(Debug)]
+struct SiluMulNode;
+
+impl<B: PeftKernels> Backward<B, 2> for SiluMulNode {
+    type State = (FloatTensor<B>, FloatTensor<B>);
+    fn backward(self, ops: Ops<Self::State, 2>, grads: &mut Gradients, _: &mut Checkpointer) {
+        let [pg, pu] = ops.parents;
+        let dy = grads.consume::<B>(&ops.node);
+        let (g, u) = ops.state;
+        let (dg, du) = B::k_silu_mul_backward(g, u, dy);
+        register!(B, grads, pg, dg);
+        register!(B, grads, pu, du);
+    }
+}
+
+#[derive(Debug)]
+struct LayerNormNode;
+
+impl<B: PeftKernels> Backward<B, 3> for LayerNormNode {
+    type State = (FloatTensor<B>, FloatTensor<B>, FloatTensor<B>);
+    fn backward(self, ops: Ops<Self::State, 3>, grads: &mut Gradients, _: &mut Checkpointer) {
+        let [px, pg, pb] = ops.parents;
+        let dy = grads.consume::<B>(&ops.node);
+        let (x, gamma, stats) = ops.state;
+        let (dx, dg, db) = B::k_layer_norm_backward(x, gamma, stats, dy);
+        register!(B, grads, px, dx);
+        register!(B, grads, pg, dg);
+        register!(B, grads, pb, db);
+    }
+}
+
+#[derive(Debug)]
+struct RmsNormNode;
+
+impl<B: PeftKernels> Backward<B, 2> for RmsNormNode {
+    type State = (FloatTensor<B>, FloatTensor<B>, f64);
+    fn backward(self, ops: Ops<Self::State, 2>, grads: &mut Gradients, _: &mut Checkpointer) {
+        let [px, pw] = ops.parents;
+        let dy = grads.consume::<B>(&ops.node);
+        let (x, w, eps) = ops.state;
+        let (dx, dw) = B::k_rms_norm_backward(x, w, eps, dy);
+        register!(B, grads, px, dx);
+        register!(B, grads, pw, dw);
+    }
+}
+
+#[derive(Debug)]
+struct DropoutNode;
+
+impl<B: PeftKernels> Backward<B, 1> for DropoutNode {
+    type State = (f64, u64);
+    fn backward(self, ops: Ops<Self::State, 1>, grads: &mut Gradients, _: &mut Checkpointer) {
+        let [px] = ops.parents;
+        let dy = grads.consume::<B>(&ops.node);
+        let (p, key) = ops.state;
+        register!(B, grads, px, B::k_dropout(dy, p, key));
+    }
+}
+
+#[derive(Debug)]
+struct AttentionNode;
+
+type AttnState<B> = (
+    FloatTensor<B>,
+    FloatTensor<B>,
+    FloatTensor<B>,
+    Option<FloatTensor<B>>,
+    Option<FloatTensor<B>>,
+    FloatTensor<B>,
+    AttnShape,
+);
+
+impl<B: PeftKernels> Backward<B, 5> for AttentionNode {
+    type State = AttnState<B>;
+    fn backward(self, ops: Ops<Self::State, 5>, grads: &mut Gradients, _: &mut Checkpointer) {
+        let [pq, pk, pv, ppk, ppv] = ops.parents;
+        let dout = grads.consume::<B>(&ops.node);
+        let (q, k, v, kp, vp, probs, shape) = ops.state;
+        let (dq, dk, dv, dpk, dpv) = B::k_attention_backward(
+            AttnInputs {
+                q,
+                k,
+                v,
+                pk: kp,
+                pv: vp,
+            },
+            probs,
+            dout,
+            &shape,
+        );
+        register!(B, grads, pq, dq);
+        register!(B, grads, pk, dk);
+        register!(B, grads, pv, dv);
+        if let Some(g) = dpk {
+            register!(B, grads, ppk, g);
+        }
+        if let Some(g) = dpv {
+            register!(B, grads, ppv, g);
+        }
+    }
+}
+
+#[derive(Debug)]
+struct RopeNode;
+
+impl<B: PeftKernels> Backward<B, 1> for RopeNode {
+    type State = RopeShape;
+    fn backward(self, ops: Ops<Self::State, 1>, grads: &mut Gradients, _: &mut Checkpointer) {
+        let [px] = ops.parents;
+        let dy = grads.consume::<B>(&ops.node);
+        register!(B, grads, px, B::k_rope(dy, &ops.state, true));
+    }
+}
+
+#[derive(Debug)]
+struct CrossEntropyNode;
+
+impl<B: PeftKernels> Backward<B, 1> for CrossEntropyNode {
+    type State = (FloatTensor<B>, FloatTensor<B>, Arc<Vec<i64>>, Arc<Vec<f32>>);
+    fn backward(self, ops: Ops<Self::State, 1>, grads: &mut Gradients, _: &mut Checkpointer) {
+        let [px] = ops.parents;
+        let dloss = grads.consume::<B>(&ops.node);
+        let (logits, lse, t, w) = ops.state;
+        register!(
+            B,
+            grads,
+            px,
+            B::k_cross_entropy_backward(logits, lse, &t, &w, dloss)
+        );
+    }
+}
+
+impl<B: PeftKernels, C: CheckpointStrategy> PeftKernels for Autodiff<B, C> {
+    fn op_rope(x: FloatTensor<Self>, s: &RopeShape) -> FloatTensor<Self> {
+        if !B::FUSED {
+            return prim(reference::rope::<Self>(tensor(x), s, false));
+        }
+        match RopeNode
+            .prepare::<C>([x.node.clone()])
+            .compute_bound()
+            .stateful()
+        {
+            OpsKind::Tracked(prep) => prep.finish(s.clone(), B::k_rope(x.primitive, s, false)),
+            OpsKind::UnTracked(prep) => prep.finish(B::k_rope(x.primitive, s, false)),
+        }
+    }
+
+    fn op_cross_entropy(
+        logits: FloatTensor<Self>,
+        targets: Arc<Vec<i64>>,
+        weights: Arc<Vec<f32>>,
+    ) -> FloatTensor<Self> {
+        if !B::FUSED {
+            return prim(reference::cross_entropy::<Self>(tensor(logits), &targets, &weights).0);
+        }
+        match CrossEntropyNode
+            .prepare::<C>([logits.node.clone()])
+            .compute_bound()
+            .stateful()
+        {
+            OpsKind::Tracked(prep) => {
+                let (loss, lse) = B::k_cross_entropy(logits.primitive.clone(), &targets, &weights);
+                prep.finish((logits.primitive, lse, targets, weights), loss)
+            }
+            OpsKind::UnTracked(prep) => {
+                prep.finish(B::k_cross_entropy(logits.primitive, &targets, &weights).0)
+            }
+        }
+    }
+
+    fn op_gelu(x: FloatTensor<Self>) -> FloatTensor<Self> {
+        if !B::FUSED {
+            return prim(reference::gelu::<Self, 2>(tensor(x)));
+        }
+        match GeluNode
+            .prepare::<C>([x.node.clone()])
+            .compute_bound()
+            .stateful()
+        {
+            OpsKind::Tracked(prep) => {
+                let y = B::k_gelu(x.primitive.clone());
+                prep.finish(x.primitive, y)
+            }
+            OpsKind::UnTracked(prep) => prep.finish(B::k_gelu(x.primitive)),
+        }
+    }
+
+    fn op_silu_mul(g: FloatTensor<Self>, u: FloatTensor<Self>) -> FloatTensor<Self> {
+        if !B::FUSED {
+            return prim(reference::silu_mul::<Self>(tensor(g), tensor(u)));
+        }
+        match SiluMulNode
+            .prepare::<C>([g.node.clone(), u.node.clone()])
+            .compute_bound()
+            .stateful()
+        {
+            OpsKind::Tracked(prep) => {
+                let y = B::k_silu_mul(g.primitive.clone(), u.primitive.clone());
+                prep.finish((g.primitive, u.primitive), y)
+            }
+            OpsKind::UnTracked(prep) => prep.finish(B::k_silu_mul(g.primitive, u.primitive)),
+        }
+    }
+
+    fn op_layer_norm(
+        x: FloatTensor<Self>,
+        gamma: FloatTensor<Self>,
+        beta: FloatTensor<Self>,
+        eps: f64,
+    ) -> FloatTensor<Self> {
+        if !B::FUSED {
+            return prim(reference::layer_norm::<Self>(
+                tensor(x),
+                tensor(gamma),
+                tensor(beta),
+                eps,
+            ));
+        }
+        match LayerNormNode
+            .prepare::<C>([x.node.clone(), gamma.node.clone(), beta.node.clone()])
+            .compute_bound()
+            .stateful()
+        {
+            OpsKind::Tracked(prep) => {
+                let (y, stats) = B::k_layer_norm(
+                    x.primitive.clone(),
+                    gamma.primitive.clone(),
+                    beta.primitive,
+                    eps,
+                );
+                prep.finish((x.primitive, gamma.primitive, stats), y)
+            }
+            OpsKind::UnTracked(prep) => {
+                prep.finish(B::k_layer_norm(x.primitive, gamma.primitive, beta.primitive, eps).0)
+            }
+        }
+    }
+
+    fn op_rms_norm(x: FloatTensor<Self>, w: FloatTensor<Self>, eps: f64) -> FloatTensor<Self> {
+        if !B::FUSED {
+            return prim(reference::rms_norm::<Self>(tensor(x), tensor(w), eps));
+        }
+        match RmsNormNode
+            .prepare::<C>([x.node.clone(), w.node.clone()])
+            .compute_bound()
+            .stateful()
+        {
+            OpsKind::Tracked(prep) => {
+                let y = B::k_rms_norm(x.primitive.clone(), w.primitive.clone(), eps);
+                prep.finish((x.primitive, w.primitive, eps), y)
+            }
+            OpsKind::UnTracked(prep) => prep.finish(B::k_rms_norm(x.primitive, w.primitive, eps)),
+        }
+    }
+
+    fn op_dropout(x: FloatTensor<Self>, p: f64, key: u64) -> FloatTensor<Self> {
+        if !B::FUSED {
+            return prim(reference::dropout::<Self, 2>(tensor(x), p, key));
+        }
+        match DropoutNode
+            .prepare::<C>([x.node.clone()])
+            .compute_bound()
+            .stateful()
+        {
+            OpsKind::Tracked(prep) => {
+                let y = B::k_dropout(x.primitive, p, key);
+                prep.finish((p, key), y)
+            }
+            OpsKind::UnTracked(prep) => prep.finish(B::k_dropout(x.primitive, p, key)),
+        }
+    }
+
+    fn op_attention(x: AttnInputs<Self>, s: &AttnShape) -> FloatTensor<Self> {
+        if !B::FUSED {
+            let (o, _) = reference::attention::<Self>(
+                tensor(x.q),
+                tensor(x.k),
+                tensor(x.v),
+                x.pk.map(tensor),
+                x.pv.map(tensor),
+                None,
+                s,
+            );
+            return prim(o);
+        }
+        // Absent prefixes are untracked placeholders (their gradient is dropped).
+        let none = || x.q.node.clone();
+        let nodes = [
+            x.q.node.clone(),
+            x.k.node.clone(),
+            x.v.node.clone(),
+            x.pk.as_ref().map(|t| t.node.clone()).unwrap_or_else(none),
+            x.pv.as_ref().map(|t| t.node.clone()).unwrap_or_else(none),
+        ];
+        let inner = |x: &AttnInputs<Self>| AttnInputs::<B> {
+            q: x.q.primitive.clone(),
+            k: x.k.primitive.clone(),
+            v: x.v.primitive.clone(),
+            pk: x.pk.as_ref().map(|t| t.primitive.clone()),
+            pv: x.pv.as_ref().map(|t| t.primitive.clone()),
+        };
+        match AttentionNode.prepare::<C>(nodes).compute_bound().stateful() {
+            OpsKind::Tracked(prep) => {
+                let (o, probs) = B::k_attention(inner(&x), s);
+                let i = inner(&x);
+                prep.finish((i.q, i.k, i.v, i.pk, i.pv, probs, s.clone()), o)
+            }
+            OpsKind::UnTracked(prep) => prep.finish(B::k_attention(inner(&x), s).0),
+        }
+    }
+}

@@ -1,0 +1,103 @@
+//! Elementwise kernels, parallel over chunks, each chunk compiled for AVX2
+//! where available: exact-form GELU (erf), SiLU·mul (SwiGLU), and dropout
+//! whose mask is a pure function of (key, index), so backward regenerates it
+//! instead of storing it.
+
+use super::erf::erf;
+use super::simd_fn;
+use crate::rng;
+use rayon::prelude::*;
+
+const CHUNK: usize = 1 << 14;
+const FRAC_1_SQRT_2: f32 = std::f32::consts::FRAC_1_SQRT_2;
+/// 1 / sqrt(2 pi)
+const INV_SQRT_2PI: f32 = 0.398_942_3;
+
+#[inline(always)]
+fn sigmoid(x: f32) -> f32 {
+    1.0 / (1.0 + (-x).exp())
+}
+
+simd_fn! {
+    fn gelu_chunk(x: &[f32], y: &mut [f32]) {
+        for (o, &v) in y.iter_mut().zip(x) {
+            *o = 0.5 * v * (1.0 + erf(v * FRAC_1_SQRT_2));
+        }
+    }
+}
+
+simd_fn! {
+    fn gelu_backward_chunk(x: &[f32], dy: &[f32], dx: &mut [f32]) {
+        for ((o, &v), &g) in dx.iter_mut().zip(x).zip(dy) {
+            let cdf = 0.5 * (1.0 + erf(v * FRAC_1_SQRT_2));
+            let pdf = (-0.5 * v * v).exp() * INV_SQRT_2PI;
+            *o = g * (cdf + v * pdf);
+        }
+    }
+}
+
+simd_fn! {
+    fn silu_mul_chunk(g: &[f32], u: &[f32], y: &mut [f32]) {
+        for ((o, &a), &b) in y.iter_mut().zip(g).zip(u) {
+            *o = a * sigmoid(a) * b;
+        }
+    }
+}
+
+simd_fn! {
+    fn silu_mul_backward_chunk(g: &[f32], u: &[f32], dy: &[f32], dg: &mut [f32], du: &mut [f32]) {
+        for i in 0..dg.len() {
+            let s = sigmoid(g[i]);
+            du[i] = dy[i] * g[i] * s;
+            dg[i] = dy[i] * u[i] * s * (1.0 + g[i] * (1.0 - s));
+        }
+    }
+}
+
+simd_fn! {
+    fn dropout_chunk(x: &[f32], p: f32, key: u64, base: u64, y: &mut [f32]) {
+        let keep = 1.0 / (1.0 - p);
+        for (j, (o, &v)) in y.iter_mut().zip(x).enumerate() {
+            *o = if rng::uniform(key, base + j as u64) >= p { v * keep } else { 0.0 };
+        }
+    }
+}
+
+pub fn gelu(x: &[f32], y: &mut [f32]) {
+    y.par_chunks_mut(CHUNK)
+        .zip(x.par_chunks(CHUNK))
+        .for_each(|(y, x)| gelu_chunk(x, y));
+}
+
+/// d gelu(x) / dx = Phi(x) + x phi(x).
+pub fn gelu_backward(x: &[f32], dy: &[f32], dx: &mut [f32]) {
+    dx.par_chunks_mut(CHUNK)
+        .zip(x.par_chunks(CHUNK).zip(dy.par_chunks(CHUNK)))
+        .for_each(|(dx, (x, dy))| gelu_backward_chunk(x, dy, dx));
+}
+
+/// `silu(g) * u`.
+pub fn silu_mul(g: &[f32], u: &[f32], y: &mut [f32]) {
+    y.par_chunks_mut(CHUNK)
+        .zip(g.par_chunks(CHUNK).zip(u.par_chunks(CHUNK)))
+        .for_each(|(y, (g, u))| silu_mul_chunk(g, u, y));
+}
+
+pub fn silu_mul_backward(g: &[f32], u: &[f32], dy: &[f32], dg: &mut [f32], du: &mut [f32]) {
+    dg.par_chunks_mut(CHUNK)
+        .zip(du.par_chunks_mut(CHUNK))
+        .zip(
+            g.par_chunks(CHUNK)
+                .zip(u.par_chunks(CHUNK))
+                .zip(dy.par_chunks(CHUNK)),
+        )
+        .for_each(|((dg, du), ((g, u), dy))| silu_mul_backward_chunk(g, u, dy, dg, du));
+}
+
+/// `y = x * mask / (1 - p)` with `mask[i] = uniform(key, i) >= p`.
+pub fn dropout(x: &[f32], p: f32, key: u64, y: &mut [f32]) {
+    y.par_chunks_mut(CHUNK)
+        .zip(x.par_chunks(CHUNK))
+        .enumerate()
+        .for_each(|(c, (y, x))| dropout_chunk(x, p, key, (c * CHUNK) as u64, y));
+}

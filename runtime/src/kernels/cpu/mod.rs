@@ -1,0 +1,254 @@
+//! The fused ops for burn's Flex (CPU) backend: contiguous f32 views of the
+//! inputs, parallel kernels, outputs wrapped without copies.
+
+pub mod attention;
+mod elementwise;
+mod erf;
+mod loss;
+mod norm;
+pub mod rope;
+
+/// Whether this CPU has AVX2 and FMA (checked once).
+pub(crate) fn has_avx2_fma() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        static HAS: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+        *HAS.get_or_init(|| {
+            std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma")
+        })
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
+    }
+}
+
+/// Defines `fn $name(...)` twice over — for the build's baseline CPU and for
+/// AVX2+FMA — and dispatches at run time, so the same Rust body vectorizes 8
+/// lanes wide where the CPU allows without requiring it of every CPU.
+macro_rules! simd_fn {
+    ($(#[$m:meta])* $vis:vis fn $name:ident($($arg:ident : $ty:ty),* $(,)?) $(-> $ret:ty)? $body:block) => {
+        $(#[$m])*
+        $vis fn $name($($arg: $ty),*) $(-> $ret)? {
+            #[inline(always)]
+            fn inner($($arg: $ty),*) $(-> $ret)? $body
+            #[cfg(target_arch = "x86_64")]
+            #[target_feature(enable = "avx2,fma")]
+            unsafe fn avx2($($arg: $ty),*) $(-> $ret)? {
+                inner($($arg),*)
+            }
+            #[cfg(target_arch = "x86_64")]
+            if $crate::kernels::cpu::has_avx2_fma() {
+                // SAFETY: the CPU was checked to have the features `avx2` needs.
+                return unsafe { avx2($($arg),*) };
+            }
+            inner($($arg),*)
+        }
+    };
+}
+pub(crate) use simd_fn;
+
+use super::{AttnInputs, AttnShape, PeftKernels, RopeShape};
+use burn::backend::Flex;
+use burn::tensor::{Shape, TensorData};
+use burn_flex::FlexTensor;
+use std::sync::Arc;
+
+type T = FlexTensor;
+
+/// A contiguous version of `t` (no copy when it already is).
+fn contiguous(t: T) -> T {
+    if t.is_contiguous() {
+        t
+    } else {
+        t.to_contiguous()
+    }
+}
+
+fn f32s(t: &T) -> &[f32] {
+    // Every tensor reaching a kernel was made contiguous f32 by `contiguous`;
+    // peftc creates no other float dtype on this backend.
+    t.as_slice::<f32>()
+        .expect("peftc kernels run on contiguous f32 tensors")
+}
+
+fn dims(t: &T) -> Vec<usize> {
+    t.layout().shape().to_vec()
+}
+
+fn make(data: Vec<f32>, shape: Vec<usize>) -> T {
+    T::from_data(TensorData::new(data, Shape::from(shape)))
+}
+
+impl PeftKernels for Flex {
+    const FUSED: bool = true;
+
+    fn k_rope(x: T, s: &RopeShape, inverse: bool) -> T {
+        let x = contiguous(x);
+        let y = rope::apply(f32s(&x), s, inverse);
+        make(y, dims(&x))
+    }
+
+    fn k_cross_entropy(logits: T, targets: &Arc<Vec<i64>>, weights: &Arc<Vec<f32>>) -> (T, T) {
+        let logits = contiguous(logits);
+        let shape = dims(&logits);
+        let c = *shape.last().unwrap_or(&1);
+        let (loss, lse) = loss::forward(f32s(&logits), c, targets, weights);
+        let n = lse.len();
+        (make(vec![loss], vec![1]), make(lse, vec![n, 1]))
+    }
+
+    fn k_cross_entropy_backward(
+        logits: T,
+        lse: T,
+        targets: &Arc<Vec<i64>>,
+        weights: &Arc<Vec<f32>>,
+        dloss: T,
+    ) -> T {
+        let (logits, lse, dloss) = (contiguous(logits), contiguous(lse), contiguous(dloss));
+        let shape = dims(&logits);
+        let c = *shape.last().unwrap_or(&1);
+        let g = f32s(&dloss).first().copied().unwrap_or(0.0);
+        let d = loss::backward(f32s(&logits), c, f32s(&lse), targets, weights, g);
+        make(d, shape)
+    }
+
+    fn k_gelu(x: T) -> T {
+        let x = contiguous(x);
+        let mut y = vec![0f32; f32s(&x).len()];
+        elementwise::gelu(f32s(&x), &mut y);
+        make(y, dims(&x))
+    }
+
+    fn k_gelu_backward(x: T, dy: T) -> T {
+        let (x, dy) = (contiguous(x), contiguous(dy));
+        let mut dx = vec![0f32; f32s(&x).len()];
+        elementwise::gelu_backward(f32s(&x), f32s(&dy), &mut dx);
+        make(dx, dims(&x))
+    }
+
+    fn k_silu_mul(g: T, u: T) -> T {
+        let (g, u) = (contiguous(g), contiguous(u));
+        let mut y = vec![0f32; f32s(&g).len()];
+        elementwise::silu_mul(f32s(&g), f32s(&u), &mut y);
+        make(y, dims(&g))
+    }
+
+    fn k_silu_mul_backward(g: T, u: T, dy: T) -> (T, T) {
+        let (g, u, dy) = (contiguous(g), contiguous(u), contiguous(dy));
+        let n = f32s(&g).len();
+        let (mut dg, mut du) = (vec![0f32; n], vec![0f32; n]);
+        elementwise::silu_mul_backward(f32s(&g), f32s(&u), f32s(&dy), &mut dg, &mut du);
+        (make(dg, dims(&g)), make(du, dims(&g)))
+    }
+
+    fn k_layer_norm(x: T, gamma: T, beta: T, eps: f64) -> (T, T) {
+        let (x, gamma, beta) = (contiguous(x), contiguous(gamma), contiguous(beta));
+        let shape = dims(&x);
+        let d = *shape.last().unwrap_or(&1);
+        let n = f32s(&x).len() / d.max(1);
+        let (mut y, mut stats) = (vec![0f32; n * d], vec![0f32; n * 2]);
+        norm::layer_norm(
+            f32s(&x),
+            f32s(&gamma),
+            f32s(&beta),
+            eps,
+            d,
+            &mut y,
+            &mut stats,
+        );
+        (make(y, shape), make(stats, vec![n, 2]))
+    }
+
+    fn k_layer_norm_backward(x: T, gamma: T, stats: T, dy: T) -> (T, T, T) {
+        let (x, gamma, stats, dy) = (
+            contiguous(x),
+            contiguous(gamma),
+            contiguous(stats),
+            contiguous(dy),
+        );
+        let shape = dims(&x);
+        let d = *shape.last().unwrap_or(&1);
+        let mut dx = vec![0f32; f32s(&x).len()];
+        let (dg, db) =
+            norm::layer_norm_backward(f32s(&x), f32s(&gamma), f32s(&stats), f32s(&dy), d, &mut dx);
+        (make(dx, shape), make(dg, vec![1, d]), make(db, vec![1, d]))
+    }
+
+    fn k_rms_norm(x: T, w: T, eps: f64) -> T {
+        let (x, w) = (contiguous(x), contiguous(w));
+        let shape = dims(&x);
+        let d = *shape.last().unwrap_or(&1);
+        let mut y = vec![0f32; f32s(&x).len()];
+        norm::rms_norm(f32s(&x), f32s(&w), eps, d, &mut y);
+        make(y, shape)
+    }
+
+    fn k_rms_norm_backward(x: T, w: T, eps: f64, dy: T) -> (T, T) {
+        let (x, w, dy) = (contiguous(x), contiguous(w), contiguous(dy));
+        let shape = dims(&x);
+        let d = *shape.last().unwrap_or(&1);
+        let mut dx = vec![0f32; f32s(&x).len()];
+        let dw = norm::rms_norm_backward(f32s(&x), f32s(&w), eps, f32s(&dy), d, &mut dx);
+        (make(dx, shape), make(dw, vec![1, d]))
+    }
+
+    fn k_dropout(x: T, p: f64, key: u64) -> T {
+        let x = contiguous(x);
+        let mut y = vec![0f32; f32s(&x).len()];
+        elementwise::dropout(f32s(&x), p as f32, key, &mut y);
+        make(y, dims(&x))
+    }
+
+    fn k_attention(x: AttnInputs<Self>, s: &AttnShape) -> (T, T) {
+        let (q, k, v) = (contiguous(x.q), contiguous(x.k), contiguous(x.v));
+        let pk = x.pk.map(contiguous);
+        let pv = x.pv.map(contiguous);
+        let empty: &[f32] = &[];
+        let (o, probs) = attention::forward(
+            f32s(&q),
+            f32s(&k),
+            f32s(&v),
+            pk.as_ref().map(f32s).unwrap_or(empty),
+            pv.as_ref().map(f32s).unwrap_or(empty),
+            s,
+        );
+        (
+            make(o, vec![s.rows * s.seq, s.heads * s.head_dim]),
+            make(probs, vec![s.rows, s.heads, s.seq, s.keys()]),
+        )
+    }
+
+    fn k_attention_backward(
+        x: AttnInputs<Self>,
+        probs: T,
+        dout: T,
+        s: &AttnShape,
+    ) -> (T, T, T, Option<T>, Option<T>) {
+        let (q, k, v) = (contiguous(x.q), contiguous(x.k), contiguous(x.v));
+        let pk = x.pk.map(contiguous);
+        let pv = x.pv.map(contiguous);
+        let (probs, dout) = (contiguous(probs), contiguous(dout));
+        let empty: &[f32] = &[];
+        let has_prefix = pk.is_some();
+        let (dq, dk, dv, dpk, dpv) = attention::backward(
+            f32s(&q),
+            f32s(&k),
+            f32s(&v),
+            pk.as_ref().map(f32s).unwrap_or(empty),
+            pv.as_ref().map(f32s).unwrap_or(empty),
+            f32s(&probs),
+            f32s(&dout),
+            s,
+        );
+        let (n, kw) = (s.rows * s.seq, s.kv_heads * s.head_dim);
+        let prefix = |g: Vec<f32>| has_prefix.then(|| make(g, vec![s.prefix, kw]));
+        (
+            make(dq, vec![n, s.heads * s.head_dim]),
+            make(dk, vec![n, kw]),
+            make(dv, vec![n, kw]),
+            prefix(dpk),
+            prefix(dpv),
+        )
+    }
+}

@@ -1,0 +1,296 @@
+//! Fused operations: each a backend-extension op with a hand-written backward,
+//! beside a reference built from plain burn ops (burn's custom-kernel pattern).
+//!
+//! - [`PeftKernels`]: the extension trait. Its `k_*` methods are kernels
+//!   (forward with saved state, backward); the defaults are the reference
+//!   compositions. `FUSED` says whether a backend overrides them.
+//! - `cpu/`: fast kernels for burn's Flex backend (rayon, in-place strided
+//!   reads, no per-head copies, no stored dropout masks).
+//! - `autodiff.rs`: the ops on `Autodiff<B>`: a graph node whose backward
+//!   calls `B`'s backward kernel when `B::FUSED`, else burn differentiates the
+//!   reference composition.
+//! - `reference.rs`: the compositions, which the tests hold the kernels to.
+//!
+//! The model calls the functions at the bottom of this file.
+
+mod autodiff;
+mod cpu;
+pub mod reference;
+
+pub use cpu::attention::AttnShape;
+pub use cpu::rope::RopeShape;
+
+use std::sync::Arc;
+
+use burn::tensor::backend::Backend;
+use burn::tensor::ops::FloatTensor;
+use burn::tensor::{Tensor, TensorPrimitive};
+
+pub(crate) fn tensor<B: Backend, const D: usize>(p: FloatTensor<B>) -> Tensor<B, D> {
+    Tensor::from_primitive(TensorPrimitive::Float(p))
+}
+
+pub(crate) fn prim<B: Backend, const D: usize>(t: Tensor<B, D>) -> FloatTensor<B> {
+    t.into_primitive().tensor()
+}
+
+/// Attention inputs: queries, keys, values `[rows*seq, ...]` and optional
+/// learned prefix keys / values `[prefix, kv_heads*head_dim]`.
+pub struct AttnInputs<B: Backend> {
+    pub q: FloatTensor<B>,
+    pub k: FloatTensor<B>,
+    pub v: FloatTensor<B>,
+    pub pk: Option<FloatTensor<B>>,
+    pub pv: Option<FloatTensor<B>>,
+}
+
+pub trait PeftKernels: Backend {
+    /// Whether the `k_*` kernels are this backend's own (fast) code.
+    const FUSED: bool = false;
+
+    fn k_gelu(x: FloatTensor<Self>) -> FloatTensor<Self> {
+        prim(reference::gelu::<Self, 2>(tensor(x)))
+    }
+    fn k_gelu_backward(x: FloatTensor<Self>, dy: FloatTensor<Self>) -> FloatTensor<Self> {
+        prim(reference::gelu_backward::<Self>(tensor(x), tensor(dy)))
+    }
+    fn k_silu_mul(g: FloatTensor<Self>, u: FloatTensor<Self>) -> FloatTensor<Self> {
+        prim(reference::silu_mul::<Self>(tensor(g), tensor(u)))
+    }
+    fn k_silu_mul_backward(
+        g: FloatTensor<Self>,
+        u: FloatTensor<Self>,
+        dy: FloatTensor<Self>,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>) {
+        let (dg, du) = reference::silu_mul_backward::<Self>(tensor(g), tensor(u), tensor(dy));
+        (prim(dg), prim(du))
+    }
+    /// LayerNorm and its per-row statistics `[n, 2]` (mean, rstd).
+    fn k_layer_norm(
+        x: FloatTensor<Self>,
+        gamma: FloatTensor<Self>,
+        beta: FloatTensor<Self>,
+        eps: f64,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>) {
+        let (y, s) =
+            reference::layer_norm_with_stats::<Self>(tensor(x), tensor(gamma), tensor(beta), eps);
+        (prim(y), prim(s))
+    }
+    /// `(dx, dgamma, dbeta)`.
+    fn k_layer_norm_backward(
+        x: FloatTensor<Self>,
+        gamma: FloatTensor<Self>,
+        stats: FloatTensor<Self>,
+        dy: FloatTensor<Self>,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>) {
+        let (a, b, c) = reference::layer_norm_backward::<Self>(
+            tensor(x),
+            tensor(gamma),
+            tensor(stats),
+            tensor(dy),
+        );
+        (prim(a), prim(b), prim(c))
+    }
+    fn k_rms_norm(x: FloatTensor<Self>, w: FloatTensor<Self>, eps: f64) -> FloatTensor<Self> {
+        prim(reference::rms_norm::<Self>(tensor(x), tensor(w), eps))
+    }
+    /// `(dx, dw)`.
+    fn k_rms_norm_backward(
+        x: FloatTensor<Self>,
+        w: FloatTensor<Self>,
+        eps: f64,
+        dy: FloatTensor<Self>,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>) {
+        let (a, b) = reference::rms_norm_backward::<Self>(tensor(x), tensor(w), eps, tensor(dy));
+        (prim(a), prim(b))
+    }
+    /// Dropout with the mask of `key` (the same call is its own backward).
+    fn k_dropout(x: FloatTensor<Self>, p: f64, key: u64) -> FloatTensor<Self> {
+        prim(reference::dropout::<Self, 2>(tensor(x), p, key))
+    }
+    /// Output `[rows*seq, heads*head_dim]` and probabilities `[rows, heads, seq, keys]`.
+    fn k_attention(x: AttnInputs<Self>, s: &AttnShape) -> (FloatTensor<Self>, FloatTensor<Self>) {
+        let (o, p) = reference::attention::<Self>(
+            tensor(x.q),
+            tensor(x.k),
+            tensor(x.v),
+            x.pk.map(tensor),
+            x.pv.map(tensor),
+            None,
+            s,
+        );
+        (prim(o), prim(p))
+    }
+    /// `(dq, dk, dv, dpk, dpv)`; the prefix gradients are `None` without a prefix.
+    #[allow(clippy::type_complexity)]
+    fn k_attention_backward(
+        x: AttnInputs<Self>,
+        probs: FloatTensor<Self>,
+        dout: FloatTensor<Self>,
+        s: &AttnShape,
+    ) -> (
+        FloatTensor<Self>,
+        FloatTensor<Self>,
+        FloatTensor<Self>,
+        Option<FloatTensor<Self>>,
+        Option<FloatTensor<Self>>,
+    ) {
+        let g = reference::attention_backward::<Self>(
+            tensor(x.q),
+            tensor(x.k),
+            tensor(x.v),
+            x.pk.map(tensor),
+            x.pv.map(tensor),
+            tensor(probs),
+            tensor(dout),
+            s,
+        );
+        (
+            prim(g.0),
+            prim(g.1),
+            prim(g.2),
+            g.3.map(prim),
+            g.4.map(prim),
+        )
+    }
+
+    /// Rotary embedding of `[rows*seq, heads*head_dim]` (`inverse`: rotates back).
+    fn k_rope(x: FloatTensor<Self>, s: &RopeShape, inverse: bool) -> FloatTensor<Self> {
+        prim(reference::rope::<Self>(tensor(x), s, inverse))
+    }
+    /// Mean weighted cross-entropy `[1]` of logits `[n, c]`, and each row's
+    /// log-sum-exp `[n, 1]`.
+    fn k_cross_entropy(
+        logits: FloatTensor<Self>,
+        targets: &Arc<Vec<i64>>,
+        weights: &Arc<Vec<f32>>,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>) {
+        let (l, lse) = reference::cross_entropy::<Self>(tensor(logits), targets, weights);
+        (prim(l), prim(lse))
+    }
+    fn k_cross_entropy_backward(
+        logits: FloatTensor<Self>,
+        lse: FloatTensor<Self>,
+        targets: &Arc<Vec<i64>>,
+        weights: &Arc<Vec<f32>>,
+        dloss: FloatTensor<Self>,
+    ) -> FloatTensor<Self> {
+        prim(reference::cross_entropy_backward::<Self>(
+            tensor(logits),
+            tensor(lse),
+            targets,
+            weights,
+            tensor(dloss),
+        ))
+    }
+
+    // ---- the ops the model calls; `Autodiff<B>` overrides these with graph nodes.
+
+    fn op_gelu(x: FloatTensor<Self>) -> FloatTensor<Self> {
+        Self::k_gelu(x)
+    }
+    fn op_silu_mul(g: FloatTensor<Self>, u: FloatTensor<Self>) -> FloatTensor<Self> {
+        Self::k_silu_mul(g, u)
+    }
+    fn op_layer_norm(
+        x: FloatTensor<Self>,
+        gamma: FloatTensor<Self>,
+        beta: FloatTensor<Self>,
+        eps: f64,
+    ) -> FloatTensor<Self> {
+        Self::k_layer_norm(x, gamma, beta, eps).0
+    }
+    fn op_rms_norm(x: FloatTensor<Self>, w: FloatTensor<Self>, eps: f64) -> FloatTensor<Self> {
+        Self::k_rms_norm(x, w, eps)
+    }
+    fn op_dropout(x: FloatTensor<Self>, p: f64, key: u64) -> FloatTensor<Self> {
+        Self::k_dropout(x, p, key)
+    }
+    fn op_attention(x: AttnInputs<Self>, s: &AttnShape) -> FloatTensor<Self> {
+        Self::k_attention(x, s).0
+    }
+    fn op_rope(x: FloatTensor<Self>, s: &RopeShape) -> FloatTensor<Self> {
+        Self::k_rope(x, s, false)
+    }
+    fn op_cross_entropy(
+        logits: FloatTensor<Self>,
+        targets: Arc<Vec<i64>>,
+        weights: Arc<Vec<f32>>,
+    ) -> FloatTensor<Self> {
+        Self::k_cross_entropy(logits, &targets, &weights).0
+    }
+}
+
+impl PeftKernels for burn::backend::Wgpu {}
+#[cfg(feature = "cuda")]
+impl PeftKernels for burn::backend::Cuda {}
+
+pub fn gelu<B: PeftKernels>(x: Tensor<B, 2>) -> Tensor<B, 2> {
+    tensor(B::op_gelu(prim(x)))
+}
+
+/// `silu(g) * u` (SwiGLU).
+pub fn silu_mul<B: PeftKernels>(g: Tensor<B, 2>, u: Tensor<B, 2>) -> Tensor<B, 2> {
+    tensor(B::op_silu_mul(prim(g), prim(u)))
+}
+
+/// LayerNorm over the last dimension; `gamma`, `beta`: `[1, d]`.
+pub fn layer_norm<B: PeftKernels>(
+    x: Tensor<B, 2>,
+    gamma: Tensor<B, 2>,
+    beta: Tensor<B, 2>,
+    eps: f64,
+) -> Tensor<B, 2> {
+    tensor(B::op_layer_norm(prim(x), prim(gamma), prim(beta), eps))
+}
+
+/// RMSNorm; `w`: `[1, d]`.
+pub fn rms_norm<B: PeftKernels>(x: Tensor<B, 2>, w: Tensor<B, 2>, eps: f64) -> Tensor<B, 2> {
+    tensor(B::op_rms_norm(prim(x), prim(w), eps))
+}
+
+pub fn dropout<B: PeftKernels>(x: Tensor<B, 2>, p: f64, key: u64) -> Tensor<B, 2> {
+    tensor(B::op_dropout(prim(x), p, key))
+}
+
+pub fn attention<B: PeftKernels>(
+    q: Tensor<B, 2>,
+    k: Tensor<B, 2>,
+    v: Tensor<B, 2>,
+    prefix: Option<(Tensor<B, 2>, Tensor<B, 2>)>,
+    s: &AttnShape,
+) -> Tensor<B, 2> {
+    let (pk, pv) = match prefix {
+        Some((a, b)) => (Some(prim(a)), Some(prim(b))),
+        None => (None, None),
+    };
+    tensor(B::op_attention(
+        AttnInputs {
+            q: prim(q),
+            k: prim(k),
+            v: prim(v),
+            pk,
+            pv,
+        },
+        s,
+    ))
+}
+
+/// Rotary position embedding (LLaMA's half-split form).
+pub fn rope<B: PeftKernels>(x: Tensor<B, 2>, s: &RopeShape) -> Tensor<B, 2> {
+    tensor(B::op_rope(prim(x), s))
+}
+
+/// Mean of `weights[r] * -log softmax(logits[r])[targets[r]]` over the
+/// weights' sum (ignored rows have weight 0).
+pub fn cross_entropy<B: PeftKernels>(
+    logits: Tensor<B, 2>,
+    targets: Vec<i64>,
+    weights: Vec<f32>,
+) -> Tensor<B, 1> {
+    tensor(B::op_cross_entropy(
+        prim(logits),
+        Arc::new(targets),
+        Arc::new(weights),
+    ))
+}

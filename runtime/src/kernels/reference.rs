@@ -1,0 +1,389 @@
+//! The reference compositions: every fused op written with plain burn ops, as
+//! PyTorch defines it. Backends without their own kernels run these (and burn
+//! differentiates them); the tests hold every kernel to them.
+
+use super::{AttnShape, RopeShape};
+use crate::rng;
+use burn::tensor::Int;
+use burn::tensor::backend::Backend;
+use burn::tensor::{Tensor, TensorData, activation};
+use std::sync::Arc;
+
+pub fn gelu<B: Backend, const D: usize>(x: Tensor<B, D>) -> Tensor<B, D> {
+    activation::gelu(x)
+}
+
+/// `dy * (Phi(x) + x * phi(x))`.
+pub fn gelu_backward<B: Backend>(x: Tensor<B, 2>, dy: Tensor<B, 2>) -> Tensor<B, 2> {
+    let cdf = x
+        .clone()
+        .mul_scalar(std::f64::consts::FRAC_1_SQRT_2)
+        .erf()
+        .add_scalar(1.0)
+        .mul_scalar(0.5);
+    let pdf = x
+        .clone()
+        .powf_scalar(2.0)
+        .mul_scalar(-0.5)
+        .exp()
+        .mul_scalar(1.0 / (2.0 * std::f64::consts::PI).sqrt());
+    dy * (cdf + x * pdf)
+}
+
+pub fn silu_mul<B: Backend>(g: Tensor<B, 2>, u: Tensor<B, 2>) -> Tensor<B, 2> {
+    activation::silu(g) * u
+}
+
+pub fn silu_mul_backward<B: Backend>(
+    g: Tensor<B, 2>,
+    u: Tensor<B, 2>,
+    dy: Tensor<B, 2>,
+) -> (Tensor<B, 2>, Tensor<B, 2>) {
+    let s = activation::sigmoid(g.clone());
+    let du = dy.clone() * g.clone() * s.clone();
+    let one_minus = s.clone().neg().add_scalar(1.0);
+    let dg = dy * u * s * (g * one_minus).add_scalar(1.0);
+    (dg, du)
+}
+
+/// LayerNorm (biased variance) and `[n, 2]` statistics (mean, rstd).
+pub fn layer_norm_with_stats<B: Backend>(
+    x: Tensor<B, 2>,
+    gamma: Tensor<B, 2>,
+    beta: Tensor<B, 2>,
+    eps: f64,
+) -> (Tensor<B, 2>, Tensor<B, 2>) {
+    let mean = x.clone().mean_dim(1);
+    let centered = x - mean.clone();
+    let var = centered.clone().powf_scalar(2.0).mean_dim(1);
+    let rstd = var.add_scalar(eps).sqrt().recip();
+    let y = centered * rstd.clone() * gamma + beta;
+    (y, Tensor::cat(vec![mean, rstd], 1))
+}
+
+pub fn layer_norm<B: Backend>(
+    x: Tensor<B, 2>,
+    gamma: Tensor<B, 2>,
+    beta: Tensor<B, 2>,
+    eps: f64,
+) -> Tensor<B, 2> {
+    layer_norm_with_stats(x, gamma, beta, eps).0
+}
+
+pub fn layer_norm_backward<B: Backend>(
+    x: Tensor<B, 2>,
+    gamma: Tensor<B, 2>,
+    stats: Tensor<B, 2>,
+    dy: Tensor<B, 2>,
+) -> (Tensor<B, 2>, Tensor<B, 2>, Tensor<B, 2>) {
+    let [n, _] = stats.dims();
+    let mean = stats.clone().slice([0..n, 0..1]);
+    let rstd = stats.slice([0..n, 1..2]);
+    let xhat = (x - mean) * rstd.clone();
+    let g = dy.clone() * gamma;
+    let mg = g.clone().mean_dim(1);
+    let mgx = (g.clone() * xhat.clone()).mean_dim(1);
+    let dx = (g - mg - xhat.clone() * mgx) * rstd;
+    let dgamma = (dy.clone() * xhat).sum_dim(0);
+    let dbeta = dy.sum_dim(0);
+    (dx, dgamma, dbeta)
+}
+
+/// `x * rsqrt(mean(x^2) + eps) * w` (transformers' LlamaRMSNorm).
+pub fn rms_norm<B: Backend>(x: Tensor<B, 2>, w: Tensor<B, 2>, eps: f64) -> Tensor<B, 2> {
+    let ms = x.clone().powf_scalar(2.0).mean_dim(1);
+    x * ms.add_scalar(eps).sqrt().recip() * w
+}
+
+pub fn rms_norm_backward<B: Backend>(
+    x: Tensor<B, 2>,
+    w: Tensor<B, 2>,
+    eps: f64,
+    dy: Tensor<B, 2>,
+) -> (Tensor<B, 2>, Tensor<B, 2>) {
+    let r = x
+        .clone()
+        .powf_scalar(2.0)
+        .mean_dim(1)
+        .add_scalar(eps)
+        .sqrt()
+        .recip();
+    let xhat = x * r.clone();
+    let g = dy.clone() * w;
+    let m = (g.clone() * xhat.clone()).mean_dim(1);
+    let dx = (g - xhat.clone() * m) * r;
+    let dw = (dy * xhat).sum_dim(0);
+    (dx, dw)
+}
+
+/// The dropout multiplier (0 or 1/(1-p)) of every element, from `key`.
+pub fn dropout_mask(n: usize, p: f64, key: u64) -> Vec<f32> {
+    let keep = 1.0 / (1.0 - p) as f32;
+    (0..n as u64)
+        .map(|i| {
+            if rng::uniform(key, i) >= p as f32 {
+                keep
+            } else {
+                0.0
+            }
+        })
+        .collect()
+}
+
+pub fn dropout<B: Backend, const D: usize>(x: Tensor<B, D>, p: f64, key: u64) -> Tensor<B, D> {
+    let dims = x.dims();
+    let mask = dropout_mask(dims.iter().product(), p, key);
+    let m = Tensor::<B, D>::from_data(TensorData::new(mask, dims), &x.device());
+    x * m
+}
+
+/// Additive scores bias `[rows, 1, seq, keys]`: 0 where visible, -inf where not.
+fn score_bias<B: Backend>(s: &AttnShape, device: &B::Device) -> Tensor<B, 4> {
+    let (n, t) = (s.seq, s.keys());
+    let mut v = vec![0f32; s.rows * n * t];
+    for b in 0..s.rows {
+        for i in 0..n {
+            for j in s.prefix..t {
+                let js = j - s.prefix;
+                if s.key_mask[b * n + js] == 0 || (s.causal && js > i) {
+                    v[(b * n + i) * t + j] = f32::NEG_INFINITY;
+                }
+            }
+        }
+    }
+    Tensor::from_data(TensorData::new(v, [s.rows, 1, n, t]), device)
+}
+
+fn heads<B: Backend>(x: Tensor<B, 2>, rows: usize, seq: usize, h: usize, d: usize) -> Tensor<B, 4> {
+    x.reshape([rows, seq, h, d]).swap_dims(1, 2)
+}
+
+fn with_prefix<B: Backend>(
+    x: Tensor<B, 4>,
+    p: Option<Tensor<B, 2>>,
+    s: &AttnShape,
+) -> Tensor<B, 4> {
+    match p {
+        Some(p) => {
+            let (kv, d) = (s.kv_heads, s.head_dim);
+            let p4 = p
+                .reshape([1, s.prefix, kv, d])
+                .swap_dims(1, 2)
+                .expand([s.rows, kv, s.prefix, d]);
+            Tensor::cat(vec![p4, x], 2)
+        }
+        None => x,
+    }
+}
+
+fn repeat_kv<B: Backend>(x: Tensor<B, 4>, rep: usize) -> Tensor<B, 4> {
+    if rep == 1 {
+        return x;
+    }
+    let [r, kv, t, d] = x.dims();
+    x.reshape([r, kv, 1, t, d])
+        .expand([r, kv, rep, t, d])
+        .reshape([r, kv * rep, t, d])
+}
+
+fn attention_dropout_mask<B: Backend>(s: &AttnShape, device: &B::Device) -> Option<Tensor<B, 4>> {
+    if s.dropout <= 0.0 {
+        return None;
+    }
+    let n = s.rows * s.heads * s.seq * s.keys();
+    let m = dropout_mask(n, s.dropout as f64, s.dropout_key);
+    Some(Tensor::from_data(
+        TensorData::new(m, [s.rows, s.heads, s.seq, s.keys()]),
+        device,
+    ))
+}
+
+/// Attention output `[rows*seq, heads*head_dim]` and probabilities. With
+/// `gate` (`[rows*seq, 1]`, UniPELT), the prefix's contribution is scaled by it.
+pub fn attention<B: Backend>(
+    q: Tensor<B, 2>,
+    k: Tensor<B, 2>,
+    v: Tensor<B, 2>,
+    pk: Option<Tensor<B, 2>>,
+    pv: Option<Tensor<B, 2>>,
+    gate: Option<Tensor<B, 2>>,
+    s: &AttnShape,
+) -> (Tensor<B, 2>, Tensor<B, 4>) {
+    let device = q.device();
+    let (rows, n, h, kv, d) = (s.rows, s.seq, s.heads, s.kv_heads, s.head_dim);
+    let t = s.keys();
+    let q4 = heads(q, rows, n, h, d);
+    let k4 = repeat_kv(with_prefix(heads(k, rows, n, kv, d), pk, s), h / kv);
+    let v4 = repeat_kv(with_prefix(heads(v, rows, n, kv, d), pv, s), h / kv);
+    let scores = q4
+        .matmul(k4.swap_dims(2, 3))
+        .mul_scalar((d as f64).powf(-0.5))
+        + score_bias::<B>(s, &device);
+    let probs = activation::softmax(scores, 3);
+    let dropped = match attention_dropout_mask::<B>(s, &device) {
+        Some(m) => probs.clone() * m,
+        None => probs.clone(),
+    };
+    let out = match gate {
+        None => dropped.matmul(v4),
+        Some(g) => {
+            let p = s.prefix;
+            let pp = dropped.clone().slice([0..rows, 0..h, 0..n, 0..p]);
+            let pr = dropped.slice([0..rows, 0..h, 0..n, p..t]);
+            let vp = v4.clone().slice([0..rows, 0..h, 0..p, 0..d]);
+            let vr = v4.slice([0..rows, 0..h, p..t, 0..d]);
+            pp.matmul(vp) * g.reshape([rows, 1, n, 1]) + pr.matmul(vr)
+        }
+    };
+    (out.swap_dims(1, 2).reshape([rows * n, h * d]), probs)
+}
+
+/// Gradients of [`attention`] (no gate): `(dq, dk, dv, dpk, dpv)`.
+#[allow(clippy::too_many_arguments, clippy::type_complexity)]
+pub fn attention_backward<B: Backend>(
+    q: Tensor<B, 2>,
+    k: Tensor<B, 2>,
+    v: Tensor<B, 2>,
+    pk: Option<Tensor<B, 2>>,
+    pv: Option<Tensor<B, 2>>,
+    probs: Tensor<B, 4>,
+    dout: Tensor<B, 2>,
+    s: &AttnShape,
+) -> (
+    Tensor<B, 2>,
+    Tensor<B, 2>,
+    Tensor<B, 2>,
+    Option<Tensor<B, 2>>,
+    Option<Tensor<B, 2>>,
+) {
+    let device = q.device();
+    let (rows, n, h, kv, d, p) = (s.rows, s.seq, s.heads, s.kv_heads, s.head_dim, s.prefix);
+    let (t, rep) = (s.keys(), h / kv);
+    let scale = (d as f64).powf(-0.5);
+    let has_prefix = pk.is_some();
+    let q4 = heads(q, rows, n, h, d);
+    let k4 = repeat_kv(with_prefix(heads(k, rows, n, kv, d), pk, s), rep);
+    let v4 = repeat_kv(with_prefix(heads(v, rows, n, kv, d), pv, s), rep);
+    let do4 = heads(dout, rows, n, h, d);
+    let mask = attention_dropout_mask::<B>(s, &device);
+    let dropped = match &mask {
+        Some(m) => probs.clone() * m.clone(),
+        None => probs.clone(),
+    };
+    let dv_full = dropped.swap_dims(2, 3).matmul(do4.clone()); // [rows, h, t, d]
+    let mut dp = do4.matmul(v4.swap_dims(2, 3)); // [rows, h, n, t]
+    if let Some(m) = mask {
+        dp = dp * m;
+    }
+    let sum = (dp.clone() * probs.clone()).sum_dim(3);
+    let ds = (probs * (dp - sum)).mul_scalar(scale);
+    let dq = ds
+        .clone()
+        .matmul(k4)
+        .swap_dims(1, 2)
+        .reshape([rows * n, h * d]);
+    let dk_full = ds.swap_dims(2, 3).matmul(q4); // [rows, h, t, d]
+    // Sum the query heads sharing a kv head, then split prefix from sequence.
+    let fold = |x: Tensor<B, 4>| {
+        x.reshape([rows, kv, rep, t, d])
+            .sum_dim(2)
+            .reshape([rows, kv, t, d])
+    };
+    let (dk_full, dv_full) = (fold(dk_full), fold(dv_full));
+    let seq_part = |x: Tensor<B, 4>| {
+        x.slice([0..rows, 0..kv, p..t, 0..d])
+            .swap_dims(1, 2)
+            .reshape([rows * n, kv * d])
+    };
+    let prefix_part = |x: Tensor<B, 4>| {
+        x.slice([0..rows, 0..kv, 0..p, 0..d])
+            .sum_dim(0)
+            .reshape([kv, p, d])
+            .swap_dims(0, 1)
+            .reshape([p, kv * d])
+    };
+    let (dpk, dpv) = if has_prefix {
+        (
+            Some(prefix_part(dk_full.clone())),
+            Some(prefix_part(dv_full.clone())),
+        )
+    } else {
+        (None, None)
+    };
+    (dq, seq_part(dk_full), seq_part(dv_full), dpk, dpv)
+}
+
+/// Rotary embedding composed of slices and elementwise ops.
+pub fn rope<B: Backend>(x: Tensor<B, 2>, s: &RopeShape, inverse: bool) -> Tensor<B, 2> {
+    let device = x.device();
+    let [n, _] = x.dims();
+    let rows = n / s.seq;
+    let (hd, half) = (s.head_dim, s.head_dim / 2);
+    let (cos, sin) = super::cpu::rope::tables(s);
+    let dup = |t: Vec<f32>| -> Vec<f32> {
+        t.chunks(half)
+            .flat_map(|c| c.iter().chain(c.iter()).copied().collect::<Vec<_>>())
+            .collect()
+    };
+    let sign = if inverse { -1.0 } else { 1.0 };
+    let cos = Tensor::<B, 4>::from_data(TensorData::new(dup(cos), [1, s.seq, 1, hd]), &device);
+    let sin = Tensor::<B, 4>::from_data(TensorData::new(dup(sin), [1, s.seq, 1, hd]), &device)
+        .mul_scalar(sign);
+    let x4 = x.reshape([rows, s.seq, s.heads, hd]);
+    let x1 = x4.clone().slice([0..rows, 0..s.seq, 0..s.heads, 0..half]);
+    let x2 = x4.clone().slice([0..rows, 0..s.seq, 0..s.heads, half..hd]);
+    let rotated = Tensor::cat(vec![x2.neg(), x1], 3);
+    (x4 * cos + rotated * sin).reshape([n, s.heads * hd])
+}
+
+/// Cross-entropy `[1]` and per-row log-sum-exp `[n, 1]`.
+pub fn cross_entropy<B: Backend>(
+    logits: Tensor<B, 2>,
+    targets: &Arc<Vec<i64>>,
+    weights: &Arc<Vec<f32>>,
+) -> (Tensor<B, 1>, Tensor<B, 2>) {
+    let device = logits.device();
+    let n = targets.len();
+    let count: f32 = weights.iter().sum::<f32>().max(1.0);
+    let lse = {
+        // max-shifted for stability: lse = m + log(sum(exp(x - m)))
+        let m = logits.clone().max_dim(1);
+        (logits.clone() - m.clone()).exp().sum_dim(1).log() + m
+    };
+    let idx = Tensor::<B, 2, Int>::from_data(
+        TensorData::new(
+            targets
+                .iter()
+                .map(|t| t.max(&0))
+                .copied()
+                .collect::<Vec<_>>(),
+            [n, 1],
+        ),
+        &device,
+    );
+    let w = Tensor::<B, 2>::from_data(TensorData::new(weights.to_vec(), [n, 1]), &device);
+    let picked = logits.gather(1, idx);
+    let loss = ((lse.clone() - picked) * w).sum().div_scalar(count);
+    (loss, lse)
+}
+
+pub fn cross_entropy_backward<B: Backend>(
+    logits: Tensor<B, 2>,
+    lse: Tensor<B, 2>,
+    targets: &Arc<Vec<i64>>,
+    weights: &Arc<Vec<f32>>,
+    dloss: Tensor<B, 1>,
+) -> Tensor<B, 2> {
+    let device = logits.device();
+    let [n, c] = logits.dims();
+    let count: f32 = weights.iter().sum::<f32>().max(1.0);
+    let scale: Vec<f32> = weights.iter().map(|w| w / count).collect();
+    let scale =
+        Tensor::<B, 2>::from_data(TensorData::new(scale, [n, 1]), &device) * dloss.reshape([1, 1]);
+    let mut onehot = vec![0f32; n * c];
+    for (r, &t) in targets.iter().enumerate() {
+        onehot[r * c + (t.max(0) as usize).min(c - 1)] = 1.0;
+    }
+    let onehot = Tensor::<B, 2>::from_data(TensorData::new(onehot, [n, c]), &device);
+    ((logits - lse).exp() - onehot) * scale
+}

@@ -1,0 +1,314 @@
+//! Every fused kernel against its reference composition: outputs and the
+//! gradient of every input, on the Flex backend under autodiff.
+
+use burn::tensor::{Distribution, Tensor, TensorData};
+use peftc_runtime::burn;
+use peftc_runtime::kernels::{self, AttnShape, reference};
+use peftc_runtime::{Cpu, CpuTrain};
+use std::sync::Arc;
+
+type B = CpuTrain;
+
+fn rand(shape: [usize; 2], seed: u64) -> Tensor<B, 2> {
+    <Cpu as burn::tensor::backend::Backend>::seed(&Default::default(), seed);
+    Tensor::<Cpu, 2>::random(shape, Distribution::Normal(0.0, 1.0), &Default::default())
+        .pipe(Tensor::from_inner)
+        .require_grad()
+}
+
+trait Pipe: Sized {
+    fn pipe<R>(self, f: impl FnOnce(Self) -> R) -> R {
+        f(self)
+    }
+}
+impl<T> Pipe for T {}
+
+fn host(t: Tensor<Cpu, 2>) -> Vec<f32> {
+    t.into_data().into_vec::<f32>().expect("f32")
+}
+
+fn close(what: &str, a: &[f32], b: &[f32], tol: f32) {
+    assert_eq!(a.len(), b.len(), "{what}: lengths");
+    let scale = b.iter().fold(1e-6f32, |m, v| m.max(v.abs()));
+    let d = a
+        .iter()
+        .zip(b)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0.0, f32::max);
+    assert!(d <= tol * scale, "{what}: max diff {d:e} (scale {scale:e})");
+}
+
+/// Loss `sum(y * r)` for a fixed random `r`, so every output element matters.
+fn loss(y: Tensor<B, 2>, seed: u64) -> Tensor<B, 1> {
+    let r = rand(y.dims(), seed).detach();
+    (y * r).sum()
+}
+
+fn grad(
+    t: &Tensor<B, 2>,
+    g: &<B as burn::tensor::backend::AutodiffBackend>::Gradients,
+) -> Vec<f32> {
+    host(t.grad(g).expect("gradient"))
+}
+
+#[test]
+fn gelu_matches_reference() {
+    let x = rand([64, 96], 1).mul_scalar(3.0).detach().require_grad();
+    let y1 = kernels::gelu(x.clone());
+    let y2 = reference::gelu(x.clone());
+    close(
+        "gelu",
+        &host(y1.clone().inner()),
+        &host(y2.clone().inner()),
+        1e-6,
+    );
+    let g1 = loss(y1, 7).backward();
+    let g2 = loss(y2, 7).backward();
+    close("dgelu", &grad(&x, &g1), &grad(&x, &g2), 1e-5);
+}
+
+#[test]
+fn silu_mul_matches_reference() {
+    let (g, u) = (rand([32, 80], 2), rand([32, 80], 3));
+    let y1 = kernels::silu_mul(g.clone(), u.clone());
+    let y2 = reference::silu_mul(g.clone(), u.clone());
+    close(
+        "silu_mul",
+        &host(y1.clone().inner()),
+        &host(y2.clone().inner()),
+        1e-6,
+    );
+    let (a, b) = (loss(y1, 8).backward(), loss(y2, 8).backward());
+    close("dg", &grad(&g, &a), &grad(&g, &b), 1e-5);
+    close("du", &grad(&u, &a), &grad(&u, &b), 1e-5);
+}
+
+#[test]
+fn layer_norm_matches_reference_with_trainable_affine() {
+    let x = rand([48, 64], 4)
+        .mul_scalar(5.0)
+        .add_scalar(2.0)
+        .detach()
+        .require_grad();
+    let (gamma, beta) = (rand([1, 64], 5), rand([1, 64], 6));
+    let y1 = kernels::layer_norm(x.clone(), gamma.clone(), beta.clone(), 1e-12);
+    let y2 = reference::layer_norm(x.clone(), gamma.clone(), beta.clone(), 1e-12);
+    close(
+        "layer_norm",
+        &host(y1.clone().inner()),
+        &host(y2.clone().inner()),
+        1e-5,
+    );
+    let (a, b) = (loss(y1, 9).backward(), loss(y2, 9).backward());
+    close("dx", &grad(&x, &a), &grad(&x, &b), 1e-4);
+    close("dgamma", &grad(&gamma, &a), &grad(&gamma, &b), 1e-4);
+    close("dbeta", &grad(&beta, &a), &grad(&beta, &b), 1e-5);
+}
+
+#[test]
+fn rms_norm_matches_reference() {
+    let (x, w) = (rand([40, 72], 10), rand([1, 72], 11));
+    let y1 = kernels::rms_norm(x.clone(), w.clone(), 1e-5);
+    let y2 = reference::rms_norm(x.clone(), w.clone(), 1e-5);
+    close(
+        "rms_norm",
+        &host(y1.clone().inner()),
+        &host(y2.clone().inner()),
+        1e-5,
+    );
+    let (a, b) = (loss(y1, 12).backward(), loss(y2, 12).backward());
+    close("dx", &grad(&x, &a), &grad(&x, &b), 1e-4);
+    close("dw", &grad(&w, &a), &grad(&w, &b), 1e-4);
+}
+
+#[test]
+fn dropout_matches_reference_and_drops_the_right_share() {
+    let x = rand([128, 64], 13);
+    let y1 = kernels::dropout(x.clone(), 0.25, 99);
+    let y2 = reference::dropout(x.clone(), 0.25, 99);
+    let v = host(y1.clone().inner());
+    close("dropout", &v, &host(y2.clone().inner()), 1e-6);
+    let zeros = v.iter().filter(|&&z| z == 0.0).count() as f64 / v.len() as f64;
+    assert!((zeros - 0.25).abs() < 0.02, "dropped {zeros}");
+    let (a, b) = (loss(y1, 14).backward(), loss(y2, 14).backward());
+    close("ddropout", &grad(&x, &a), &grad(&x, &b), 1e-6);
+}
+
+fn attention_case(causal: bool, prefix: usize, dropout: f32, heads: usize, kv_heads: usize) {
+    let (rows, seq, hd) = (3, 7, 8);
+    let mut mask = vec![1u8; rows * seq];
+    mask[seq - 2..seq].fill(0); // row 0: two padding tokens
+    mask[2 * seq - 1] = 0; // row 1: one
+    let s = AttnShape {
+        rows,
+        seq,
+        heads,
+        kv_heads,
+        head_dim: hd,
+        prefix,
+        causal,
+        key_mask: Arc::new(mask),
+        dropout,
+        dropout_key: 1234,
+    };
+    let n = rows * seq;
+    let q = rand([n, heads * hd], 20);
+    let k = rand([n, kv_heads * hd], 21);
+    let v = rand([n, kv_heads * hd], 22);
+    let pre = (prefix > 0).then(|| {
+        (
+            rand([prefix, kv_heads * hd], 23),
+            rand([prefix, kv_heads * hd], 24),
+        )
+    });
+    let y1 = kernels::attention(q.clone(), k.clone(), v.clone(), pre.clone(), &s);
+    let (y2, _) = reference::attention(
+        q.clone(),
+        k.clone(),
+        v.clone(),
+        pre.clone().map(|p| p.0),
+        pre.clone().map(|p| p.1),
+        None,
+        &s,
+    );
+    close(
+        "attention",
+        &host(y1.clone().inner()),
+        &host(y2.clone().inner()),
+        1e-5,
+    );
+    let (a, b) = (loss(y1, 25).backward(), loss(y2, 25).backward());
+    close("dq", &grad(&q, &a), &grad(&q, &b), 1e-4);
+    close("dk", &grad(&k, &a), &grad(&k, &b), 1e-4);
+    close("dv", &grad(&v, &a), &grad(&v, &b), 1e-4);
+    if let Some((pk, pv)) = &pre {
+        close("dpk", &grad(pk, &a), &grad(pk, &b), 1e-4);
+        close("dpv", &grad(pv, &a), &grad(pv, &b), 1e-4);
+    }
+}
+
+#[test]
+fn attention_bidirectional_with_padding() {
+    attention_case(false, 0, 0.0, 4, 4);
+}
+
+#[test]
+fn attention_causal_grouped_query() {
+    attention_case(true, 0, 0.0, 6, 2);
+}
+
+#[test]
+fn attention_with_prefix_and_gqa() {
+    attention_case(true, 3, 0.0, 4, 2);
+}
+
+#[test]
+fn attention_with_dropout() {
+    attention_case(false, 2, 0.2, 4, 4);
+}
+
+#[test]
+fn reference_attention_backward_matches_autodiff() {
+    // The hand-written reference backward (used by backends without kernels)
+    // against burn's own differentiation of the reference forward.
+    let (rows, seq, heads, kv, hd, prefix) = (2, 5, 4, 2, 8, 2);
+    let s = AttnShape {
+        rows,
+        seq,
+        heads,
+        kv_heads: kv,
+        head_dim: hd,
+        prefix,
+        causal: true,
+        key_mask: Arc::new(vec![1; rows * seq]),
+        dropout: 0.1,
+        dropout_key: 5,
+    };
+    let n = rows * seq;
+    let (q, k, v) = (
+        rand([n, heads * hd], 30),
+        rand([n, kv * hd], 31),
+        rand([n, kv * hd], 32),
+    );
+    let (pk, pv) = (rand([prefix, kv * hd], 33), rand([prefix, kv * hd], 34));
+    let (y, probs) = reference::attention(
+        q.clone(),
+        k.clone(),
+        v.clone(),
+        Some(pk.clone()),
+        Some(pv.clone()),
+        None,
+        &s,
+    );
+    let r = rand([n, heads * hd], 35).detach();
+    let g = (y * r.clone()).sum().backward();
+    let (dq, dk, dv, dpk, dpv) = reference::attention_backward(
+        q.clone().inner(),
+        k.clone().inner(),
+        v.clone().inner(),
+        Some(pk.clone().inner()),
+        Some(pv.clone().inner()),
+        probs.inner(),
+        r.inner(),
+        &s,
+    );
+    close("dq", &host(dq), &grad(&q, &g), 1e-4);
+    close("dk", &host(dk), &grad(&k, &g), 1e-4);
+    close("dv", &host(dv), &grad(&v, &g), 1e-4);
+    close("dpk", &host(dpk.expect("dpk")), &grad(&pk, &g), 1e-4);
+    close("dpv", &host(dpv.expect("dpv")), &grad(&pv, &g), 1e-4);
+    let _ = TensorData::new(vec![0f32], [1]);
+}
+
+#[test]
+fn rope_matches_reference_and_inverts() {
+    let s = kernels::RopeShape {
+        seq: 6,
+        heads: 3,
+        head_dim: 8,
+        theta: 1e5,
+        offset: 2,
+    };
+    let x = rand([12, 24], 40);
+    let y1 = kernels::rope(x.clone(), &s);
+    let y2 = reference::rope(x.clone(), &s, false);
+    close(
+        "rope",
+        &host(y1.clone().inner()),
+        &host(y2.clone().inner()),
+        1e-6,
+    );
+    let back = reference::rope(y1.clone().detach(), &s, true);
+    close(
+        "rope inverse",
+        &host(back.inner()),
+        &host(x.clone().inner()),
+        1e-5,
+    );
+    let (a, b) = (loss(y1, 41).backward(), loss(y2, 41).backward());
+    close("drope", &grad(&x, &a), &grad(&x, &b), 1e-5);
+}
+
+#[test]
+fn cross_entropy_matches_reference_with_ignored_rows() {
+    let logits = rand([9, 50], 50).mul_scalar(4.0).detach().require_grad();
+    let targets: Vec<i64> = vec![3, 0, 49, 7, 7, 12, 0, 1, 2];
+    let weights: Vec<f32> = vec![1.0, 1.0, 0.0, 1.0, 1.0, 0.0, 1.0, 1.0, 1.0];
+    let l1 = kernels::cross_entropy(logits.clone(), targets.clone(), weights.clone());
+    let (l2, _) = reference::cross_entropy(logits.clone(), &Arc::new(targets), &Arc::new(weights));
+    let (v1, v2) = (
+        l1.clone()
+            .inner()
+            .into_data()
+            .into_vec::<f32>()
+            .expect("f32"),
+        l2.clone()
+            .inner()
+            .into_data()
+            .into_vec::<f32>()
+            .expect("f32"),
+    );
+    close("loss", &v1, &v2, 1e-6);
+    let (a, b) = (l1.backward(), l2.backward());
+    close("dlogits", &grad(&logits, &a), &grad(&logits, &b), 1e-5);
+}
