@@ -126,9 +126,9 @@ pub const TRAIN_KEYS: &[ArgSpec] = &[
     },
     ArgSpec {
         name: "max_grad_norm",
-        ty: POSITIVE,
-        default: Some(Default::Unset),
-        doc: "clip the global gradient norm",
+        ty: NON_NEGATIVE,
+        default: Some(Default::Float(1.0)),
+        doc: "clip the global gradient norm to this (0: no clipping); HF Trainer's default 1.0",
     },
     ArgSpec {
         name: "seed",
@@ -153,6 +153,12 @@ pub const TRAIN_KEYS: &[ArgSpec] = &[
         ty: OPEN_RATIO,
         default: Some(Default::Float(0.1)),
         doc: "held-out fraction of the data",
+    },
+    ArgSpec {
+        name: "eval_max",
+        ty: int(1),
+        default: Some(Default::Unset),
+        doc: "evaluate on at most this many held-out examples (windows for causal LM)",
     },
     ArgSpec {
         name: "dtype",
@@ -216,6 +222,8 @@ pub struct TrainConfig {
     pub eval_every: Option<usize>,
     pub save_every: Option<usize>,
     pub eval_split: f64,
+    /// At most this many held-out examples are evaluated.
+    pub eval_max: Option<usize>,
     pub dtype: DType,
 }
 
@@ -261,6 +269,7 @@ impl TrainConfig {
             eval_every: opt_int("eval_every"),
             save_every: opt_int("save_every"),
             eval_split: float("eval_split").unwrap_or(0.1),
+            eval_max: opt_int("eval_max"),
             dtype: match name("dtype").as_deref() {
                 Some("bf16") => DType::Bf16,
                 _ => DType::F32,

@@ -35,13 +35,6 @@ pub fn load(spec: &Path, model: Option<PathBuf>) -> Result<LoadedSpec, CliError>
     };
     let file = peftc_grammar::parse(&source).map_err(|d| fail(vec![d]))?;
     let spec_dir = spec.parent().map(Path::to_path_buf).unwrap_or_default();
-    // Absolute, so that runs and adapters record where the spec's paths point.
-    let spec_dir = std::fs::canonicalize(if spec_dir.as_os_str().is_empty() {
-        Path::new(".")
-    } else {
-        &spec_dir
-    })
-    .unwrap_or(spec_dir);
     let opts = CheckOptions {
         spec_dir,
         model_override: model,

@@ -137,7 +137,13 @@ pub fn check(file: &SpecFile, opts: &CheckOptions) -> Result<Checked, Vec<Diagno
             }
         }
         if task.kind == TaskKind::Classify {
-            task.num_labels = resolve_labels(train.as_ref(), opts, &mut warnings, &mut label_names);
+            task.num_labels = resolve_labels(
+                train.as_ref(),
+                opts,
+                &mut warnings,
+                &mut errors,
+                &mut label_names,
+            );
         }
     }
     let modules: Vec<Module> = match &model {
@@ -405,6 +411,7 @@ fn resolve_labels(
     train: Option<&CheckedTrain>,
     opts: &CheckOptions,
     warnings: &mut Vec<Diagnostic>,
+    errors: &mut Vec<Diagnostic>,
     names: &mut Option<Vec<String>>,
 ) -> Option<usize> {
     let t = train?;
@@ -417,10 +424,22 @@ fn resolve_labels(
         match crate::data_probe::labels(path) {
             Ok(found) => {
                 let n = found.len();
-                *names = Some(found);
-                if let Some(given) = t.args.fixed("labels").and_then(|v| v.as_i64()) {
-                    return Some(given as usize);
+                if let Some(given) = t.args.fixed("labels").and_then(|v| v.as_i64())
+                    && given as usize != n
+                {
+                    errors.push(
+                        Diagnostic::error(format!(
+                            "`labels = {given}`, but the data has {n} classes ({})",
+                            found.join(", ")
+                        ))
+                        .at(
+                            t.args.span("labels").unwrap_or(t.span),
+                            "does not match the data",
+                        )
+                        .with_help(format!("write `labels = {n}`, or leave it out")),
+                    );
                 }
+                *names = Some(found);
                 return Some(n);
             }
             Err(why) => {

@@ -58,6 +58,15 @@ fn check_config(plan: &Plan, cfg: &Value, dir: &Path) -> Result<()> {
         })
     };
     let peft_type = cfg["peft_type"].as_str().unwrap_or("");
+    if let Some(task) = cfg["task_type"].as_str()
+        && task != task_type(plan)
+    {
+        return err(format!(
+            "adapter_config.json has task_type `{task}`; the spec's task ({}) needs `{}` — an adapter for another model or task",
+            plan.task.kind.name(),
+            task_type(plan)
+        ));
+    }
     let want = peft_type_of(plan);
     if peft_type != want {
         return err(format!(

@@ -62,6 +62,15 @@ impl TaskData {
 }
 
 pub fn prepare(plan: &Plan, cfg: &TrainConfig, tok: &TextTokenizer) -> Result<TaskData> {
+    let mut data = read_and_split(plan, cfg, tok)?;
+    if let Some(m) = cfg.eval_max {
+        data.eval.seqs.truncate(m);
+        data.eval.labels.truncate(m);
+    }
+    Ok(data)
+}
+
+fn read_and_split(plan: &Plan, cfg: &TrainConfig, tok: &TextTokenizer) -> Result<TaskData> {
     let path = cfg
         .data
         .as_ref()

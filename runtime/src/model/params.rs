@@ -26,6 +26,9 @@ pub enum Init {
     Normal(f32),
     /// Copied from the base checkpoint (a bias made trainable).
     FromBase(String),
+    /// Copied from the base checkpoint when it has the tensor (a fine-tuned
+    /// classification head), else drawn from `Normal(0, std)`.
+    FromBaseOrNormal(String, f32),
     /// Row norms of a base weight `[out, in]` (DoRA's magnitude).
     RowNorms(String),
     /// Rows of the token embedding (prompt init = vocab / text).
@@ -211,13 +214,13 @@ pub fn param_specs(plan: &Plan) -> Vec<ParamSpec> {
                 out.push(ParamSpec {
                     name: format!("{}.weight", m.path),
                     shape: vec![out_features, in_features],
-                    init: Init::Normal(0.02),
+                    init: Init::FromBaseOrNormal(format!("{}.weight", m.path), 0.02),
                 });
                 if bias {
                     out.push(ParamSpec {
                         name: format!("{}.bias", m.path),
                         shape: vec![out_features],
-                        init: Init::Zeros,
+                        init: Init::FromBaseOrNormal(format!("{}.bias", m.path), 0.0),
                     });
                 }
             }
@@ -252,6 +255,10 @@ impl ParamStore {
                 Init::Uniform(b) => (0..n).map(|_| rng.uniform(-*b as f64, *b as f64)).collect(),
                 Init::Normal(std) => (0..n).map(|_| rng.normal() * std).collect(),
                 Init::FromBase(name) => base.get(name)?.data.clone(),
+                Init::FromBaseOrNormal(name, std) => match base.weights.get(name) {
+                    Some(t) if t.shape == s.shape => t.data.clone(),
+                    _ => (0..n).map(|_| rng.normal() * std).collect(),
+                },
                 Init::RowNorms(name) => {
                     let w = base.get(name)?;
                     let cols = w.cols();

@@ -258,7 +258,11 @@ fn meta(plan: &Plan, data: &TaskData, spec: &str) -> AdapterMeta {
         task: plan.task.kind.name().into(),
         label_names: data.label_names.clone(),
         spec: spec.to_string(),
-        spec_dir: plan.spec_dir.display().to_string(),
+        // Absolute, so the recorded spec resolves from any working directory.
+        spec_dir: std::fs::canonicalize(&plan.spec_dir)
+            .unwrap_or_else(|_| plan.spec_dir.clone())
+            .display()
+            .to_string(),
         params: param_specs(plan)
             .into_iter()
             .map(|s| (s.name, s.shape))

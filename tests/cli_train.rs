@@ -1,0 +1,245 @@
+//! `peftc train / eval / infer / export / merge` end to end on the real MiniLM
+//! checkpoint and a slice of the real SMS spam data, plus resume after SIGKILL.
+
+mod common;
+use common::*;
+use serde_json::Value;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+/// A spec training LoRA on MiniLM over the first `rows` lines of SMS spam.
+fn spec(dir: &Path, rows: usize, extra_train: &str) -> PathBuf {
+    let sms = std::fs::read_to_string(asset("sms/spam_collection.csv")).expect("sms");
+    let lines: Vec<&str> = sms.lines().filter(|l| l.contains('\t')).collect();
+    // Both classes: take spam and ham lines alternately where possible.
+    let (spam, ham): (Vec<&str>, Vec<&str>) = lines.iter().partition(|l| l.starts_with("spam"));
+    let mut picked = Vec::new();
+    for i in 0..rows {
+        let src = if i % 3 == 0 { &spam } else { &ham };
+        picked.push(src[i % src.len()]);
+    }
+    write(dir, "sms.tsv", &(picked.join("\n") + "\n"));
+    let text = format!(
+        "model \"{}\"\npeft qv {{\n    lora(r=4, alpha=8, dropout=0.1) on layers[*].attn.{{q, v}}\n}}\ntrain {{\n    adapter = qv\n    task = classify\n    data = \"sms.tsv\"\n    batch = 8\n    seq_len = 32\n    lr = 1e-3\n    eval_split = 0.25\n{extra_train}}}\n",
+        asset("all-MiniLM-L6-v2").display()
+    );
+    write(dir, "spec.peft", &text)
+}
+
+fn ok(args: &[&str]) -> String {
+    let out = peftc(args);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "peftc {args:?}\n{}",
+        stderr(&out)
+    );
+    stdout(&out)
+}
+
+#[test]
+fn train_eval_infer_export_merge() {
+    let d = temp_dir("train");
+    let s = spec(&d, 48, "");
+    let run = d.join("run");
+    ok(&[
+        "train",
+        s.to_str().unwrap(),
+        "--out",
+        run.to_str().unwrap(),
+        "--max-steps",
+        "4",
+    ]);
+    for f in [
+        "adapter/adapter.json",
+        "adapter/adapter.safetensors",
+        "metrics.jsonl",
+        "loss.svg",
+        "summary.json",
+    ] {
+        assert!(run.join(f).is_file(), "missing {f}");
+    }
+    let metrics = std::fs::read_to_string(run.join("metrics.jsonl")).expect("metrics");
+    let rows: Vec<Value> = metrics
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("json line"))
+        .collect();
+    assert_eq!(rows.iter().filter(|r| r.get("loss").is_some()).count(), 4);
+    assert!(rows.iter().any(|r| r.get("accuracy").is_some()));
+    assert!(
+        std::fs::read_to_string(run.join("loss.svg"))
+            .expect("svg")
+            .starts_with("<svg")
+    );
+
+    let e: Value = serde_json::from_str(&ok(&[
+        "eval",
+        s.to_str().unwrap(),
+        "--adapter",
+        run.to_str().unwrap(),
+        "--json",
+    ]))
+    .expect("json");
+    let acc = e["accuracy"].as_f64().expect("accuracy");
+    assert!((0.0..=1.0).contains(&acc) && e["loss"].as_f64().is_some());
+
+    let texts = ["WINNER! Claim your free prize now", "see you at lunch"];
+    let infer = |adapter: &Path| -> Vec<Vec<f64>> {
+        let out = ok(&[
+            "infer",
+            s.to_str().unwrap(),
+            "--adapter",
+            adapter.to_str().unwrap(),
+            "--text",
+            texts[0],
+            "--text",
+            texts[1],
+            "--json",
+        ]);
+        let v: Value = serde_json::from_str(&out).expect("json");
+        v["logits"]
+            .as_array()
+            .expect("rows")
+            .iter()
+            .map(|r| {
+                r.as_array()
+                    .expect("row")
+                    .iter()
+                    .map(|x| x.as_f64().expect("f"))
+                    .collect()
+            })
+            .collect()
+    };
+    let native = infer(&run);
+    assert_eq!(native.len(), 2);
+    assert_eq!(native[0].len(), 2);
+
+    // HF export, then importing it back gives the same logits.
+    let hf = d.join("hf");
+    ok(&[
+        "export",
+        run.to_str().unwrap(),
+        "--format",
+        "hf",
+        "--out",
+        hf.to_str().unwrap(),
+    ]);
+    let cfg: Value =
+        serde_json::from_slice(&std::fs::read(hf.join("adapter_config.json")).expect("config"))
+            .expect("json");
+    assert_eq!(cfg["peft_type"], "LORA");
+    assert_eq!(cfg["task_type"], "SEQ_CLS");
+    assert_eq!(cfg["r"], 4);
+    let back = infer(&hf);
+    for (a, b) in native.iter().flatten().zip(back.iter().flatten()) {
+        assert!((a - b).abs() < 1e-6, "{a} vs {b}");
+    }
+
+    // Merged weights, loaded as a plain model (no adapter), give the same logits.
+    let merged = d.join("merged");
+    ok(&[
+        "merge",
+        run.to_str().unwrap(),
+        "--out",
+        merged.to_str().unwrap(),
+    ]);
+    assert!(merged.join("model.safetensors").is_file() && merged.join("config.json").is_file());
+    let plain = write(
+        &d,
+        "merged.peft",
+        &format!(
+            "model \"{}\"\npeft none {{}}\ntrain {{ task = classify labels = 2 }}\n",
+            merged.display()
+        ),
+    );
+    let out = ok(&[
+        "infer",
+        plain.to_str().unwrap(),
+        "--text",
+        texts[0],
+        "--text",
+        texts[1],
+        "--json",
+    ]);
+    let v: Value = serde_json::from_str(&out).expect("json");
+    let merged_logits: Vec<f64> = v["logits"]
+        .as_array()
+        .expect("rows")
+        .iter()
+        .flat_map(|r| {
+            r.as_array()
+                .expect("row")
+                .iter()
+                .map(|x| x.as_f64().expect("f"))
+        })
+        .collect();
+    for (a, b) in native.iter().flatten().zip(&merged_logits) {
+        assert!((a - b).abs() < 1e-4, "merged {b} vs adapter {a}");
+    }
+}
+
+#[test]
+fn killed_run_resumes_to_the_same_adapter() {
+    let d = temp_dir("resume");
+    let s = spec(&d, 64, "    seed = 3\n");
+    let full = d.join("full");
+    ok(&[
+        "train",
+        s.to_str().unwrap(),
+        "--out",
+        full.to_str().unwrap(),
+        "--max-steps",
+        "6",
+        "--save-every",
+        "2",
+    ]);
+
+    let cut = d.join("cut");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_peftc"))
+        .args([
+            "train",
+            s.to_str().unwrap(),
+            "--out",
+            cut.to_str().unwrap(),
+            "--max-steps",
+            "6",
+            "--save-every",
+            "2",
+        ])
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("spawn");
+    let t0 = Instant::now();
+    let latest = cut.join("checkpoints/latest");
+    loop {
+        if std::fs::read_to_string(&latest).is_ok_and(|s| s.trim() == "step-0000002") {
+            break;
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(300),
+            "no checkpoint appeared"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    child.kill().expect("SIGKILL");
+    let _ = child.wait();
+    assert!(
+        !cut.join("adapter").exists(),
+        "the run finished before it was killed"
+    );
+    ok(&[
+        "train",
+        s.to_str().unwrap(),
+        "--out",
+        cut.to_str().unwrap(),
+        "--max-steps",
+        "6",
+        "--save-every",
+        "2",
+        "--resume",
+    ]);
+    let a = std::fs::read(full.join("adapter/adapter.safetensors")).expect("full adapter");
+    let b = std::fs::read(cut.join("adapter/adapter.safetensors")).expect("resumed adapter");
+    assert!(a == b, "resumed adapter differs from the uninterrupted one");
+}
