@@ -21,11 +21,12 @@ fn bench(name: &str, m: usize, k: usize, n: usize, f: impl Fn() -> Tensor<Cpu, 2
 fn main() {
     let d = Default::default();
     for (m, k, n) in [
-        (1024, 384, 384),
-        (1024, 384, 1536),
-        (1024, 1536, 384),
-        (512, 576, 1536),
-        (512, 576, 49152),
+        (400, 384, 384),
+        (400, 384, 1536),
+        (400, 1536, 384),
+        (400, 384, 8),
+        (400, 8, 384),
+        (1024, 384, 8),
     ] {
         let x = Tensor::<Cpu, 2>::random([m, k], Distribution::Normal(0.0, 1.0), &d);
         let w_kn = Tensor::<Cpu, 2>::random([k, n], Distribution::Normal(0.0, 1.0), &d);

@@ -15,9 +15,23 @@ pub fn key(parts: &[u64]) -> u64 {
     parts.iter().fold(0x5EED_u64, |acc, &p| mix(acc ^ p))
 }
 
-/// Uniform in [0, 1) for element `i` of stream `k`.
+/// Uniform in [0, 1) (16-bit resolution) for element `i` of stream `k`.
+/// Four consecutive elements share one 64-bit draw, a 16-bit lane each;
+/// [`uniform4`] returns all four at once for loops over chunks.
 pub fn uniform(k: u64, i: u64) -> f32 {
-    (mix(k ^ mix(i)) >> 40) as f32 / (1u64 << 24) as f32
+    lane(mix(k ^ mix(i >> 2)), i & 3)
+}
+
+/// The uniforms of elements `4q .. 4q + 4` of stream `k`.
+#[inline(always)]
+pub fn uniform4(k: u64, q: u64) -> [f32; 4] {
+    let r = mix(k ^ mix(q));
+    [lane(r, 0), lane(r, 1), lane(r, 2), lane(r, 3)]
+}
+
+#[inline(always)]
+fn lane(r: u64, l: u64) -> f32 {
+    ((r >> (16 * l)) & 0xFFFF) as f32 * (1.0 / 65536.0)
 }
 
 /// A sequential generator for initialization and shuffling.

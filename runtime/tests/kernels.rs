@@ -312,3 +312,34 @@ fn cross_entropy_matches_reference_with_ignored_rows() {
     let (a, b) = (l1.backward(), l2.backward());
     close("dlogits", &grad(&logits, &a), &grad(&logits, &b), 1e-5);
 }
+
+#[test]
+fn linear_matches_reference_for_frozen_and_trained_weights() {
+    let x = rand([37, 24], 60);
+    let w = rand([16, 24], 61);
+    let b = rand([1, 16], 62);
+    // Trained weight and bias (a classifier head).
+    let y1 = kernels::linear(x.clone(), w.clone(), Some(b.clone()));
+    let y2 = reference::linear(x.clone(), w.clone(), Some(b.clone()));
+    close(
+        "linear",
+        &host(y1.clone().inner()),
+        &host(y2.clone().inner()),
+        1e-5,
+    );
+    let (a, c) = (loss(y1, 63).backward(), loss(y2, 63).backward());
+    close("dx", &grad(&x, &a), &grad(&x, &c), 1e-5);
+    close("dw", &grad(&w, &a), &grad(&w, &c), 1e-5);
+    close("db", &grad(&b, &a), &grad(&b, &c), 1e-5);
+    // Frozen weight, no bias: only the input's gradient exists.
+    let wf = w.clone().detach();
+    let y = kernels::linear(x.clone(), wf.clone(), None);
+    let g = loss(y, 64).backward();
+    let r = reference::linear(x.clone(), wf, None);
+    close(
+        "dx frozen",
+        &grad(&x, &g),
+        &grad(&x, &loss(r, 64).backward()),
+        1e-5,
+    );
+}

@@ -164,7 +164,72 @@ impl<B: PeftKernels> Backward<B, 1> for CrossEntropyNode {
     }
 }
 
+#[derive(Debug)]
+struct LinearNode;
+
+impl<B: PeftKernels> Backward<B, 3> for LinearNode {
+    /// The input (kept only when the weight trains), the weight, whether a bias exists.
+    type State = (Option<FloatTensor<B>>, FloatTensor<B>, bool);
+    fn backward(self, ops: Ops<Self::State, 3>, grads: &mut Gradients, _: &mut Checkpointer) {
+        let [px, pw, pb] = ops.parents;
+        let dy = grads.consume::<B>(&ops.node);
+        let (x, w, has_bias) = ops.state;
+        let pb = if has_bias { pb } else { None };
+        let need = [px.is_some(), pw.is_some() && x.is_some(), pb.is_some()];
+        let (dx, dw, db) = B::k_linear_backward(x, w, dy, need);
+        if let Some(g) = dx {
+            register!(B, grads, px, g);
+        }
+        if let Some(g) = dw {
+            register!(B, grads, pw, g);
+        }
+        if let Some(g) = db {
+            register!(B, grads, pb, g);
+        }
+    }
+}
+
 impl<B: PeftKernels, C: CheckpointStrategy> PeftKernels for Autodiff<B, C> {
+    fn op_linear(
+        x: FloatTensor<Self>,
+        w: FloatTensor<Self>,
+        b: Option<FloatTensor<Self>>,
+    ) -> FloatTensor<Self> {
+        if !B::FUSED {
+            return prim(reference::linear::<Self>(
+                tensor(x),
+                tensor(w),
+                b.map(tensor),
+            ));
+        }
+        let w_trains = w.node.clone_if_require_grad().is_some();
+        let nodes = [
+            x.node.clone(),
+            w.node.clone(),
+            b.as_ref()
+                .map(|t| t.node.clone())
+                .unwrap_or_else(|| x.node.clone()),
+        ];
+        let has_bias = b.is_some();
+        match LinearNode.prepare::<C>(nodes).compute_bound().stateful() {
+            OpsKind::Tracked(prep) => {
+                let y = B::k_linear(
+                    x.primitive.clone(),
+                    w.primitive.clone(),
+                    b.map(|t| t.primitive),
+                );
+                // A frozen weight's gradient is never computed, so its input is not kept.
+                let keep = w_trains.then_some(x.primitive);
+                prep.finish((keep, w.primitive, has_bias), y)
+            }
+            OpsKind::UnTracked(prep) => prep.finish(B::k_linear(
+                x.primitive,
+                w.primitive,
+                b.map(|t| t.primitive),
+            )),
+        }
+    }
+
     fn op_rope(x: FloatTensor<Self>, s: &RopeShape) -> FloatTensor<Self> {
         if !B::FUSED {
             return prim(reference::rope::<Self>(tensor(x), s, false));

@@ -184,6 +184,35 @@ pub trait PeftKernels: Backend {
         ))
     }
 
+    /// `x @ w.T + b` for `x: [n, in]`, `w: [out, in]`, `b: [1, out]`.
+    fn k_linear(
+        x: FloatTensor<Self>,
+        w: FloatTensor<Self>,
+        b: Option<FloatTensor<Self>>,
+    ) -> FloatTensor<Self> {
+        prim(reference::linear::<Self>(
+            tensor(x),
+            tensor(w),
+            b.map(tensor),
+        ))
+    }
+    /// Gradients of [`Self::k_linear`] that are asked for: `(dx, dw, db)`.
+    #[allow(clippy::type_complexity)]
+    fn k_linear_backward(
+        x: Option<FloatTensor<Self>>,
+        w: FloatTensor<Self>,
+        dy: FloatTensor<Self>,
+        need: [bool; 3],
+    ) -> (
+        Option<FloatTensor<Self>>,
+        Option<FloatTensor<Self>>,
+        Option<FloatTensor<Self>>,
+    ) {
+        let (a, b, c) =
+            reference::linear_backward::<Self>(x.map(tensor), tensor(w), tensor(dy), need);
+        (a.map(prim), b.map(prim), c.map(prim))
+    }
+
     // ---- the ops the model calls; `Autodiff<B>` overrides these with graph nodes.
 
     fn op_gelu(x: FloatTensor<Self>) -> FloatTensor<Self> {
@@ -208,6 +237,13 @@ pub trait PeftKernels: Backend {
     }
     fn op_attention(x: AttnInputs<Self>, s: &AttnShape) -> FloatTensor<Self> {
         Self::k_attention(x, s).0
+    }
+    fn op_linear(
+        x: FloatTensor<Self>,
+        w: FloatTensor<Self>,
+        b: Option<FloatTensor<Self>>,
+    ) -> FloatTensor<Self> {
+        Self::k_linear(x, w, b)
     }
     fn op_rope(x: FloatTensor<Self>, s: &RopeShape) -> FloatTensor<Self> {
         Self::k_rope(x, s, false)
@@ -293,4 +329,13 @@ pub fn cross_entropy<B: PeftKernels>(
         Arc::new(targets),
         Arc::new(weights),
     ))
+}
+
+/// `x @ w.T + b`: `x: [n, in]`, `w: [out, in]` (PyTorch layout), `b: [1, out]`.
+pub fn linear<B: PeftKernels>(
+    x: Tensor<B, 2>,
+    w: Tensor<B, 2>,
+    b: Option<Tensor<B, 2>>,
+) -> Tensor<B, 2> {
+    tensor(B::op_linear(prim(x), prim(w), b.map(prim)))
 }

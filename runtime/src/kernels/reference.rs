@@ -387,3 +387,35 @@ pub fn cross_entropy_backward<B: Backend>(
     let onehot = Tensor::<B, 2>::from_data(TensorData::new(onehot, [n, c]), &device);
     ((logits - lse).exp() - onehot) * scale
 }
+
+pub fn linear<B: Backend>(
+    x: Tensor<B, 2>,
+    w: Tensor<B, 2>,
+    b: Option<Tensor<B, 2>>,
+) -> Tensor<B, 2> {
+    let y = x.matmul(w.transpose());
+    match b {
+        Some(b) => y + b,
+        None => y,
+    }
+}
+
+#[allow(clippy::type_complexity)]
+pub fn linear_backward<B: Backend>(
+    x: Option<Tensor<B, 2>>,
+    w: Tensor<B, 2>,
+    dy: Tensor<B, 2>,
+    need: [bool; 3],
+) -> (
+    Option<Tensor<B, 2>>,
+    Option<Tensor<B, 2>>,
+    Option<Tensor<B, 2>>,
+) {
+    let dx = need[0].then(|| dy.clone().matmul(w));
+    let dw = match (need[1], x) {
+        (true, Some(x)) => Some(dy.clone().transpose().matmul(x)),
+        _ => None,
+    };
+    let db = need[2].then(|| dy.sum_dim(0));
+    (dx, dw, db)
+}

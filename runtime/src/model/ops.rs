@@ -43,15 +43,11 @@ pub fn act<B: PeftKernels>(
 }
 
 /// `x @ w.T + b` for `x: [n, in]`, a weight in PyTorch layout `w: [out, in]`
-/// and `b: [1, out]` (the transposed view is the fast GEMM path).
+/// and `b: [1, out]`, through the fused linear kernel (BLAS on the CPU).
 pub fn linear_pt<B: PeftKernels>(
     x: Tensor<B, 2>,
     w: Tensor<B, 2>,
     b: Option<Tensor<B, 2>>,
 ) -> Tensor<B, 2> {
-    let y = x.matmul(w.transpose());
-    match b {
-        Some(b) => y + b,
-        None => y,
-    }
+    kernels::linear(x, w, b)
 }

@@ -7,6 +7,8 @@ pub mod optim;
 mod progress;
 mod run;
 pub mod schedule;
+mod step;
 
 pub use evaluate::{EvalResult, evaluate, host};
 pub use run::{TrainOptions, TrainSummary, train};
+pub use step::{StepStats, train_step};

@@ -3,24 +3,23 @@
 //! so a resumed run continues exactly where the killed one stopped.
 
 use super::checkpoint::{self, CheckpointState};
-use super::evaluate::{EvalResult, evaluate, host};
+use super::evaluate::{EvalResult, evaluate};
 use super::metrics::Metrics;
-use super::optim::{AdamW, clip_grad_norm, sgd_step};
+use super::optim::AdamW;
 use super::progress::Progress;
 use super::schedule;
+use super::step::train_step;
 use crate::adapter::native::{self, AdapterMeta};
-use crate::data::{TaskData, prepare};
+use crate::data::{Batch, TaskData, prepare};
 use crate::error::{Result, RuntimeError};
 use crate::model::{ParamStore, Params, PeftModel, param_specs};
 use crate::rng::key;
 use crate::session::Session;
-use crate::weights::HostTensor;
 use burn::tensor::backend::AutodiffBackend;
 use peftc_compiler::plan::Plan;
-use peftc_compiler::train::{OptimizerKind, TrainConfig};
+use peftc_compiler::train::TrainConfig;
 use serde::Serialize;
 use serde_json::json;
-use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::Instant;
 
@@ -129,51 +128,27 @@ pub fn train<B: AutodiffBackend + crate::kernels::PeftKernels>(
     for step in start..total {
         let lr = cfg.lr * schedule::factor(cfg.schedule, step, warmup, total);
         let t_step = Instant::now();
-        let mut grads: Option<BTreeMap<String, HostTensor>> = None;
-        let mut loss_sum = 0f32;
-        let mut step_tokens = 0usize;
-        for micro in 0..cfg.grad_accum {
-            let m = step * cfg.grad_accum + micro;
-            let (epoch, within) = (m / micro_per_epoch, m % micro_per_epoch);
-            let order = batcher.epoch_order(epoch);
-            let idx = &order[within * cfg.batch..((within + 1) * cfg.batch).min(order.len())];
-            let batch = data.train.batch(idx, pad);
-            step_tokens += batch.tokens();
-            let params = Params::<B>::tracked(&store, device);
-            let ctx = model.ctx(&batch, true, key(&[cfg.seed, 0xD50, m as u64]));
-            let out = model.forward(&batch, &params, &ctx)?;
-            let loss = model.loss(&out, &batch).div_scalar(cfg.grad_accum as f64);
-            let value = host(loss.clone())[0];
-            if !value.is_finite() {
-                return Err(RuntimeError::NonFinite { step, value });
-            }
-            loss_sum += value;
-            let g = params.grads(&loss.backward(), &store);
-            grads = Some(match grads {
-                None => g,
-                Some(mut acc) => {
-                    for (k, v) in g {
-                        if let Some(a) = acc.get_mut(&k) {
-                            a.data.iter_mut().zip(&v.data).for_each(|(x, y)| *x += y);
-                        }
-                    }
-                    acc
-                }
-            });
-        }
-        let mut grads = grads.unwrap_or_default();
-        if let Some(max) = cfg.max_grad_norm.filter(|&m| m > 0.0) {
-            clip_grad_norm(&mut grads, max as f32);
-        }
-        match cfg.optimizer {
-            OptimizerKind::Adamw => adam.step(&mut store.values, &grads, lr as f32),
-            OptimizerKind::Sgd => sgd_step(
-                &mut store.values,
-                &grads,
-                lr as f32,
-                cfg.weight_decay as f32,
-            ),
-        }
+        let micro: Vec<Batch> = (0..cfg.grad_accum)
+            .map(|k| {
+                let m = step * cfg.grad_accum + k;
+                let (epoch, within) = (m / micro_per_epoch, m % micro_per_epoch);
+                let order = batcher.epoch_order(epoch);
+                let idx = &order[within * cfg.batch..((within + 1) * cfg.batch).min(order.len())];
+                data.train.batch(idx, pad)
+            })
+            .collect();
+        let stats = train_step(
+            &model,
+            &mut store,
+            &mut adam,
+            &cfg,
+            &micro,
+            step * cfg.grad_accum,
+            step,
+            lr,
+            device,
+        )?;
+        let (loss_sum, step_tokens) = (stats.loss, stats.tokens);
         tokens_seen += step_tokens;
         last_loss = loss_sum;
         let dt = t_step.elapsed().as_secs_f64();

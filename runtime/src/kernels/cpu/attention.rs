@@ -4,6 +4,7 @@
 //! key/value prefixes, key padding, causal masking and attention dropout
 //! (mask regenerated in backward from its key).
 
+use super::blas::gemm_st;
 use super::simd_fn;
 use crate::rng;
 use rayon::prelude::*;
@@ -59,88 +60,152 @@ impl AttnShape {
     }
 }
 
+/// `[rows*seq, heads*head_dim]` strided views: where head `h` of sequence `b` starts.
+fn head_at(s: &AttnShape, b: usize, h: usize, width: usize) -> usize {
+    b * s.seq * width + h * s.head_dim
+}
+
+/// Masks invisible keys of row `i` and turns its scores into probabilities.
 #[inline(always)]
-fn dot(a: &[f32], b: &[f32]) -> f32 {
-    let mut acc = [0f32; 8];
-    let (ca, cb) = (a.chunks_exact(8), b.chunks_exact(8));
-    let (ra, rb) = (ca.remainder(), cb.remainder());
-    for (x, y) in ca.zip(cb) {
-        for l in 0..8 {
-            acc[l] += x[l] * y[l];
+fn softmax_row(s: &AttnShape, b: usize, i: usize, row: &mut [f32]) {
+    let mut max = f32::NEG_INFINITY;
+    for (j, v) in row.iter_mut().enumerate() {
+        if s.visible(b, i, j) {
+            max = max.max(*v);
+        } else {
+            *v = f32::NEG_INFINITY;
         }
     }
-    let mut s: f32 = acc.iter().sum();
-    for (x, y) in ra.iter().zip(rb) {
-        s += x * y;
+    let mut sum = 0f32;
+    for v in row.iter_mut() {
+        *v = if *v == f32::NEG_INFINITY {
+            0.0
+        } else {
+            (*v - max).exp()
+        };
+        sum += *v;
     }
-    s
+    let inv = if sum > 0.0 { 1.0 / sum } else { 0.0 };
+    row.iter_mut().for_each(|v| *v *= inv);
 }
 
-#[inline(always)]
-fn axpy(alpha: f32, x: &[f32], y: &mut [f32]) {
-    for (o, v) in y.iter_mut().zip(x) {
-        *o += alpha * *v;
+/// The probabilities with dropout applied (a copy), or `None` without dropout.
+fn dropped(s: &AttnShape, b: usize, h: usize, p: &[f32]) -> Option<Vec<f32>> {
+    if s.dropout <= 0.0 {
+        return None;
     }
-}
-
-/// Key/value vector `j` (prefix first) of kv head `g` in sequence `b`.
-#[inline(always)]
-fn kv_row<'a>(
-    s: &AttnShape,
-    seq: &'a [f32],
-    prefix: &'a [f32],
-    b: usize,
-    g: usize,
-    j: usize,
-) -> &'a [f32] {
-    let (hd, w) = (s.head_dim, s.kv_heads * s.head_dim);
-    if j < s.prefix {
-        &prefix[j * w + g * hd..j * w + (g + 1) * hd]
-    } else {
-        let r = b * s.seq + (j - s.prefix);
-        &seq[r * w + g * hd..r * w + (g + 1) * hd]
+    let t = s.keys();
+    let mut d = p.to_vec();
+    for i in 0..s.seq {
+        for j in 0..t {
+            d[i * t + j] *= s.keep(b, h, i, j);
+        }
     }
+    Some(d)
 }
 
 simd_fn! {
-    /// One (sequence, head): probabilities `p` (`[seq, keys]`) and the output
-    /// rows `[seq, head_dim]`.
-    fn forward_task(q: &[f32], k: &[f32], v: &[f32], pk: &[f32], pv: &[f32], s: &AttnShape, task: usize, p: &mut [f32]) -> Vec<f32> {
-        let (hd, t, n) = (s.head_dim, s.keys(), s.seq);
-        let scale = (hd as f32).powf(-0.5);
-        let qw = s.heads * hd;
-        let (b, h) = (task / s.heads, task % s.heads);
-        let g = h / s.rep();
-        let mut out = vec![0f32; n * hd];
-        for i in 0..n {
-            let qi = &q[(b * n + i) * qw + h * hd..(b * n + i) * qw + (h + 1) * hd];
-            let row = &mut p[i * t..(i + 1) * t];
-            let mut max = f32::NEG_INFINITY;
-            for (j, pj) in row.iter_mut().enumerate() {
-                *pj = if s.visible(b, i, j) {
-                    let sc = dot(qi, kv_row(s, k, pk, b, g, j)) * scale;
-                    max = max.max(sc);
-                    sc
-                } else {
-                    f32::NEG_INFINITY
-                };
-            }
-            let mut sum = 0f32;
-            for pj in row.iter_mut() {
-                *pj = if *pj == f32::NEG_INFINITY { 0.0 } else { (*pj - max).exp() };
-                sum += *pj;
-            }
-            let inv = if sum > 0.0 { 1.0 / sum } else { 0.0 };
-            let oi = &mut out[i * hd..(i + 1) * hd];
-            for (j, pj) in row.iter_mut().enumerate() {
-                *pj *= inv;
-                if *pj != 0.0 {
-                    axpy(*pj * s.keep(b, h, i, j), kv_row(s, v, pv, b, g, j), oi);
-                }
-            }
+    fn softmax_rows(s: &AttnShape, b: usize, p: &mut [f32]) {
+        let t = s.keys();
+        for (i, row) in p.chunks_mut(t).enumerate() {
+            softmax_row(s, b, i, row);
         }
-        out
     }
+}
+
+/// One (sequence, head): probabilities `p` (`[seq, keys]`, before dropout) and
+/// the output rows `[seq, head_dim]`, with BLAS for the products.
+#[allow(clippy::too_many_arguments)]
+fn forward_task(
+    q: &[f32],
+    k: &[f32],
+    v: &[f32],
+    pk: &[f32],
+    pv: &[f32],
+    s: &AttnShape,
+    task: usize,
+    p: &mut [f32],
+) -> Vec<f32> {
+    let (hd, t, n, pre) = (s.head_dim, s.keys(), s.seq, s.prefix);
+    let (qw, kw) = (s.heads * hd, s.kv_heads * hd);
+    let scale = (hd as f32).powf(-0.5);
+    let (b, h) = (task / s.heads, task % s.heads);
+    let g = h / s.rep();
+    let qa = &q[head_at(s, b, h, qw)..];
+    let ka = &k[head_at(s, b, g, kw)..];
+    let va = &v[head_at(s, b, g, kw)..];
+    // scores = scale * Q Kᵀ: prefix columns, then the sequence's.
+    if pre > 0 {
+        gemm_st(
+            false,
+            true,
+            n,
+            pre,
+            hd,
+            scale,
+            qa,
+            qw,
+            &pk[g * hd..],
+            kw,
+            0.0,
+            p,
+            t,
+        );
+    }
+    gemm_st(
+        false,
+        true,
+        n,
+        n,
+        hd,
+        scale,
+        qa,
+        qw,
+        ka,
+        kw,
+        0.0,
+        &mut p[pre..],
+        t,
+    );
+    softmax_rows(s, b, p);
+    let d = dropped(s, b, h, p);
+    let pd: &[f32] = d.as_deref().unwrap_or(p);
+    let mut out = vec![0f32; n * hd];
+    let mut beta = 0.0;
+    if pre > 0 {
+        gemm_st(
+            false,
+            false,
+            n,
+            hd,
+            pre,
+            1.0,
+            pd,
+            t,
+            &pv[g * hd..],
+            kw,
+            0.0,
+            &mut out,
+            hd,
+        );
+        beta = 1.0;
+    }
+    gemm_st(
+        false,
+        false,
+        n,
+        hd,
+        n,
+        1.0,
+        &pd[pre..],
+        t,
+        va,
+        kw,
+        beta,
+        &mut out,
+        hd,
+    );
+    out
 }
 
 /// Forward. Returns the output `[rows*seq, heads*head_dim]` and the softmax
@@ -182,65 +247,197 @@ struct GroupGrads {
     dpv: Vec<f32>,
 }
 
-simd_fn! {
-    /// One (sequence, kv group): gradients of its query heads, its key/value
-    /// rows and its share of the prefix's.
-    fn backward_task(q: &[f32], k: &[f32], v: &[f32], pk: &[f32], pv: &[f32], probs: &[f32], dout: &[f32], s: &AttnShape, task: usize) -> GroupGrads {
-        let (hd, t, n, rep) = (s.head_dim, s.keys(), s.seq, s.rep());
-        let scale = (hd as f32).powf(-0.5);
-        let qw = s.heads * hd;
+/// One (sequence, kv group): gradients of its query heads, its key/value rows
+/// and its share of the prefix's, with BLAS for the products.
+#[allow(clippy::too_many_arguments)]
+fn backward_task(
+    q: &[f32],
+    k: &[f32],
+    v: &[f32],
+    pk: &[f32],
+    pv: &[f32],
+    probs: &[f32],
+    dout: &[f32],
+    s: &AttnShape,
+    task: usize,
+) -> GroupGrads {
+    let (hd, t, n, rep, pre) = (s.head_dim, s.keys(), s.seq, s.rep(), s.prefix);
+    let (qw, kw) = (s.heads * hd, s.kv_heads * hd);
+    let scale = (hd as f32).powf(-0.5);
     let (b, g) = (task / s.kv_heads, task % s.kv_heads);
     let mut gg = GroupGrads {
         dq: vec![0f32; rep * n * hd],
         dk: vec![0f32; n * hd],
         dv: vec![0f32; n * hd],
-        dpk: vec![0f32; s.prefix * hd],
-        dpv: vec![0f32; s.prefix * hd],
+        dpk: vec![0f32; pre * hd],
+        dpv: vec![0f32; pre * hd],
     };
-    let mut dp = vec![0f32; t];
+    let ka = &k[head_at(s, b, g, kw)..];
+    let va = &v[head_at(s, b, g, kw)..];
+    let mut dp = vec![0f32; n * t];
     for r in 0..rep {
         let h = g * rep + r;
-        let p_head = &probs[(b * s.heads + h) * n * t..(b * s.heads + h + 1) * n * t];
-        for i in 0..n {
-            let p = &p_head[i * t..(i + 1) * t];
-            let row = (b * n + i) * qw + h * hd;
-            let doi = &dout[row..row + hd];
-            let qi = &q[row..row + hd];
-            let mut sum = 0f32;
-            for j in 0..t {
-                if p[j] == 0.0 {
-                    dp[j] = 0.0;
-                    continue;
-                }
-                let keep = s.keep(b, h, i, j);
-                let vj = kv_row(s, v, pv, b, g, j);
-                // dV_j += (dropped p) dO_i
-                let dvj = if j < s.prefix {
-                    &mut gg.dpv[j * hd..(j + 1) * hd]
-                } else {
-                    &mut gg.dv[(j - s.prefix) * hd..(j - s.prefix + 1) * hd]
-                };
-                axpy(p[j] * keep, doi, dvj);
-                dp[j] = dot(doi, vj) * keep;
-                sum += p[j] * dp[j];
-            }
-            let dqi = &mut gg.dq[(r * n + i) * hd..(r * n + i + 1) * hd];
-            for j in 0..t {
-                if p[j] == 0.0 {
-                    continue;
-                }
-                let ds = p[j] * (dp[j] - sum) * scale;
-                axpy(ds, kv_row(s, k, pk, b, g, j), dqi);
-                let dkj = if j < s.prefix {
-                    &mut gg.dpk[j * hd..(j + 1) * hd]
-                } else {
-                    &mut gg.dk[(j - s.prefix) * hd..(j - s.prefix + 1) * hd]
-                };
-                axpy(ds, qi, dkj);
-            }
+        let p = &probs[(b * s.heads + h) * n * t..(b * s.heads + h + 1) * n * t];
+        let doa = &dout[head_at(s, b, h, qw)..];
+        let qa = &q[head_at(s, b, h, qw)..];
+        let d = dropped(s, b, h, p);
+        let pd: &[f32] = d.as_deref().unwrap_or(p);
+        // dV += P_droppedᵀ dO (prefix rows, then the sequence's).
+        if pre > 0 {
+            gemm_st(
+                true,
+                false,
+                pre,
+                hd,
+                n,
+                1.0,
+                pd,
+                t,
+                doa,
+                qw,
+                1.0,
+                &mut gg.dpv,
+                hd,
+            );
         }
+        gemm_st(
+            true,
+            false,
+            n,
+            hd,
+            n,
+            1.0,
+            &pd[pre..],
+            t,
+            doa,
+            qw,
+            1.0,
+            &mut gg.dv,
+            hd,
+        );
+        // dP = dO Vᵀ (dropout's factor applied), then dS = P (dP - rowsum(P dP)) * scale.
+        if pre > 0 {
+            gemm_st(
+                false,
+                true,
+                n,
+                pre,
+                hd,
+                1.0,
+                doa,
+                qw,
+                &pv[g * hd..],
+                kw,
+                0.0,
+                &mut dp,
+                t,
+            );
+        }
+        gemm_st(
+            false,
+            true,
+            n,
+            n,
+            hd,
+            1.0,
+            doa,
+            qw,
+            va,
+            kw,
+            0.0,
+            &mut dp[pre..],
+            t,
+        );
+        softmax_backward_rows(s, b, h, p, &mut dp, scale);
+        // dQ = dS K;  dK += dSᵀ Q.
+        let dq = &mut gg.dq[r * n * hd..(r + 1) * n * hd];
+        let mut beta = 0.0;
+        if pre > 0 {
+            gemm_st(
+                false,
+                false,
+                n,
+                hd,
+                pre,
+                1.0,
+                &dp,
+                t,
+                &pk[g * hd..],
+                kw,
+                0.0,
+                dq,
+                hd,
+            );
+            gemm_st(
+                true,
+                false,
+                pre,
+                hd,
+                n,
+                1.0,
+                &dp,
+                t,
+                qa,
+                qw,
+                1.0,
+                &mut gg.dpk,
+                hd,
+            );
+            beta = 1.0;
+        }
+        gemm_st(
+            false,
+            false,
+            n,
+            hd,
+            n,
+            1.0,
+            &dp[pre..],
+            t,
+            ka,
+            kw,
+            beta,
+            dq,
+            hd,
+        );
+        gemm_st(
+            true,
+            false,
+            n,
+            hd,
+            n,
+            1.0,
+            &dp[pre..],
+            t,
+            qa,
+            qw,
+            1.0,
+            &mut gg.dk,
+            hd,
+        );
     }
     gg
+}
+
+simd_fn! {
+    /// `dp <- p * (dp * keep - rowsum(p * dp * keep)) * scale`, row by row.
+    fn softmax_backward_rows(s: &AttnShape, b: usize, h: usize, p: &[f32], dp: &mut [f32], scale: f32) {
+        let t = s.keys();
+        for i in 0..s.seq {
+            let (pr, dr) = (&p[i * t..(i + 1) * t], &mut dp[i * t..(i + 1) * t]);
+            if s.dropout > 0.0 {
+                for (j, d) in dr.iter_mut().enumerate() {
+                    *d *= s.keep(b, h, i, j);
+                }
+            }
+            let mut sum = 0f32;
+            for j in 0..t {
+                sum += pr[j] * dr[j];
+            }
+            for j in 0..t {
+                dr[j] = pr[j] * (dr[j] - sum) * scale;
+            }
+        }
     }
 }
 

@@ -56,9 +56,13 @@ simd_fn! {
 
 simd_fn! {
     fn dropout_chunk(x: &[f32], p: f32, key: u64, base: u64, y: &mut [f32]) {
+        // `base` is a multiple of 4 (chunks are), so lanes line up with `rng::uniform`.
         let keep = 1.0 / (1.0 - p);
-        for (j, (o, &v)) in y.iter_mut().zip(x).enumerate() {
-            *o = if rng::uniform(key, base + j as u64) >= p { v * keep } else { 0.0 };
+        for (q, (o4, x4)) in y.chunks_mut(4).zip(x.chunks(4)).enumerate() {
+            let u = rng::uniform4(key, (base >> 2) + q as u64);
+            for l in 0..o4.len() {
+                o4[l] = if u[l] >= p { x4[l] * keep } else { 0.0 };
+            }
         }
     }
 }

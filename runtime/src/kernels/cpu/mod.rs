@@ -2,6 +2,7 @@
 //! inputs, parallel kernels, outputs wrapped without copies.
 
 pub mod attention;
+mod blas;
 mod elementwise;
 mod erf;
 mod loss;
@@ -82,6 +83,65 @@ fn make(data: Vec<f32>, shape: Vec<usize>) -> T {
 
 impl PeftKernels for Flex {
     const FUSED: bool = true;
+
+    fn k_linear(x: T, w: T, b: Option<T>) -> T {
+        let (x, w) = (contiguous(x), contiguous(w));
+        let (xs, ws) = (dims(&x), dims(&w));
+        let (n, k, o) = (xs[0], xs[1], ws[0]);
+        let mut y = match b {
+            // Start from the bias rows and accumulate the product onto them.
+            Some(b) => {
+                let b = contiguous(b);
+                let row = f32s(&b);
+                let mut y = Vec::with_capacity(n * o);
+                for _ in 0..n {
+                    y.extend_from_slice(row);
+                }
+                y
+            }
+            None => vec![0f32; n * o],
+        };
+        let beta = if y.iter().any(|&v| v != 0.0) {
+            1.0
+        } else {
+            0.0
+        };
+        blas::sgemm(n, o, k, f32s(&x), f32s(&w), true, beta, &mut y);
+        make(y, vec![n, o])
+    }
+
+    fn k_linear_backward(
+        x: Option<T>,
+        w: T,
+        dy: T,
+        need: [bool; 3],
+    ) -> (Option<T>, Option<T>, Option<T>) {
+        let (w, dy) = (contiguous(w), contiguous(dy));
+        let (ws, ds) = (dims(&w), dims(&dy));
+        let (o, k, n) = (ws[0], ws[1], ds[0]);
+        let dx = need[0].then(|| {
+            let mut dx = vec![0f32; n * k];
+            blas::sgemm(n, k, o, f32s(&dy), f32s(&w), false, 0.0, &mut dx);
+            make(dx, vec![n, k])
+        });
+        let dw = match (need[1], x) {
+            (true, Some(x)) => {
+                let x = contiguous(x);
+                let mut dw = vec![0f32; o * k];
+                blas::sgemm_at(o, k, n, f32s(&dy), f32s(&x), 0.0, &mut dw);
+                Some(make(dw, vec![o, k]))
+            }
+            _ => None,
+        };
+        let db = need[2].then(|| {
+            let mut db = vec![0f64; o];
+            for row in f32s(&dy).chunks(o) {
+                db.iter_mut().zip(row).for_each(|(a, &v)| *a += v as f64);
+            }
+            make(db.into_iter().map(|v| v as f32).collect(), vec![1, o])
+        });
+        (dx, dw, db)
+    }
 
     fn k_rope(x: T, s: &RopeShape, inverse: bool) -> T {
         let x = contiguous(x);

@@ -1,0 +1,102 @@
+"""Side-by-side training benchmark: each workload trained by the Hugging Face stack and by
+peftc, alternately (A B A B, after a warm-up), on the same threads, same batches, same
+hyperparameters. Writes results.json and prints a table. Run through `benches/compare/run`."""
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, HERE)
+from workloads import CACHE, WORKLOADS, spec_text  # noqa: E402
+
+THREADS = os.environ.get("BENCH_THREADS", "2")
+
+
+def env():
+    e = dict(os.environ)
+    for k in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "RAYON_NUM_THREADS"):
+        e[k] = THREADS
+    e["BENCH_THREADS"] = THREADS
+    return e
+
+
+def run_json(cmd):
+    out = subprocess.run(cmd, capture_output=True, text=True, env=env(), cwd=HERE)
+    if out.returncode != 0:
+        sys.exit(f"failed: {' '.join(cmd)}\n{out.stderr[-3000:]}")
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--quick", action="store_true")
+    ap.add_argument("--only", nargs="*")
+    a = ap.parse_args()
+    peftc, bench = os.environ["PEFTC_BIN"], os.environ["PEFTC_COMPARE_BIN"]
+    work = os.path.join(CACHE, "compare")
+    os.makedirs(os.path.join(work, "specs"), exist_ok=True)
+    subprocess.run([sys.executable, os.path.join(HERE, "prepare.py"), os.path.join(work, "batches")], check=True, env=env(), cwd=HERE)
+    sgemm = run_json([sys.executable, os.path.join(HERE, "sgemm.py")])["sgemm_gflops"]
+    print(f"2-thread sgemm (numpy/OpenBLAS): {sgemm:.1f} GFLOP/s", file=sys.stderr)
+    results = []
+    for name, w in WORKLOADS.items():
+        if a.only and name not in a.only:
+            continue
+        batches = os.path.join(work, "batches", f"{name}.safetensors")
+        spec = os.path.join(work, "specs", f"{name}.peft")
+        with open(spec, "w") as f:
+            f.write(spec_text(w, batches))
+        est = json.loads(subprocess.run([peftc, "compile", spec, "--emit", "json"], capture_output=True, text=True, check=True).stdout)
+        small = w["task"] == "causal_lm"
+        warmup, steps = (1, 3) if a.quick and small else (2, 8) if a.quick else (2, 10) if small else (3, 20)
+        hf_times, pf_times, hf_rss, pf_rss = [], [], [], []
+        for rep in range(2):
+            print(f"{name}: round {rep + 1}/2 (hf, peftc)", file=sys.stderr)
+            h = run_json([sys.executable, os.path.join(HERE, "hf_step.py"), name, batches, str(warmup), str(steps)])
+            p = run_json([bench, spec, batches, str(warmup), str(steps)])
+            hf_times += h["step_times"]
+            pf_times += p["step_times"]
+            hf_rss.append(h["peak_rss_bytes"])
+            pf_rss.append(p["peak_rss_bytes"])
+        hf_t, pf_t = statistics.median(hf_times), statistics.median(pf_times)
+        flops = est["flops_per_step"]
+        r = {
+            "workload": name,
+            "batch": w["batch"],
+            "seq": w["seq"],
+            "peftc_steps_per_s": 1 / pf_t,
+            "hf_steps_per_s": 1 / hf_t,
+            "speed_ratio": hf_t / pf_t,
+            "peftc_peak_rss_bytes": max(pf_rss),
+            "hf_peak_rss_bytes": max(hf_rss),
+            "rss_ratio": max(pf_rss) / max(hf_rss),
+            "estimated_bytes": est["memory_bytes"]["peak"],
+            "estimate_error": est["memory_bytes"]["peak"] / max(pf_rss) - 1,
+            "flops_per_step": flops,
+            "sgemm_gflops": sgemm,
+            "roofline_fraction": flops / pf_t / (sgemm * 1e9),
+            "hf_roofline_fraction": flops / hf_t / (sgemm * 1e9),
+            "steps_measured": len(pf_times),
+        }
+        results.append(r)
+        print(json.dumps(r), file=sys.stderr)
+    out = os.path.join(HERE, "results.json" if not a.only else "results.partial.json")
+    with open(out, "w") as f:
+        json.dump(results, f, indent=2)
+    print("| workload | peftc steps/s | HF steps/s | speed | peftc RSS | HF RSS | RSS ratio | estimate vs RSS | roofline (peftc / HF) |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    for r in results:
+        print(
+            f"| {r['workload']} (B{r['batch']}×S{r['seq']}) | {r['peftc_steps_per_s']:.2f} | {r['hf_steps_per_s']:.2f} | "
+            f"{r['speed_ratio']:.2f}× | {r['peftc_peak_rss_bytes'] / 2**20:.0f} MiB | {r['hf_peak_rss_bytes'] / 2**20:.0f} MiB | "
+            f"{r['rss_ratio']:.2f} | {r['estimate_error']:+.0%} | {r['roofline_fraction']:.0%} / {r['hf_roofline_fraction']:.0%} |"
+        )
+    print(f"\n2-thread sgemm limit: {sgemm:.0f} GFLOP/s; wrote {out}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,369 @@
+//! Single-precision GEMM for the big frozen-weight products: OpenBLAS's
+//! `cblas_sgemm` with the `openblas` feature (170–190 GFLOP/s on 2 threads
+//! at MiniLM / SmolLM2 shapes here, against 65–180 for the pure-Rust `gemm`
+//! crate), else the `gemm` crate burn-flex uses.
+
+/// `C = A * op(B) + beta * C` for row-major `A: [m, k]`, `C: [m, n]`, and `B`
+/// stored `[n, k]` when `b_transposed` (a weight in PyTorch layout), else `[k, n]`.
+#[allow(clippy::too_many_arguments)]
+pub fn sgemm(
+    m: usize,
+    n: usize,
+    k: usize,
+    a: &[f32],
+    b: &[f32],
+    b_transposed: bool,
+    beta: f32,
+    c: &mut [f32],
+) {
+    debug_assert!(a.len() >= m * k && b.len() >= k * n && c.len() >= m * n);
+    if m == 0 || n == 0 {
+        return;
+    }
+    imp::sgemm(m, n, k, a, b, b_transposed, beta, c)
+}
+
+/// `C = op(A) * B (+ beta C)` with `A` stored `[k, m]` (transposed): the weight
+/// gradient `dW = dYᵀ X`.
+pub fn sgemm_at(m: usize, n: usize, k: usize, a_km: &[f32], b: &[f32], beta: f32, c: &mut [f32]) {
+    if m == 0 || n == 0 {
+        return;
+    }
+    imp::sgemm_at(m, n, k, a_km, b, beta, c)
+}
+
+#[cfg(feature = "openblas")]
+mod imp {
+    const ROW_MAJOR: i32 = 101;
+    const NO_TRANS: i32 = 111;
+    const TRANS: i32 = 112;
+
+    #[link(name = "openblas")]
+    unsafe extern "C" {
+        fn openblas_set_num_threads(n: i32);
+        pub(super) fn cblas_sgemm(
+            order: i32,
+            ta: i32,
+            tb: i32,
+            m: i32,
+            n: i32,
+            k: i32,
+            alpha: f32,
+            a: *const f32,
+            lda: i32,
+            b: *const f32,
+            ldb: i32,
+            beta: f32,
+            c: *mut f32,
+            ldc: i32,
+        );
+    }
+
+    /// OpenBLAS runs single-threaded inside peftc: the rows of each product
+    /// are split across rayon's workers instead, so the two thread pools never
+    /// spin against each other on the same cores.
+    pub(super) fn single_threaded() {
+        static ONCE: std::sync::Once = std::sync::Once::new();
+        // SAFETY: a plain setter of OpenBLAS's global thread count.
+        ONCE.call_once(|| unsafe { openblas_set_num_threads(1) });
+    }
+
+    /// Row blocks of at least 64 rows, one per worker.
+    fn row_block(m: usize, n: usize, k: usize) -> usize {
+        let workers = rayon::current_num_threads().max(1);
+        if m * n * k < 1 << 21 || workers == 1 {
+            return m;
+        }
+        m.div_ceil(workers).max(64)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    pub fn sgemm(
+        m: usize,
+        n: usize,
+        k: usize,
+        a: &[f32],
+        b: &[f32],
+        bt: bool,
+        beta: f32,
+        c: &mut [f32],
+    ) {
+        use rayon::prelude::*;
+        single_threaded();
+        let (tb, ldb) = if bt { (TRANS, k) } else { (NO_TRANS, n) };
+        let rows = row_block(m, n, k);
+        c[..m * n]
+            .par_chunks_mut(rows * n)
+            .enumerate()
+            .for_each(|(i, c)| {
+                let r = c.len() / n;
+                let a = &a[i * rows * k..];
+                // SAFETY: `a` holds r*k values from row i*rows, `b` k*n, `c` r*n;
+                // cblas reads and writes only within them.
+                unsafe {
+                    cblas_sgemm(
+                        ROW_MAJOR,
+                        NO_TRANS,
+                        tb,
+                        r as i32,
+                        n as i32,
+                        k as i32,
+                        1.0,
+                        a.as_ptr(),
+                        k as i32,
+                        b.as_ptr(),
+                        ldb as i32,
+                        beta,
+                        c.as_mut_ptr(),
+                        n as i32,
+                    );
+                }
+            });
+    }
+
+    pub fn sgemm_at(m: usize, n: usize, k: usize, a: &[f32], b: &[f32], beta: f32, c: &mut [f32]) {
+        single_threaded();
+        // SAFETY: as above, with A stored [k, m].
+        unsafe {
+            cblas_sgemm(
+                ROW_MAJOR,
+                TRANS,
+                NO_TRANS,
+                m as i32,
+                n as i32,
+                k as i32,
+                1.0,
+                a.as_ptr(),
+                m as i32,
+                b.as_ptr(),
+                n as i32,
+                beta,
+                c.as_mut_ptr(),
+                n as i32,
+            );
+        }
+    }
+}
+
+#[cfg(not(feature = "openblas"))]
+mod imp {
+    use gemm::{Parallelism, gemm};
+
+    fn par(m: usize, n: usize, k: usize) -> Parallelism {
+        if m * n * k >= 64 * 64 * 64 {
+            Parallelism::Rayon(0)
+        } else {
+            Parallelism::None
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    pub fn sgemm(
+        m: usize,
+        n: usize,
+        k: usize,
+        a: &[f32],
+        b: &[f32],
+        bt: bool,
+        beta: f32,
+        c: &mut [f32],
+    ) {
+        // B[k][n] at column stride / row stride: [n, k] storage when transposed.
+        let (b_cs, b_rs) = if bt { (k as isize, 1) } else { (1, n as isize) };
+        // SAFETY: pointers and strides describe the caller's row-major slices.
+        unsafe {
+            gemm(
+                m,
+                n,
+                k,
+                c.as_mut_ptr(),
+                1,
+                n as isize,
+                beta != 0.0,
+                a.as_ptr(),
+                1,
+                k as isize,
+                b.as_ptr(),
+                b_cs,
+                b_rs,
+                beta,
+                1.0,
+                false,
+                false,
+                false,
+                par(m, n, k),
+            );
+        }
+    }
+
+    pub fn sgemm_at(m: usize, n: usize, k: usize, a: &[f32], b: &[f32], beta: f32, c: &mut [f32]) {
+        // SAFETY: A[m][k] read from [k, m] storage: column stride m, row stride 1.
+        unsafe {
+            gemm(
+                m,
+                n,
+                k,
+                c.as_mut_ptr(),
+                1,
+                n as isize,
+                beta != 0.0,
+                a.as_ptr(),
+                m as isize,
+                1,
+                b.as_ptr(),
+                1,
+                n as isize,
+                beta,
+                1.0,
+                false,
+                false,
+                false,
+                par(m, n, k),
+            );
+        }
+    }
+}
+
+/// Single-threaded general GEMM on strided row-major operands, for small
+/// products inside parallel tasks: `C = alpha * op(A) * op(B) + beta * C`,
+/// `op(A): [m, k]`, `op(B): [k, n]`, `C: [m, n]` with row strides `lda`,
+/// `ldb`, `ldc`; `ta` / `tb` read `A` / `B` transposed.
+#[allow(clippy::too_many_arguments)]
+pub fn gemm_st(
+    ta: bool,
+    tb: bool,
+    m: usize,
+    n: usize,
+    k: usize,
+    alpha: f32,
+    a: &[f32],
+    lda: usize,
+    b: &[f32],
+    ldb: usize,
+    beta: f32,
+    c: &mut [f32],
+    ldc: usize,
+) {
+    if m == 0 || n == 0 {
+        return;
+    }
+    if k == 0 {
+        for r in 0..m {
+            c[r * ldc..r * ldc + n].iter_mut().for_each(|v| *v *= beta);
+        }
+        return;
+    }
+    // Every element the product touches lies inside the slices.
+    let a_need = if ta {
+        (k - 1) * lda + m
+    } else {
+        (m - 1) * lda + k
+    };
+    let b_need = if tb {
+        (n - 1) * ldb + k
+    } else {
+        (k - 1) * ldb + n
+    };
+    assert!(
+        a.len() >= a_need && b.len() >= b_need && c.len() >= (m - 1) * ldc + n,
+        "gemm_st: operand too short"
+    );
+    imp_st::gemm_st(ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc)
+}
+
+#[cfg(feature = "openblas")]
+mod imp_st {
+    #[allow(clippy::too_many_arguments)]
+    pub fn gemm_st(
+        ta: bool,
+        tb: bool,
+        m: usize,
+        n: usize,
+        k: usize,
+        alpha: f32,
+        a: &[f32],
+        lda: usize,
+        b: &[f32],
+        ldb: usize,
+        beta: f32,
+        c: &mut [f32],
+        ldc: usize,
+    ) {
+        super::imp::single_threaded();
+        let t = |x: bool| if x { 112 } else { 111 };
+        // SAFETY: `gemm_st` checked that the strided operands lie within the slices.
+        unsafe {
+            super::imp::cblas_sgemm(
+                101,
+                t(ta),
+                t(tb),
+                m as i32,
+                n as i32,
+                k as i32,
+                alpha,
+                a.as_ptr(),
+                lda as i32,
+                b.as_ptr(),
+                ldb as i32,
+                beta,
+                c.as_mut_ptr(),
+                ldc as i32,
+            );
+        }
+    }
+}
+
+#[cfg(not(feature = "openblas"))]
+mod imp_st {
+    #[allow(clippy::too_many_arguments)]
+    pub fn gemm_st(
+        ta: bool,
+        tb: bool,
+        m: usize,
+        n: usize,
+        k: usize,
+        alpha: f32,
+        a: &[f32],
+        lda: usize,
+        b: &[f32],
+        ldb: usize,
+        beta: f32,
+        c: &mut [f32],
+        ldc: usize,
+    ) {
+        let (a_rs, a_cs) = if ta {
+            (1, lda as isize)
+        } else {
+            (lda as isize, 1)
+        };
+        let (b_rs, b_cs) = if tb {
+            (1, ldb as isize)
+        } else {
+            (ldb as isize, 1)
+        };
+        // SAFETY: `gemm_st` checked that the strided operands lie within the slices.
+        unsafe {
+            gemm::gemm(
+                m,
+                n,
+                k,
+                c.as_mut_ptr(),
+                1,
+                ldc as isize,
+                beta != 0.0,
+                a.as_ptr(),
+                a_cs,
+                a_rs,
+                b.as_ptr(),
+                b_cs,
+                b_rs,
+                beta,
+                alpha,
+                false,
+                false,
+                false,
+                gemm::Parallelism::None,
+            );
+        }
+    }
+}

@@ -1,0 +1,87 @@
+//! One optimizer step: forward and backward over the micro-batches of a
+//! gradient-accumulation group, global gradient clipping, the update.
+
+use super::optim::{AdamW, clip_grad_norm, sgd_step};
+use crate::data::Batch;
+use crate::error::{Result, RuntimeError};
+use crate::kernels::PeftKernels;
+use crate::model::{ParamStore, Params, PeftModel};
+use crate::rng::key;
+use crate::weights::HostTensor;
+use burn::tensor::backend::AutodiffBackend;
+use peftc_compiler::train::{OptimizerKind, TrainConfig};
+use std::collections::BTreeMap;
+
+/// What the training loop tracks of one step.
+pub struct StepStats {
+    /// Mean loss over the micro-batches.
+    pub loss: f32,
+    /// Real (unpadded) tokens processed.
+    pub tokens: usize,
+}
+
+/// Trains on `micro` (one group of gradient accumulation) at learning rate
+/// `lr`. `first_micro` is the global index of the first micro-batch: dropout
+/// masks are keyed by it, so the step is reproducible from the step alone.
+#[allow(clippy::too_many_arguments)]
+pub fn train_step<B: AutodiffBackend + PeftKernels>(
+    model: &PeftModel<B>,
+    store: &mut ParamStore,
+    adam: &mut AdamW,
+    cfg: &TrainConfig,
+    micro: &[Batch],
+    first_micro: usize,
+    step: usize,
+    lr: f64,
+    device: &B::Device,
+) -> Result<StepStats> {
+    let mut grads: Option<BTreeMap<String, HostTensor>> = None;
+    let mut loss_sum = 0f32;
+    let mut tokens = 0usize;
+    let n = micro.len().max(1);
+    for (i, batch) in micro.iter().enumerate() {
+        tokens += batch.tokens();
+        let params = Params::<B>::tracked(store, device);
+        let ctx = model.ctx(
+            batch,
+            true,
+            key(&[cfg.seed, 0xD50, (first_micro + i) as u64]),
+        );
+        let out = model.forward(batch, &params, &ctx)?;
+        let loss = model.loss(&out, batch).div_scalar(n as f64);
+        let value = super::host(loss.clone())[0];
+        if !value.is_finite() {
+            return Err(RuntimeError::NonFinite { step, value });
+        }
+        loss_sum += value;
+        let g = params.grads(&loss.backward(), store);
+        grads = Some(match grads {
+            None => g,
+            Some(mut acc) => {
+                for (k, v) in g {
+                    if let Some(a) = acc.get_mut(&k) {
+                        a.data.iter_mut().zip(&v.data).for_each(|(x, y)| *x += y);
+                    }
+                }
+                acc
+            }
+        });
+    }
+    let mut grads = grads.unwrap_or_default();
+    if let Some(max) = cfg.max_grad_norm.filter(|&m| m > 0.0) {
+        clip_grad_norm(&mut grads, max as f32);
+    }
+    match cfg.optimizer {
+        OptimizerKind::Adamw => adam.step(&mut store.values, &grads, lr as f32),
+        OptimizerKind::Sgd => sgd_step(
+            &mut store.values,
+            &grads,
+            lr as f32,
+            cfg.weight_decay as f32,
+        ),
+    }
+    Ok(StepStats {
+        loss: loss_sum,
+        tokens,
+    })
+}
