@@ -14,6 +14,10 @@ use peftc_runtime::train::train_step;
 use safetensors::SafeTensors;
 use std::time::Instant;
 
+/// The same allocator as the `peftc` binary.
+#[global_allocator]
+static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn ints(st: &SafeTensors, name: &str) -> (Vec<usize>, Vec<i64>) {
     let t = st.tensor(name).unwrap_or_else(|e| panic!("{name}: {e}"));
     let v = t

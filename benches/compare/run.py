@@ -54,8 +54,9 @@ def main():
         small = w["task"] == "causal_lm"
         warmup, steps = (1, 3) if a.quick and small else (2, 8) if a.quick else (2, 10) if small else (3, 20)
         hf_times, pf_times, hf_rss, pf_rss = [], [], [], []
-        for rep in range(2):
-            print(f"{name}: round {rep + 1}/2 (hf, peftc)", file=sys.stderr)
+        rounds = 3
+        for rep in range(rounds):
+            print(f"{name}: round {rep + 1}/{rounds} (hf, peftc)", file=sys.stderr)
             h = run_json([sys.executable, os.path.join(HERE, "hf_step.py"), name, batches, str(warmup), str(steps)])
             p = run_json([bench, spec, batches, str(warmup), str(steps)])
             hf_times += h["step_times"]

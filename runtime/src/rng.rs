@@ -29,6 +29,23 @@ pub fn uniform4(k: u64, q: u64) -> [f32; 4] {
     [lane(r, 0), lane(r, 1), lane(r, 2), lane(r, 3)]
 }
 
+/// `out[j] = uniform(k, start + j)`, one 64-bit draw per four elements.
+pub fn uniforms(k: u64, start: u64, out: &mut [f32]) {
+    let mut i = start;
+    let end = start + out.len() as u64;
+    let mut o = 0;
+    while i < end {
+        let r = mix(k ^ mix(i >> 2));
+        let mut l = i & 3;
+        while l < 4 && i < end {
+            out[o] = lane(r, l);
+            o += 1;
+            i += 1;
+            l += 1;
+        }
+    }
+}
+
 #[inline(always)]
 fn lane(r: u64, l: u64) -> f32 {
     ((r >> (16 * l)) & 0xFFFF) as f32 * (1.0 / 65536.0)
@@ -87,6 +104,15 @@ mod tests {
         let mean: f64 = (0..n).map(|i| uniform(k, i) as f64).sum::<f64>() / n as f64;
         assert!((mean - 0.5).abs() < 0.01, "{mean}");
         assert!((0..1000).all(|i| (0.0..1.0).contains(&uniform(k, i))));
+    }
+
+    #[test]
+    fn bulk_uniforms_equal_single_ones() {
+        let mut v = vec![0f32; 37];
+        uniforms(99, 5, &mut v);
+        for (j, x) in v.iter().enumerate() {
+            assert_eq!(*x, uniform(99, 5 + j as u64));
+        }
     }
 
     #[test]

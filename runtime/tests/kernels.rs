@@ -343,3 +343,46 @@ fn linear_matches_reference_for_frozen_and_trained_weights() {
         1e-5,
     );
 }
+
+#[test]
+fn scale_cols_matches_reference() {
+    let (x, l) = (rand([33, 20], 70), rand([1, 20], 71));
+    let y1 = kernels::scale_cols(x.clone(), l.clone());
+    let y2 = reference::scale_cols(x.clone(), l.clone());
+    close(
+        "scale",
+        &host(y1.clone().inner()),
+        &host(y2.clone().inner()),
+        1e-6,
+    );
+    let (a, b) = (loss(y1, 72).backward(), loss(y2, 72).backward());
+    close("dx", &grad(&x, &a), &grad(&x, &b), 1e-6);
+    close("dl", &grad(&l, &a), &grad(&l, &b), 1e-5);
+}
+
+#[test]
+fn dora_mix_matches_reference() {
+    let (y, base, delta, mag) = (
+        rand([70, 12], 80),
+        rand([70, 12], 81),
+        rand([70, 12], 82),
+        rand([1, 12], 83),
+    );
+    let o1 = kernels::dora_mix(y.clone(), base.clone(), delta.clone(), mag.clone());
+    let o2 = reference::dora_mix(y.clone(), base.clone(), delta.clone(), mag.clone());
+    close(
+        "mix",
+        &host(o1.clone().inner()),
+        &host(o2.clone().inner()),
+        1e-6,
+    );
+    let (a, b) = (loss(o1, 84).backward(), loss(o2, 84).backward());
+    for (name, t) in [
+        ("dy", &y),
+        ("dbase", &base),
+        ("ddelta", &delta),
+        ("dmag", &mag),
+    ] {
+        close(name, &grad(t, &a), &grad(t, &b), 1e-5);
+    }
+}

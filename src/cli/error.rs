@@ -10,6 +10,8 @@ pub enum CliError {
         source: String,
         diagnostics: Vec<Diagnostic>,
     },
+    /// Diagnostics already rendered against their text: exit 2.
+    Rendered(String),
     /// Bad input outside a spec (a file, a flag): exit 2.
     Input(String),
     /// A failure that is not the input's fault: exit 1.
@@ -19,13 +21,27 @@ pub enum CliError {
 impl CliError {
     pub fn code(&self) -> u8 {
         match self {
-            CliError::Spec { .. } | CliError::Input(_) => 2,
+            CliError::Spec { .. } | CliError::Rendered(_) | CliError::Input(_) => 2,
             CliError::Internal(_) => 1,
+        }
+    }
+
+    /// The error as text, as `report` prints it.
+    pub fn message(&self) -> String {
+        match self {
+            CliError::Spec {
+                path,
+                source,
+                diagnostics,
+            } => render_all(diagnostics, path, source),
+            CliError::Rendered(t) => t.clone(),
+            CliError::Input(m) | CliError::Internal(m) => format!("error: {m}"),
         }
     }
 
     pub fn report(&self) {
         match self {
+            CliError::Rendered(t) => eprint!("{t}"),
             CliError::Spec {
                 path,
                 source,

@@ -10,6 +10,7 @@ mod format;
 mod infer;
 mod merge;
 mod plans;
+mod search;
 mod spec;
 mod train;
 
@@ -50,6 +51,8 @@ pub enum Command {
     Export(export::ExportArgs),
     /// Fold a run's adapter into the base weights and write a full checkpoint.
     Merge(merge::MergeArgs),
+    /// Explore the spec's search space under its budget; rerun to resume.
+    Search(search::SearchArgs),
 }
 
 pub fn run(cli: Cli) -> Result<(), CliError> {
@@ -61,5 +64,6 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
         Command::Infer(args) => infer::run(args),
         Command::Export(args) => export::run(args),
         Command::Merge(args) => merge::run(args),
+        Command::Search(args) => search::run(args),
     }
 }

@@ -102,7 +102,8 @@ pub enum MethodConfig {
 
 impl MethodConfig {
     /// Builds the configuration from fixed, checked arguments. Returns `None`
-    /// when the size argument is 0 (a search point where the method is absent).
+    /// when the size argument is 0 or `enabled=false` (a search point where the
+    /// method is absent).
     pub fn from_args(kind: MethodKind, args: &Args, parallel: bool) -> Option<MethodConfig> {
         let int = |n: &str| args.fixed(n).and_then(|v| v.as_i64()).unwrap_or(0);
         let float = |n: &str| args.fixed(n).and_then(|v| v.as_f64()).unwrap_or(0.0);
@@ -114,6 +115,9 @@ impl MethodConfig {
                 .to_string()
         };
         let size = |n: &str| usize::try_from(int(n)).ok().filter(|&v| v > 0);
+        if args.fixed("enabled").and_then(|v| v.as_bool()) == Some(false) {
+            return None;
+        }
         Some(match kind {
             MethodKind::Lora | MethodKind::Dora => MethodConfig::Lora(LoraConfig {
                 r: size("r")?,

@@ -111,6 +111,15 @@ pub enum Default {
     Unset,
 }
 
+/// The switch of a method that has no size argument: `ia3(enabled={true, false})`
+/// lets a search leave it out, as size 0 does for the others.
+const ENABLED: ArgSpec = ArgSpec {
+    name: "enabled",
+    ty: ArgType::Bool,
+    default: Some(Default::Bool(true)),
+    doc: "false: the method is absent (a search choice)",
+};
+
 #[derive(Debug, Clone, Copy)]
 pub struct MethodSpec {
     pub kind: MethodKind,
@@ -229,7 +238,7 @@ pub const METHODS: &[MethodSpec] = &[
         name: "ia3",
         placements: ON,
         target: TargetKind::Linear,
-        args: &[],
+        args: &[ENABLED],
         gateable: false,
         doc: "learned vector scaling a projection's output (its input on mlp.down) (Liu et al. 2022)",
     },
@@ -320,7 +329,7 @@ pub const METHODS: &[MethodSpec] = &[
         name: "bitfit",
         placements: ON,
         target: TargetKind::Biased,
-        args: &[],
+        args: &[ENABLED],
         gateable: false,
         doc: "train the bias terms of the selected modules (Ben Zaken et al. 2022)",
     },

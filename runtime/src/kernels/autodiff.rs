@@ -189,7 +189,109 @@ impl<B: PeftKernels> Backward<B, 3> for LinearNode {
     }
 }
 
+#[derive(Debug)]
+struct ScaleColsNode;
+
+impl<B: PeftKernels> Backward<B, 2> for ScaleColsNode {
+    /// The input (kept only when the scale trains) and the scale.
+    type State = (Option<FloatTensor<B>>, FloatTensor<B>);
+    fn backward(self, ops: Ops<Self::State, 2>, grads: &mut Gradients, _: &mut Checkpointer) {
+        let [px, pl] = ops.parents;
+        let dy = grads.consume::<B>(&ops.node);
+        let (x, l) = ops.state;
+        if let (Some(x), Some(_)) = (x, &pl) {
+            register!(B, grads, pl, B::k_col_dot(dy.clone(), x));
+        }
+        register!(B, grads, px, B::k_scale_cols(dy, l));
+    }
+}
+
+#[derive(Debug)]
+struct DoraMixNode;
+
+impl<B: PeftKernels> Backward<B, 4> for DoraMixNode {
+    /// `base + delta` (kept only when the magnitude trains) and the magnitude.
+    type State = (Option<FloatTensor<B>>, FloatTensor<B>);
+    fn backward(self, ops: Ops<Self::State, 4>, grads: &mut Gradients, _: &mut Checkpointer) {
+        let [py, pbase, pdelta, pmag] = ops.parents;
+        let g = grads.consume::<B>(&ops.node);
+        let (sum, mag) = ops.state;
+        if let (Some(sum), Some(_)) = (sum, &pmag) {
+            register!(B, grads, pmag, B::k_col_dot(g.clone(), sum));
+        }
+        if pbase.is_some() {
+            let m1 = prim(tensor::<B, 2>(mag.clone()).sub_scalar(1.0));
+            register!(B, grads, pbase, B::k_scale_cols(g.clone(), m1));
+        }
+        if pdelta.is_some() {
+            register!(B, grads, pdelta, B::k_scale_cols(g.clone(), mag));
+        }
+        register!(B, grads, py, g);
+    }
+}
+
 impl<B: PeftKernels, C: CheckpointStrategy> PeftKernels for Autodiff<B, C> {
+    fn op_scale_cols(x: FloatTensor<Self>, l: FloatTensor<Self>) -> FloatTensor<Self> {
+        if !B::FUSED {
+            return prim(reference::scale_cols::<Self>(tensor(x), tensor(l)));
+        }
+        let l_trains = l.node.clone_if_require_grad().is_some();
+        match ScaleColsNode
+            .prepare::<C>([x.node.clone(), l.node.clone()])
+            .compute_bound()
+            .stateful()
+        {
+            OpsKind::Tracked(prep) => {
+                let y = B::k_scale_cols(x.primitive.clone(), l.primitive.clone());
+                prep.finish((l_trains.then_some(x.primitive), l.primitive), y)
+            }
+            OpsKind::UnTracked(prep) => prep.finish(B::k_scale_cols(x.primitive, l.primitive)),
+        }
+    }
+
+    fn op_dora_mix(
+        y: FloatTensor<Self>,
+        base: FloatTensor<Self>,
+        delta: FloatTensor<Self>,
+        mag: FloatTensor<Self>,
+    ) -> FloatTensor<Self> {
+        if !B::FUSED {
+            return prim(reference::dora_mix::<Self>(
+                tensor(y),
+                tensor(base),
+                tensor(delta),
+                tensor(mag),
+            ));
+        }
+        let mag_trains = mag.node.clone_if_require_grad().is_some();
+        let nodes = [
+            y.node.clone(),
+            base.node.clone(),
+            delta.node.clone(),
+            mag.node.clone(),
+        ];
+        match DoraMixNode.prepare::<C>(nodes).compute_bound().stateful() {
+            OpsKind::Tracked(prep) => {
+                let out = B::k_dora_mix(
+                    y.primitive,
+                    base.primitive.clone(),
+                    delta.primitive.clone(),
+                    mag.primitive.clone(),
+                );
+                let sum = mag_trains.then(|| {
+                    prim(tensor::<B, 2>(base.primitive) + tensor::<B, 2>(delta.primitive))
+                });
+                prep.finish((sum, mag.primitive), out)
+            }
+            OpsKind::UnTracked(prep) => prep.finish(B::k_dora_mix(
+                y.primitive,
+                base.primitive,
+                delta.primitive,
+                mag.primitive,
+            )),
+        }
+    }
+
     fn op_linear(
         x: FloatTensor<Self>,
         w: FloatTensor<Self>,

@@ -213,6 +213,29 @@ pub trait PeftKernels: Backend {
         (a.map(prim), b.map(prim), c.map(prim))
     }
 
+    /// `x * l`, `l: [1, d]` broadcast over rows ((IA)³).
+    fn k_scale_cols(x: FloatTensor<Self>, l: FloatTensor<Self>) -> FloatTensor<Self> {
+        prim(tensor::<Self, 2>(x) * tensor::<Self, 2>(l))
+    }
+    /// `sum over rows of a * b`, `[1, d]`.
+    fn k_col_dot(a: FloatTensor<Self>, b: FloatTensor<Self>) -> FloatTensor<Self> {
+        prim((tensor::<Self, 2>(a) * tensor::<Self, 2>(b)).sum_dim(0))
+    }
+    /// DoRA's output `y + base * (mag - 1) + delta * mag`, `mag: [1, d]`.
+    fn k_dora_mix(
+        y: FloatTensor<Self>,
+        base: FloatTensor<Self>,
+        delta: FloatTensor<Self>,
+        mag: FloatTensor<Self>,
+    ) -> FloatTensor<Self> {
+        prim(reference::dora_mix::<Self>(
+            tensor(y),
+            tensor(base),
+            tensor(delta),
+            tensor(mag),
+        ))
+    }
+
     // ---- the ops the model calls; `Autodiff<B>` overrides these with graph nodes.
 
     fn op_gelu(x: FloatTensor<Self>) -> FloatTensor<Self> {
@@ -244,6 +267,17 @@ pub trait PeftKernels: Backend {
         b: Option<FloatTensor<Self>>,
     ) -> FloatTensor<Self> {
         Self::k_linear(x, w, b)
+    }
+    fn op_scale_cols(x: FloatTensor<Self>, l: FloatTensor<Self>) -> FloatTensor<Self> {
+        Self::k_scale_cols(x, l)
+    }
+    fn op_dora_mix(
+        y: FloatTensor<Self>,
+        base: FloatTensor<Self>,
+        delta: FloatTensor<Self>,
+        mag: FloatTensor<Self>,
+    ) -> FloatTensor<Self> {
+        Self::k_dora_mix(y, base, delta, mag)
     }
     fn op_rope(x: FloatTensor<Self>, s: &RopeShape) -> FloatTensor<Self> {
         Self::k_rope(x, s, false)
@@ -338,4 +372,19 @@ pub fn linear<B: PeftKernels>(
     b: Option<Tensor<B, 2>>,
 ) -> Tensor<B, 2> {
     tensor(B::op_linear(prim(x), prim(w), b.map(prim)))
+}
+
+/// `x * l` with `l: [1, d]` broadcast over the rows of `x: [n, d]`.
+pub fn scale_cols<B: PeftKernels>(x: Tensor<B, 2>, l: Tensor<B, 2>) -> Tensor<B, 2> {
+    tensor(B::op_scale_cols(prim(x), prim(l)))
+}
+
+/// DoRA's output: `y + base * (mag - 1) + delta * mag` (`mag: [1, d]`).
+pub fn dora_mix<B: PeftKernels>(
+    y: Tensor<B, 2>,
+    base: Tensor<B, 2>,
+    delta: Tensor<B, 2>,
+    mag: Tensor<B, 2>,
+) -> Tensor<B, 2> {
+    tensor(B::op_dora_mix(prim(y), prim(base), prim(delta), prim(mag)))
 }

@@ -419,3 +419,16 @@ pub fn linear_backward<B: Backend>(
     let db = need[2].then(|| dy.sum_dim(0));
     (dx, dw, db)
 }
+
+pub fn scale_cols<B: Backend>(x: Tensor<B, 2>, l: Tensor<B, 2>) -> Tensor<B, 2> {
+    x * l
+}
+
+pub fn dora_mix<B: Backend>(
+    y: Tensor<B, 2>,
+    base: Tensor<B, 2>,
+    delta: Tensor<B, 2>,
+    mag: Tensor<B, 2>,
+) -> Tensor<B, 2> {
+    y + base * (mag.clone().sub_scalar(1.0)) + delta * mag
+}

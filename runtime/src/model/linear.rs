@@ -6,6 +6,7 @@ use super::device_params::Params;
 use super::ops::{act, linear_pt};
 use super::params::pname;
 use crate::error::Result;
+use crate::kernels;
 use crate::kernels::PeftKernels;
 use burn::tensor::{Tensor, activation};
 use peftc_compiler::methods::{Activation, MethodConfig};
@@ -149,7 +150,7 @@ impl<B: PeftKernels> SiteLinear<B> {
         let a = &self.attached;
         let x_in = x.clone();
         let x = match a.ia3 {
-            Some(true) => x * p.get(&pname(&self.path, "ia3_l"))?,
+            Some(true) => kernels::scale_cols(x, p.get(&pname(&self.path, "ia3_l"))?),
             _ => x,
         };
         let bias = if a.trainable_bias {
@@ -162,7 +163,7 @@ impl<B: PeftKernels> SiteLinear<B> {
             y = self.lora(l, x, y, bias, p, ctx)?;
         }
         if a.ia3 == Some(false) {
-            y = y * p.get(&pname(&self.path, "ia3_l"))?;
+            y = kernels::scale_cols(y, p.get(&pname(&self.path, "ia3_l"))?);
         }
         a.around_block(&self.path, &x_in, y, p)
     }
@@ -210,6 +211,6 @@ impl<B: PeftKernels> SiteLinear<B> {
         } else {
             base
         };
-        Ok(y + base_d * (mag.clone() - 1.0) + delta * mag)
+        Ok(kernels::dora_mix(y, base_d, delta, mag))
     }
 }

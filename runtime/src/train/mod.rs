@@ -10,5 +10,5 @@ pub mod schedule;
 mod step;
 
 pub use evaluate::{EvalResult, evaluate, host};
-pub use run::{TrainOptions, TrainSummary, train};
+pub use run::{TrainOptions, TrainSummary, train, train_observed};
 pub use step::{StepStats, train_step};

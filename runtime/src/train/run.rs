@@ -42,6 +42,10 @@ pub struct TrainSummary {
     pub adapter: PathBuf,
     pub seconds: f64,
     pub tokens: usize,
+    /// The step at which the observer stopped the run (a pruned search trial);
+    /// no adapter is written then.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub stopped_at: Option<usize>,
 }
 
 fn fingerprint(spec: &str, plan: &Plan, seed: u64) -> String {
@@ -59,6 +63,17 @@ pub fn train<B: AutodiffBackend + crate::kernels::PeftKernels>(
     plan: Plan,
     opts: &TrainOptions,
     device: &B::Device,
+) -> Result<TrainSummary> {
+    train_observed::<B>(plan, opts, device, &mut |_, _| true)
+}
+
+/// [`train`], calling `observe(step, held-out metrics)` at every intermediate
+/// evaluation (`eval_every`); the run stops there when it returns `false`.
+pub fn train_observed<B: AutodiffBackend + crate::kernels::PeftKernels>(
+    plan: Plan,
+    opts: &TrainOptions,
+    device: &B::Device,
+    observe: &mut dyn FnMut(usize, &EvalResult) -> bool,
 ) -> Result<TrainSummary> {
     let mut cfg: TrainConfig = plan
         .train
@@ -170,7 +185,21 @@ pub fn train<B: AutodiffBackend + crate::kernels::PeftKernels>(
             let r = run_eval(&model, &store, &data, &cfg, pad, device)?;
             progress.println(describe_eval(done, &r));
             metrics.push(eval_row(done, &r))?;
+            let go_on = observe(done, &r);
             last_eval = Some(r);
+            if !go_on {
+                progress.finish();
+                print(format!("stopped at step {done}"));
+                return Ok(TrainSummary {
+                    steps: done,
+                    final_loss: last_loss,
+                    eval: last_eval,
+                    adapter: opts.out.join("adapter"),
+                    seconds: t0.elapsed().as_secs_f64(),
+                    tokens: tokens_seen,
+                    stopped_at: Some(done),
+                });
+            }
         }
         if let Some(every) = opts.save_every.or(cfg.save_every)
             && done % every == 0
@@ -217,6 +246,7 @@ pub fn train<B: AutodiffBackend + crate::kernels::PeftKernels>(
         adapter: adapter_dir,
         seconds: t0.elapsed().as_secs_f64(),
         tokens: tokens_seen,
+        stopped_at: None,
     };
     let json =
         serde_json::to_vec_pretty(&summary).map_err(|e| RuntimeError::Invalid(e.to_string()))?;

@@ -46,18 +46,6 @@ impl AttnShape {
     fn drop_index(&self, b: usize, h: usize, i: usize, j: usize) -> u64 {
         (((b * self.heads + h) * self.seq + i) * self.keys() + j) as u64
     }
-
-    /// Dropout factor of one probability (1 when dropout is off).
-    fn keep(&self, b: usize, h: usize, i: usize, j: usize) -> f32 {
-        if self.dropout <= 0.0 {
-            return 1.0;
-        }
-        if rng::uniform(self.dropout_key, self.drop_index(b, h, i, j)) >= self.dropout {
-            1.0 / (1.0 - self.dropout)
-        } else {
-            0.0
-        }
-    }
 }
 
 /// `[rows*seq, heads*head_dim]` strided views: where head `h` of sequence `b` starts.
@@ -89,19 +77,24 @@ fn softmax_row(s: &AttnShape, b: usize, i: usize, row: &mut [f32]) {
     row.iter_mut().for_each(|v| *v *= inv);
 }
 
-/// The probabilities with dropout applied (a copy), or `None` without dropout.
-fn dropped(s: &AttnShape, b: usize, h: usize, p: &[f32]) -> Option<Vec<f32>> {
+/// Dropout factors (0 or 1/(1-p)) of every probability of head `h` of
+/// sequence `b`, `[seq, keys]`, or `None` without dropout.
+fn keep_factors(s: &AttnShape, b: usize, h: usize) -> Option<Vec<f32>> {
     if s.dropout <= 0.0 {
         return None;
     }
-    let t = s.keys();
-    let mut d = p.to_vec();
-    for i in 0..s.seq {
-        for j in 0..t {
-            d[i * t + j] *= s.keep(b, h, i, j);
-        }
-    }
-    Some(d)
+    let n = s.seq * s.keys();
+    let mut u = vec![0f32; n];
+    rng::uniforms(s.dropout_key, s.drop_index(b, h, 0, 0), &mut u);
+    let (p, keep) = (s.dropout, 1.0 / (1.0 - s.dropout));
+    u.iter_mut()
+        .for_each(|v| *v = if *v >= p { keep } else { 0.0 });
+    Some(u)
+}
+
+/// The probabilities with dropout applied (a copy), or `None` without dropout.
+fn dropped(p: &[f32], keep: Option<&[f32]>) -> Option<Vec<f32>> {
+    keep.map(|k| p.iter().zip(k).map(|(a, b)| a * b).collect())
 }
 
 simd_fn! {
@@ -168,7 +161,8 @@ fn forward_task(
         t,
     );
     softmax_rows(s, b, p);
-    let d = dropped(s, b, h, p);
+    let keep = keep_factors(s, b, h);
+    let d = dropped(p, keep.as_deref());
     let pd: &[f32] = d.as_deref().unwrap_or(p);
     let mut out = vec![0f32; n * hd];
     let mut beta = 0.0;
@@ -280,7 +274,8 @@ fn backward_task(
         let p = &probs[(b * s.heads + h) * n * t..(b * s.heads + h + 1) * n * t];
         let doa = &dout[head_at(s, b, h, qw)..];
         let qa = &q[head_at(s, b, h, qw)..];
-        let d = dropped(s, b, h, p);
+        let keep = keep_factors(s, b, h);
+        let d = dropped(p, keep.as_deref());
         let pd: &[f32] = d.as_deref().unwrap_or(p);
         // dV += P_droppedᵀ dO (prefix rows, then the sequence's).
         if pre > 0 {
@@ -348,7 +343,10 @@ fn backward_task(
             &mut dp[pre..],
             t,
         );
-        softmax_backward_rows(s, b, h, p, &mut dp, scale);
+        if let Some(k) = &keep {
+            dp.iter_mut().zip(k).for_each(|(d, f)| *d *= f);
+        }
+        softmax_backward_rows(s, p, &mut dp, scale);
         // dQ = dS K;  dK += dSᵀ Q.
         let dq = &mut gg.dq[r * n * hd..(r + 1) * n * hd];
         let mut beta = 0.0;
@@ -420,16 +418,12 @@ fn backward_task(
 }
 
 simd_fn! {
-    /// `dp <- p * (dp * keep - rowsum(p * dp * keep)) * scale`, row by row.
-    fn softmax_backward_rows(s: &AttnShape, b: usize, h: usize, p: &[f32], dp: &mut [f32], scale: f32) {
+    /// `dp <- p * (dp - rowsum(p * dp)) * scale`, row by row (dropout's
+    /// factors already applied to `dp`).
+    fn softmax_backward_rows(s: &AttnShape, p: &[f32], dp: &mut [f32], scale: f32) {
         let t = s.keys();
         for i in 0..s.seq {
             let (pr, dr) = (&p[i * t..(i + 1) * t], &mut dp[i * t..(i + 1) * t]);
-            if s.dropout > 0.0 {
-                for (j, d) in dr.iter_mut().enumerate() {
-                    *d *= s.keep(b, h, i, j);
-                }
-            }
             let mut sum = 0f32;
             for j in 0..t {
                 sum += pr[j] * dr[j];

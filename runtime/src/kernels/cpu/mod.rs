@@ -4,6 +4,7 @@
 pub mod attention;
 mod blas;
 mod elementwise;
+mod epilogue;
 mod erf;
 mod loss;
 mod norm;
@@ -141,6 +142,34 @@ impl PeftKernels for Flex {
             make(db.into_iter().map(|v| v as f32).collect(), vec![1, o])
         });
         (dx, dw, db)
+    }
+
+    fn k_scale_cols(x: T, l: T) -> T {
+        let (x, l) = (contiguous(x), contiguous(l));
+        let shape = dims(&x);
+        let d = *shape.last().unwrap_or(&1);
+        make(epilogue::scale_cols(f32s(&x), f32s(&l), d), shape)
+    }
+
+    fn k_col_dot(a: T, b: T) -> T {
+        let (a, b) = (contiguous(a), contiguous(b));
+        let d = *dims(&a).last().unwrap_or(&1);
+        make(epilogue::col_dot(f32s(&a), f32s(&b), d), vec![1, d])
+    }
+
+    fn k_dora_mix(y: T, base: T, delta: T, mag: T) -> T {
+        let (y, base, delta, mag) = (
+            contiguous(y),
+            contiguous(base),
+            contiguous(delta),
+            contiguous(mag),
+        );
+        let shape = dims(&y);
+        let d = *shape.last().unwrap_or(&1);
+        make(
+            epilogue::dora_mix(f32s(&y), f32s(&base), f32s(&delta), f32s(&mag), d),
+            shape,
+        )
     }
 
     fn k_rope(x: T, s: &RopeShape, inverse: bool) -> T {

@@ -1,0 +1,164 @@
+//! `peftc search SPEC --study DIR`: explore the spec's search space; every
+//! trial trains through the runtime. Rerunning the command resumes the study.
+
+use super::device::DeviceArg;
+use super::{CliError, plans};
+use clap::Args;
+use peftc_runtime::train::{EvalResult, TrainOptions, train_observed};
+use peftc_search::{Evaluator, Metrics, SearchError, Study, TrialJob, TrialResult};
+use std::path::PathBuf;
+use std::process::Command;
+
+#[derive(Args, Debug)]
+pub struct SearchArgs {
+    pub spec: PathBuf,
+    /// The study folder: journal, leaderboard, Pareto front, best.peft.
+    #[arg(long)]
+    pub study: PathBuf,
+    /// Trials in all (overrides the search block's `trials`).
+    #[arg(long)]
+    pub trials: Option<u64>,
+    /// Worker processes to run at once (overrides `workers`).
+    #[arg(long)]
+    pub workers: Option<u64>,
+    #[arg(long, value_enum, default_value_t = DeviceArg::Cpu)]
+    pub device: DeviceArg,
+    /// Run as one extra worker of a study another process leads.
+    #[arg(long, hide = true)]
+    pub worker: bool,
+}
+
+fn fail(e: SearchError) -> CliError {
+    match e {
+        SearchError::Spec(text) => CliError::Rendered(text),
+        SearchError::Invalid(m) => CliError::Input(m),
+        SearchError::Journal(e) => CliError::Internal(e.to_string()),
+    }
+}
+
+pub fn run(a: SearchArgs) -> Result<(), CliError> {
+    let study = Study::open(&a.spec, &a.study, a.trials).map_err(fail)?;
+    let s = &study.settings;
+    let workers = a.workers.unwrap_or(s.workers).max(1);
+    let mut children = Vec::new();
+    if !a.worker {
+        let fit = study.preflight().map_err(fail)?;
+        eprintln!(
+            "peftc search `{}`: block `{}`, {} dimensions ({}), {} trials, sampler {:?}, pruner {:?}{}",
+            s.name,
+            study.space.block,
+            study.space.dims.len(),
+            study.space.names().join(", "),
+            s.trials,
+            s.sampler,
+            s.pruner,
+            fit.map(|n| format!(", {n} grid points within the budget"))
+                .unwrap_or_default()
+        );
+        let exe = std::env::current_exe()
+            .map_err(|e| CliError::Internal(format!("cannot find the peftc binary: {e}")))?;
+        for _ in 1..workers {
+            let mut c = Command::new(&exe);
+            c.arg("search")
+                .arg(&a.spec)
+                .arg("--study")
+                .arg(&a.study)
+                .arg("--trials")
+                .arg(s.trials.to_string())
+                .arg("--device")
+                .arg(format!("{:?}", a.device).to_lowercase())
+                .arg("--worker");
+            children.push(
+                c.spawn().map_err(|e| {
+                    CliError::Internal(format!("cannot start a worker process: {e}"))
+                })?,
+            );
+        }
+    }
+    let tag = if a.worker {
+        format!("[worker {}] ", std::process::id())
+    } else {
+        String::new()
+    };
+    let mut eval = RuntimeEvaluator { device: a.device };
+    let mut log = |m: &str| eprintln!("{tag}{m}");
+    let mine = study.run_worker(&mut eval, &mut log).map_err(fail);
+    for mut c in children {
+        match c.wait() {
+            Ok(st) if !st.success() => eprintln!("warning: a worker process exited with {st}"),
+            Err(e) => eprintln!("warning: lost a worker process: {e}"),
+            Ok(_) => {}
+        }
+    }
+    mine?;
+    if !a.worker {
+        let state = study.state().map_err(fail)?;
+        peftc_search::report::write_all(&study, &state).map_err(fail)?;
+        let board = peftc_search::report::leaderboard(&study, &state);
+        for line in board.lines().take(12) {
+            println!("{line}");
+        }
+        println!(
+            "study in {}: leaderboard.md, pareto.json, pareto.svg, best.peft",
+            study.dir.display()
+        );
+    }
+    Ok(())
+}
+
+/// Trials train through the runtime, each in its folder under `trials/`.
+struct RuntimeEvaluator {
+    device: DeviceArg,
+}
+
+fn metrics_of(r: &EvalResult) -> Metrics {
+    let mut m = Metrics::new();
+    m.insert("loss".into(), r.loss);
+    if let Some(a) = r.accuracy {
+        m.insert("accuracy".into(), a);
+    }
+    if let Some(p) = r.perplexity {
+        m.insert("perplexity".into(), p);
+    }
+    m
+}
+
+impl Evaluator for RuntimeEvaluator {
+    fn run(
+        &mut self,
+        job: &TrialJob,
+        report: &mut dyn FnMut(u64, &Metrics) -> bool,
+    ) -> Result<TrialResult, String> {
+        let (spec, mut plan) =
+            plans::from_spec(&job.spec_path, None, None).map_err(|e| e.message())?;
+        if let Some(t) = plan.train.as_mut()
+            && let Some(every) = job.eval_every
+        {
+            t.eval_every = Some(every as usize);
+        }
+        let opts = TrainOptions {
+            out: job.dir.join("run"),
+            max_steps: job.steps.map(|s| s as usize),
+            save_every: job.eval_every.map(|s| s as usize),
+            // A trial retaken after a crash continues from its last checkpoint.
+            resume: true,
+            seed: None,
+            spec_text: spec.source.clone(),
+        };
+        let mut observe = |step: usize, r: &EvalResult| report(step as u64, &metrics_of(r));
+        let summary = crate::with_backend!(self.device, train, |B, dev| train_observed::<B>(
+            plan,
+            &opts,
+            &dev,
+            &mut observe
+        ))
+        .map_err(|e| e.to_string())?;
+        if let Some(step) = summary.stopped_at {
+            return Ok(TrialResult::Pruned { step: step as u64 });
+        }
+        let eval = summary
+            .eval
+            .ok_or("the data has no held-out examples to evaluate the trial on")?;
+        Ok(TrialResult::Complete(metrics_of(&eval)))
+    }
+}
