@@ -116,6 +116,26 @@ fn emits_ir_and_dot() {
         "{ir}"
     );
     assert_eq!(ir.lines().filter(|l| l.contains("= ia3_scale ")).count(), 6);
+    // The fusion pass: one line per site, naming what it fuses.
+    let fused = |rule: &str| ir.lines().filter(|l| l.starts_with(rule)).count();
+    assert_eq!(fused("fused_lora_linear "), 12, "{ir}");
+    assert_eq!(fused("fused_ia3_linear "), 6, "{ir}");
+    assert!(
+        ir.lines().any(|l| l
+            .starts_with("fused_lora_linear encoder.layer.0.attention.self.query = %")
+            && l.contains(" linear + %")
+            && l.contains(" lora_delta + %")
+            && l.ends_with(" add")),
+        "{ir}"
+    );
+    assert!(
+        ir.lines().any(
+            |l| l.starts_with("fused_ia3_linear encoder.layer.5.output.dense = %")
+                && l.contains(" ia3_scale + %")
+                && l.ends_with(" linear")
+        ),
+        "{ir}"
+    );
     assert!(ir.contains(": [B, S, 1536]"), "symbolic shapes");
     let dot = stdout(&peftc(&[
         "compile",

@@ -231,7 +231,7 @@ fn tiny_gguf_with_q4_k() -> Vec<u8> {
     b.extend(256u64.to_le_bytes());
     b.extend(12u32.to_le_bytes());
     b.extend(0u64.to_le_bytes());
-    while b.len() % 32 != 0 {
+    while !b.len().is_multiple_of(32) {
         b.push(0);
     }
     b.extend(vec![0u8; 256 * 256 / 256 * 144]);

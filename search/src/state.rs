@@ -11,6 +11,8 @@ pub struct TrialRecord {
     pub cost: Cost,
     /// The worker of the latest claim.
     pub worker: String,
+    /// How many times a worker took it (more than once: earlier ones died).
+    pub claims: u32,
     /// Intermediate values by step (a rerun after a crash overwrites them).
     pub reports: BTreeMap<u64, f64>,
     pub outcome: Option<Outcome>,
@@ -61,12 +63,14 @@ impl StudyState {
                         point: point.clone(),
                         cost: *cost,
                         worker: worker.clone(),
+                        claims: 0,
                         reports: BTreeMap::new(),
                         outcome: None,
                     });
                     // A finished trial is never reopened.
                     if r.outcome.is_none() {
                         r.worker = worker.clone();
+                        r.claims += 1;
                     }
                 }
                 Event::Report { trial, step, value } => {
@@ -159,6 +163,7 @@ mod tests {
         let s = StudyState::from_events(&events);
         assert_eq!(s.trials.len(), 2);
         assert_eq!(s.trials[&1].worker, "a");
+        assert_eq!(s.trials[&1].claims, 2);
         assert_eq!(s.trials[&1].metric("accuracy"), Some(0.95));
         assert_eq!(s.next_number(), 2);
         assert_eq!(s.running().count(), 0);

@@ -96,6 +96,9 @@ impl Settings {
 /// feasible point.
 const MAX_DRAWS: u64 = 200;
 
+/// Workers that may die on one trial before it is failed.
+const MAX_CLAIMS: u32 = 3;
+
 /// Draws from the study's sampler before falling back to random ones.
 const MODEL_DRAWS: u64 = 20;
 
@@ -275,10 +278,7 @@ impl Study {
             self.settings.eval_every.unwrap_or(1),
         );
         let metric = self.settings.trained_metric().metric.clone();
-        loop {
-            let Some((record, retry)) = self.claim(&me.id, log)? else {
-                break;
-            };
+        while let Some((record, retry)) = self.claim(&me.id, log)? {
             let Some(point) = self.unnamed(&record.point) else {
                 return Err(SearchError::Invalid(format!(
                     "the journal's trial {} does not match the spec's dimensions",
@@ -442,12 +442,32 @@ impl Study {
             }
             Some(_) => {}
         }
-        if let Some(orphan) = state
+        let orphans: Vec<&TrialRecord> = state
             .running()
-            .find(|t| t.worker != me && !worker_alive(&self.dir, &t.worker))
-        {
+            .filter(|t| t.worker != me && !worker_alive(&self.dir, &t.worker))
+            .collect();
+        // A configuration that killed its worker every time (out of memory, an
+        // abort) is failed rather than retaken forever.
+        for t in orphans.iter().filter(|t| t.claims >= MAX_CLAIMS) {
+            self.journal.append(
+                &g,
+                &Event::Finish {
+                    trial: t.number,
+                    worker: me.to_string(),
+                    outcome: Outcome::Failed {
+                        reason: format!(
+                            "its worker process died {} times (out of memory?)",
+                            t.claims
+                        ),
+                    },
+                    time: now(),
+                },
+            )?;
+        }
+        if let Some(orphan) = orphans.into_iter().find(|t| t.claims < MAX_CLAIMS) {
             let mut t = orphan.clone();
             t.worker = me.to_string();
+            t.claims += 1;
             self.journal.append(
                 &g,
                 &Event::Claim {
@@ -553,6 +573,7 @@ impl Study {
                 point: named,
                 cost,
                 worker: me.to_string(),
+                claims: 1,
                 reports: BTreeMap::new(),
                 outcome: None,
             };

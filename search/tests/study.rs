@@ -302,3 +302,46 @@ fn a_study_refuses_a_different_spec() {
         .to_string();
     assert!(e.contains("holds a study of a different spec"), "{e}");
 }
+
+#[test]
+fn a_trial_that_kills_its_worker_three_times_is_failed_not_retaken() {
+    let d = temp_dir("crashloop");
+    let s = spec(
+        &d,
+        "    maximize accuracy\n    trials = 2\n    sampler = random\n",
+    );
+    let dir = d.join("study");
+    let study = Study::open(&s, &dir, None).expect("open");
+    let j = Journal::new(&dir);
+    let point: peftc_search::journal::NamedPoint = [
+        ("lora.r".to_string(), Value::Int(8)),
+        ("prefix.len".to_string(), Value::Int(20)),
+    ]
+    .into();
+    {
+        let g = j.lock().expect("lock");
+        for w in ["1-dead", "2-dead", "3-dead"] {
+            j.append(
+                &g,
+                &Event::Claim {
+                    trial: 0,
+                    worker: w.into(),
+                    point: point.clone(),
+                    cost: study.cost(&[Value::Int(8), Value::Int(20)]).expect("cost"),
+                    time: 0.0,
+                },
+            )
+            .expect("append");
+        }
+    }
+    run(&study);
+    let state = study.state().expect("state");
+    match &state.trials[&0].outcome {
+        Some(Outcome::Failed { reason }) => assert!(reason.contains("died 3 times"), "{reason}"),
+        other => panic!("trial 0: {other:?}"),
+    }
+    assert!(matches!(
+        state.trials[&1].outcome,
+        Some(Outcome::Complete { .. })
+    ));
+}

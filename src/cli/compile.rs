@@ -158,8 +158,21 @@ pub fn to_json(spec: &spec::LoadedSpec, out: &CompileOutput) -> serde_json::Valu
         "memory_bytes": mem,
         "flops_per_step": out.flops.per_step,
         "flops": out.flops,
-        "ir": { "nodes": out.graph.len(), "peft_nodes": peft_nodes },
+        "ir": {
+            "nodes": out.graph.len(),
+            "peft_nodes": peft_nodes,
+            "fused": fused_counts(&out.graph),
+        },
     })
+}
+
+/// Fused kernels by rule name.
+fn fused_counts(g: &peftc_compiler::ir::Graph) -> std::collections::BTreeMap<&'static str, usize> {
+    let mut m = std::collections::BTreeMap::new();
+    for f in &g.fusions {
+        *m.entry(f.rule).or_default() += 1;
+    }
+    m
 }
 
 fn print_summary(spec: &spec::LoadedSpec, out: &CompileOutput) {

@@ -146,12 +146,23 @@ impl Evaluator for RuntimeEvaluator {
             spec_text: spec.source.clone(),
         };
         let mut observe = |step: usize, r: &EvalResult| report(step as u64, &metrics_of(r));
-        let summary = crate::with_backend!(self.device, train, |B, dev| train_observed::<B>(
-            plan,
-            &opts,
-            &dev,
-            &mut observe
-        ))
+        // A panic inside training fails this trial, not the study.
+        let summary = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            crate::with_backend!(self.device, train, |B, dev| train_observed::<B>(
+                plan,
+                &opts,
+                &dev,
+                &mut observe
+            ))
+        }))
+        .map_err(|p| {
+            let msg = p
+                .downcast_ref::<String>()
+                .cloned()
+                .or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string()))
+                .unwrap_or_else(|| "unknown panic".into());
+            format!("training panicked: {msg}")
+        })?
         .map_err(|e| e.to_string())?;
         if let Some(step) = summary.stopped_at {
             return Ok(TrialResult::Pruned { step: step as u64 });

@@ -49,8 +49,10 @@ pub struct CheckedTrain {
     pub span: Span,
 }
 
-/// A spec that passed every check. Only [`check`] makes one.
+/// A spec that passed every check. Only [`check`] makes one (the private
+/// field is the proof, in the manner of naga's validated module).
 #[derive(Debug, Clone)]
+#[allow(clippy::manual_non_exhaustive)]
 pub struct Checked {
     pub model: ModelDesc,
     pub task: Task,
@@ -120,20 +122,20 @@ pub fn check(file: &SpecFile, opts: &CheckOptions) -> Result<Checked, Vec<Diagno
     let mut label_names = None;
     if let Some(m) = &model {
         task.kind = TaskKind::default_for(m.family);
-        if let Some(t) = &train {
-            if let Some(k) = fixed_str(&t.args, "task").and_then(|n| TaskKind::from_name(&n)) {
-                match k.supported_by(m.family) {
-                    Ok(()) => task.kind = k,
-                    Err(why) => errors.push(
-                        Diagnostic::error(format!(
-                            "task `{}` is not possible with a {} model",
-                            k.name(),
-                            m.model_type
-                        ))
-                        .at(t.args.span("task").unwrap_or(t.span), "unsupported task")
-                        .with_note(why),
-                    ),
-                }
+        if let Some(t) = &train
+            && let Some(k) = fixed_str(&t.args, "task").and_then(|n| TaskKind::from_name(&n))
+        {
+            match k.supported_by(m.family) {
+                Ok(()) => task.kind = k,
+                Err(why) => errors.push(
+                    Diagnostic::error(format!(
+                        "task `{}` is not possible with a {} model",
+                        k.name(),
+                        m.model_type
+                    ))
+                    .at(t.args.span("task").unwrap_or(t.span), "unsupported task")
+                    .with_note(why),
+                ),
             }
         }
         if task.kind == TaskKind::Classify {

@@ -1,7 +1,7 @@
 //! The graph container and the driver that runs the passes.
 
 use super::op::{Node, Op};
-use super::{IrError, NodeId, build_bert, build_llama, grad, insert, shape};
+use super::{IrError, NodeId, build_bert, build_llama, fuse, grad, insert, shape};
 use crate::model::{Family, ModuleKind};
 use crate::plan::Plan;
 use petgraph::Direction;
@@ -29,6 +29,8 @@ pub struct Graph {
     pub loss: Option<NodeId>,
     /// The final output (logits, or hidden states for `feature`).
     pub output: NodeId,
+    /// Fused kernels and the nodes each covers, from the fusion pass.
+    pub fusions: Vec<super::fuse::Fusion>,
 }
 
 impl Graph {
@@ -39,6 +41,7 @@ impl Graph {
             attention: Vec::new(),
             loss: None,
             output: NodeId::new(0),
+            fusions: Vec::new(),
         }
     }
 
@@ -188,6 +191,7 @@ pub fn build_graph(plan: &Plan) -> Result<Graph, IrError> {
     insert::insert_sites(plan, &mut g)?;
     shape::infer(&mut g)?;
     grad::mark(&mut g);
+    g.fusions = fuse::fuse(&g);
     Ok(g)
 }
 

@@ -111,6 +111,17 @@ pub fn to_text(g: &Graph) -> String {
             if node.requires_grad { "  grad" } else { "" }
         );
     }
+    if !g.fusions.is_empty() {
+        let _ = writeln!(out, "\n# fused ops: {}", g.fusions.len());
+    }
+    for f in &g.fusions {
+        let parts: Vec<String> = f
+            .nodes
+            .iter()
+            .map(|&n| format!("%{} {}", n.index(), g.g[n].op.name()))
+            .collect();
+        let _ = writeln!(out, "{} {} = {}", f.rule, f.label, parts.join(" + "));
+    }
     out
 }
 

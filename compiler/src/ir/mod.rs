@@ -4,12 +4,14 @@
 //!
 //! Built in passes, each a small file: [`build`] lays down the base model,
 //! [`insert`] splices in the plan's PEFT nodes, [`shape`] infers and checks
-//! shapes, [`grad`] marks what needs gradients, [`emit`] prints it.
+//! shapes, [`grad`] marks what needs gradients, [`fuse`] finds the fused
+//! kernels (rules as data), [`emit`] prints it.
 
 mod build;
 mod build_bert;
 mod build_llama;
 mod emit;
+pub mod fuse;
 mod grad;
 mod insert;
 mod op;
@@ -17,6 +19,7 @@ mod shape;
 
 pub use build::{Anchor, Graph, build_graph};
 pub use emit::{to_dot, to_text};
+pub use fuse::{Fusion, RULES, Rule};
 pub use op::{Act, Dim, LossKind, Node, Op, Shape};
 
 /// A node handle.

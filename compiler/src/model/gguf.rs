@@ -173,7 +173,7 @@ impl GgufTensorInfo {
     pub fn byte_len(&self) -> Option<u64> {
         let (per, bytes) = self.ty.block()?;
         let n = self.elements();
-        (n % per == 0).then(|| n / per * bytes)
+        n.is_multiple_of(per).then(|| n / per * bytes)
     }
 }
 

@@ -157,7 +157,7 @@ fn validate(path: &Path, d: &Dims) -> Result<(), ModelError> {
     if d.heads == 0 || d.kv_heads == 0 || d.head_dim == 0 {
         return bad("attention heads and head size must be positive".into());
     }
-    if d.heads % d.kv_heads != 0 {
+    if !d.heads.is_multiple_of(d.kv_heads) {
         return bad(format!(
             "num_attention_heads ({}) is not a multiple of num_key_value_heads ({})",
             d.heads, d.kv_heads

@@ -12,9 +12,12 @@ use burn::tensor::Tensor;
 use peftc_compiler::methods::MethodConfig;
 use peftc_compiler::plan::Plan;
 
+/// One layer's prefix: keys and values `[len, kv]`, the attention module's
+/// path, and whether it is gated.
+type LayerPrefix<B> = (Tensor<B, 2>, Tensor<B, 2>, String, bool);
+
 pub struct PrefixSource<B: PeftKernels> {
-    /// Per layer: keys and values `[len, kv]`, the attention module's path, gated.
-    layers: Vec<Option<(Tensor<B, 2>, Tensor<B, 2>, String, bool)>>,
+    layers: Vec<Option<LayerPrefix<B>>>,
     len: usize,
 }
 

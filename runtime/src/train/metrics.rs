@@ -79,8 +79,11 @@ impl Metrics {
     }
 }
 
+/// A named, coloured line: (name, colour, points).
+pub type Series<'a> = (&'a str, &'a str, &'a [(f64, f64)]);
+
 /// A small line chart of one or more series.
-pub fn svg_plot(title: &str, series: &[(&str, &str, &[(f64, f64)])]) -> String {
+pub fn svg_plot(title: &str, series: &[Series]) -> String {
     let (w, h, l, r, t, b) = (720.0, 420.0, 70.0, 20.0, 40.0, 50.0);
     let pts = series.iter().flat_map(|(_, _, s)| s.iter());
     let (mut x0, mut x1, mut y0, mut y1) = (f64::MAX, f64::MIN, f64::MAX, f64::MIN);

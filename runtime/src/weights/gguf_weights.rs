@@ -109,7 +109,7 @@ fn decode(
         .data_offset
         .checked_add(info.offset)
         .ok_or_else(|| err("has an offset past the end of the file".into()))?;
-    let end = start.checked_add(len).unwrap_or(u64::MAX);
+    let end = start.saturating_add(len);
     if end > map.len() as u64 {
         return Err(err(format!(
             "needs bytes {start}..{end} but the file has {} (truncated?)",

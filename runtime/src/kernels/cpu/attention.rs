@@ -435,6 +435,9 @@ simd_fn! {
     }
 }
 
+/// Gradients of attention's inputs: `(dq, dk, dv, dpk, dpv)`.
+pub type AttnGrads = (Vec<f32>, Vec<f32>, Vec<f32>, Vec<f32>, Vec<f32>);
+
 /// Backward: `(dq, dk, dv, dpk, dpv)` for upstream gradient `dout`.
 #[allow(clippy::too_many_arguments)]
 pub fn backward(
@@ -446,7 +449,7 @@ pub fn backward(
     probs: &[f32],
     dout: &[f32],
     s: &AttnShape,
-) -> (Vec<f32>, Vec<f32>, Vec<f32>, Vec<f32>, Vec<f32>) {
+) -> AttnGrads {
     let (hd, n, rep) = (s.head_dim, s.seq, s.rep());
     let qw = s.heads * hd;
     let groups: Vec<GroupGrads> = (0..s.rows * s.kv_heads)
