@@ -311,3 +311,36 @@ fn a_run_folder_is_not_overwritten_or_resumed_with_another_spec() {
         &["different spec"],
     );
 }
+
+#[test]
+fn search_needs_a_search_block_and_a_space() {
+    let d = temp_dir("search");
+    let study = d.join("study");
+    let no_search = minilm_spec(&d, &fixture_config("minilm-l6"), "x.tsv", "labels = 2");
+    fails(
+        &[
+            "search",
+            no_search.to_str().unwrap(),
+            "--study",
+            study.to_str().unwrap(),
+        ],
+        &["has no `search` block", "search s {"],
+    );
+    let flat = write(
+        &d,
+        "flat.peft",
+        &format!(
+            "model \"{}\"\npeft a {{ lora(r=4) on attn.{{q, v}} }}\ntrain {{ adapter = a task = classify labels = 2 }}\nsearch s {{ space = a }}\n",
+            fixture_config("minilm-l6").display()
+        ),
+    );
+    fails(
+        &[
+            "search",
+            flat.to_str().unwrap(),
+            "--study",
+            study.to_str().unwrap(),
+        ],
+        &["explores block `a`, which has no set"],
+    );
+}

@@ -78,28 +78,34 @@ pub fn propose(
     match kind {
         SamplerKind::Grid => grid(space, seen),
         SamplerKind::Nsga2 => Some(nsga2(space, call_seed, history)),
-        SamplerKind::Random => Some(per_dim(space, history, |_| {
-            Box::new(RandomSampler::with_seed(call_seed))
+        SamplerKind::Random => Some(per_dim(space, history, |d| {
+            Box::new(RandomSampler::with_seed(dim_seed(call_seed, d)))
         })),
         SamplerKind::Tpe if n_obj > 1 => Some(motpe(space, call_seed, history, n_obj)),
-        SamplerKind::Tpe => Some(per_dim(space, history, |_| {
+        SamplerKind::Tpe => Some(per_dim(space, history, |d| {
             Box::new(
                 TpeSampler::builder()
-                    .seed(call_seed)
+                    .seed(dim_seed(call_seed, d))
                     .n_startup_trials(STARTUP_TRIALS)
                     .build()
                     .unwrap_or_else(|_| TpeSampler::new()),
             )
         })),
-        SamplerKind::Gp => Some(per_dim(space, history, |_| {
+        SamplerKind::Gp => Some(per_dim(space, history, |d| {
             Box::new(
                 GpSampler::builder()
-                    .seed(call_seed)
+                    .seed(dim_seed(call_seed, d))
                     .n_startup_trials(STARTUP_TRIALS)
                     .build(),
             )
         })),
     }
+}
+
+/// Each dimension draws from its own stream: two dimensions of the same shape
+/// sampled with one seed would always move together.
+fn dim_seed(seed: u64, d: usize) -> u64 {
+    crate::rng::mix(&[seed, d as u64])
 }
 
 /// Single-objective history for one dimension. Infeasible points count as
@@ -180,7 +186,7 @@ fn motpe(space: &Space, seed: u64, history: &[Observation], n_obj: usize) -> Poi
                 })
                 .collect();
             let sampler = MotpeSampler::builder()
-                .seed(seed)
+                .seed(dim_seed(seed, d))
                 .n_startup_trials(STARTUP_TRIALS)
                 .build();
             dim.value_of(&sampler.sample(&dim.distribution(), trial_id, &h, &directions))
@@ -317,6 +323,22 @@ mod tests {
             hits >= 15,
             "r = 8 chosen {hits} times in 30 model-based draws"
         );
+    }
+
+    #[test]
+    fn dimensions_of_the_same_shape_are_drawn_independently() {
+        let src = "model \"m\"\npeft a {\n adapter(bottleneck={0, 8, 32}) after layers[0..3].mlp\n adapter(bottleneck={0, 8, 32}) after layers[3..6].mlp\n}\n";
+        let file = peftc_grammar::parse(src).expect("parses");
+        let s = Space::from_spec(&file, src, "a");
+        let never = |_: &Point| false;
+        for kind in [SamplerKind::Random, SamplerKind::Tpe, SamplerKind::Gp] {
+            let distinct: std::collections::BTreeSet<String> = (0..40u64)
+                .filter_map(|n| propose(&s, kind, 0, n, 0, &[], &never))
+                .map(|p| format!("{p:?}"))
+                .collect();
+            // All 9 combinations, not just the 3 where both dimensions agree.
+            assert_eq!(distinct.len(), 9, "{kind:?}: {distinct:?}");
+        }
     }
 
     #[test]
