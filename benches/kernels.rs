@@ -65,10 +65,13 @@ fn rand(shape: [usize; 2], grad: bool) -> Tensor<B, 2> {
     if grad { t.require_grad() } else { t }
 }
 
-/// Median seconds of `f` (forward + backward) over a few runs after a warm-up.
+/// Median seconds of `f` (forward + backward) over 11 runs after 3 warm-ups
+/// (thread pools, first-touch page faults).
 fn time(mut f: impl FnMut()) -> f64 {
-    f();
-    let mut v: Vec<f64> = (0..5)
+    for _ in 0..3 {
+        f();
+    }
+    let mut v: Vec<f64> = (0..11)
         .map(|_| {
             let t = Instant::now();
             f();
