@@ -243,3 +243,99 @@ fn killed_run_resumes_to_the_same_adapter() {
     let b = std::fs::read(cut.join("adapter/adapter.safetensors")).expect("resumed adapter");
     assert!(a == b, "resumed adapter differs from the uninterrupted one");
 }
+
+/// Logits of `texts` through `peftc infer --json` with the given adapter flags.
+fn infer_logits(s: &Path, adapters: &[String], texts: &[String]) -> Vec<Vec<f64>> {
+    let mut args = vec![
+        "infer".to_string(),
+        s.display().to_string(),
+        "--json".into(),
+    ];
+    for a in adapters {
+        args.extend(["--adapter".into(), a.clone()]);
+    }
+    for t in texts {
+        args.extend(["--text".into(), t.clone()]);
+    }
+    let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+    let j: Value = serde_json::from_str(&ok(&refs)).expect("json");
+    j["logits"]
+        .as_array()
+        .expect("logits")
+        .iter()
+        .map(|r| {
+            r.as_array()
+                .expect("row")
+                .iter()
+                .filter_map(Value::as_f64)
+                .collect()
+        })
+        .collect()
+}
+
+#[test]
+fn several_adapters_in_one_batch_match_each_alone() {
+    let d = temp_dir("multi");
+    let s = spec(&d, 48, "");
+    let runs: Vec<PathBuf> = [1, 2]
+        .iter()
+        .map(|seed| {
+            let out = d.join(format!("run{seed}"));
+            ok(&[
+                "train",
+                s.to_str().unwrap(),
+                "--out",
+                out.to_str().unwrap(),
+                "--max-steps",
+                "3",
+                "--seed",
+                &seed.to_string(),
+            ]);
+            out
+        })
+        .collect();
+    let texts = [
+        "WINNER!! Claim your free prize now",
+        "see you at lunch?",
+        "Call 0800 to win a holiday",
+    ]
+    .map(String::from);
+    let alone: Vec<Vec<Vec<f64>>> = runs
+        .iter()
+        .map(|r| infer_logits(&s, &[r.display().to_string()], &texts))
+        .collect();
+    assert_ne!(alone[0], alone[1], "the two adapters differ");
+    // Interleaved rows, each tagged with its adapter.
+    let order = [(1, 0), (0, 0), (0, 2), (1, 1), (1, 2), (0, 1)];
+    let tagged: Vec<String> = order
+        .iter()
+        .map(|&(k, t)| format!("{}:{}", ["a", "b"][k], texts[t]))
+        .collect();
+    let adapters = vec![
+        format!("a={}", runs[0].display()),
+        format!("b={}", runs[1].display()),
+    ];
+    let batched = infer_logits(&s, &adapters, &tagged);
+    for (row, &(k, t)) in batched.iter().zip(&order) {
+        for (x, y) in row.iter().zip(&alone[k][t]) {
+            assert!(
+                (x - y).abs() < 1e-5,
+                "adapter {k}, text {t}: {row:?} vs {:?}",
+                alone[k][t]
+            );
+        }
+    }
+    // A text without a known adapter name is refused.
+    let out = peftc(&[
+        "infer",
+        s.to_str().unwrap(),
+        "--adapter",
+        &adapters[0],
+        "--adapter",
+        &adapters[1],
+        "--text",
+        "c:hello",
+    ]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr(&out).contains("NAME:TEXT"), "{}", stderr(&out));
+}

@@ -1,4 +1,6 @@
-//! `peftc infer SPEC --text T ... --json`: logits for texts.
+//! `peftc infer SPEC --text T ... --json`: logits for texts. With several
+//! `--adapter NAME=DIR` and texts written `NAME:TEXT`, every adapter runs in
+//! one batch on one copy of the base (batched multi-adapter LoRA).
 
 use super::device::DeviceArg;
 use super::{CliError, plans};
@@ -11,8 +13,11 @@ use std::path::PathBuf;
 #[derive(Args, Debug)]
 pub struct InferArgs {
     pub spec: PathBuf,
+    /// A run or adapter folder; repeat as `NAME=DIR` to serve several
+    /// adapters in one batch.
     #[arg(long)]
-    pub adapter: Option<PathBuf>,
+    pub adapter: Vec<String>,
+    /// A text; `NAME:TEXT` picks the adapter when several are given.
     #[arg(long = "text", required = true)]
     pub texts: Vec<String>,
     #[arg(long)]
@@ -31,15 +36,39 @@ pub fn run(a: InferArgs) -> Result<(), CliError> {
     let seed = plan.train.as_ref().map(|t| t.seed).unwrap_or(0);
     let max_len = plan.train.as_ref().map(|t| t.seq_len).unwrap_or(512);
     let session = Session::open(plan.clone()).map_err(fail)?;
-    let mut store = session.init_params(seed).map_err(fail)?;
-    if let Some(dir) = &a.adapter {
-        peftc_runtime::adapter::load_into(&plan, &mut store, dir).map_err(fail)?;
+    let routing = Routing::parse(&a.adapter, &a.texts)?;
+    let mut stores = Vec::new();
+    for dir in routing.dirs() {
+        let mut store = session.init_params(seed).map_err(fail)?;
+        if let Some(dir) = dir {
+            peftc_runtime::adapter::load_into(&plan, &mut store, dir).map_err(fail)?;
+        }
+        stores.push(store);
+    }
+    if routing.names.len() > 1 {
+        peftc_runtime::model::routes::routable(&plan).map_err(CliError::Input)?;
     }
     let tokenizer = session.tokenizer;
+    let texts = &routing.texts;
     let logits = crate::with_backend!(a.device, infer, |B, dev| {
         let model = PeftModel::<B>::load(&plan, session.weights, &dev).map_err(fail)?;
-        let params = Params::<B>::constant(&store, &dev);
-        peftc_runtime::infer::infer(&model, &params, &tokenizer, &a.texts, max_len).map_err(fail)
+        if routing.names.len() > 1 {
+            let refs: Vec<&_> = stores.iter().collect();
+            let params = Params::<B>::routed(&refs, &dev);
+            peftc_runtime::infer::infer_routed(
+                &model,
+                &params,
+                &tokenizer,
+                texts,
+                max_len,
+                &routing.adapter_of,
+                refs.len(),
+            )
+            .map_err(fail)
+        } else {
+            let params = Params::<B>::constant(&stores[0], &dev);
+            peftc_runtime::infer::infer(&model, &params, &tokenizer, texts, max_len).map_err(fail)
+        }
     })?;
     let argmax = |row: &Vec<f32>| {
         row.iter()
@@ -52,6 +81,15 @@ pub fn run(a: InferArgs) -> Result<(), CliError> {
     let labels = plan.label_names.clone().unwrap_or_default();
     if a.json {
         let mut out = json!({ "logits": logits, "predictions": predictions });
+        if routing.names.len() > 1 {
+            out["adapters"] = json!(
+                routing
+                    .adapter_of
+                    .iter()
+                    .map(|&k| routing.names[k].clone())
+                    .collect::<Vec<_>>()
+            );
+        }
         if !labels.is_empty() {
             out["labels"] = json!(labels);
             out["predicted_labels"] = json!(
@@ -63,7 +101,12 @@ pub fn run(a: InferArgs) -> Result<(), CliError> {
         }
         println!("{out}");
     } else {
-        for (t, p) in a.texts.iter().zip(&predictions) {
+        for (i, (t, p)) in texts.iter().zip(&predictions).enumerate() {
+            let t = if routing.names.len() > 1 {
+                format!("{}:{t}", routing.names[routing.adapter_of[i]])
+            } else {
+                t.clone()
+            };
             let what = labels
                 .get(*p)
                 .cloned()
@@ -73,4 +116,72 @@ pub fn run(a: InferArgs) -> Result<(), CliError> {
         }
     }
     Ok(())
+}
+
+/// Which adapters to load and which text uses which.
+struct Routing {
+    /// `None`: the spec's freshly initialized parameters (no adapter).
+    paths: Vec<Option<PathBuf>>,
+    names: Vec<String>,
+    texts: Vec<String>,
+    adapter_of: Vec<usize>,
+}
+
+impl Routing {
+    fn parse(adapters: &[String], texts: &[String]) -> Result<Routing, CliError> {
+        let single = |path: Option<PathBuf>| Routing {
+            paths: vec![path],
+            names: vec![String::new()],
+            texts: texts.to_vec(),
+            adapter_of: vec![0; texts.len()],
+        };
+        match adapters {
+            [] => return Ok(single(None)),
+            [one] if !one.contains('=') || PathBuf::from(one).exists() => {
+                return Ok(single(Some(PathBuf::from(one))));
+            }
+            _ => {}
+        }
+        let mut paths = Vec::new();
+        let mut names: Vec<String> = Vec::new();
+        for a in adapters {
+            let Some((name, path)) = a.split_once('=') else {
+                return Err(CliError::Input(format!(
+                    "with several adapters, write each as NAME=DIR (got `{a}`)"
+                )));
+            };
+            if names.iter().any(|n| n == name) {
+                return Err(CliError::Input(format!(
+                    "adapter name `{name}` given twice"
+                )));
+            }
+            names.push(name.to_string());
+            paths.push(Some(PathBuf::from(path)));
+        }
+        let mut routed = Vec::new();
+        let mut adapter_of = Vec::new();
+        for t in texts {
+            let k = t
+                .split_once(':')
+                .and_then(|(n, _)| names.iter().position(|m| m == n));
+            let (Some(k), Some((_, text))) = (k, t.split_once(':')) else {
+                return Err(CliError::Input(format!(
+                    "with several adapters, write each text as NAME:TEXT with NAME one of {} (got `{t}`)",
+                    names.join(", ")
+                )));
+            };
+            adapter_of.push(k);
+            routed.push(text.to_string());
+        }
+        Ok(Routing {
+            paths,
+            names,
+            texts: routed,
+            adapter_of,
+        })
+    }
+
+    fn dirs(&self) -> impl Iterator<Item = Option<&PathBuf>> {
+        self.paths.iter().map(Option::as_ref)
+    }
 }

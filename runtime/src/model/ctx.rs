@@ -18,6 +18,8 @@ pub struct Ctx<B: PeftKernels> {
     pub train: bool,
     /// Key of this step's dropout masks; every dropout site mixes in its own id.
     pub dropout_key: u64,
+    /// Several adapters in this batch: which rows use which (inference only).
+    pub routes: Option<Arc<super::routes::Routes<B>>>,
 }
 
 impl<B: PeftKernels> Ctx<B> {

@@ -37,6 +37,22 @@ impl<B: Backend> Params<B> {
         }
     }
 
+    /// Several adapters' values side by side, `name@k` for adapter `k`
+    /// (batched multi-adapter inference, see [`super::routes`]).
+    pub fn routed(stores: &[&ParamStore], device: &B::Device) -> Params<B> {
+        Params {
+            map: stores
+                .iter()
+                .enumerate()
+                .flat_map(|(k, s)| {
+                    s.values
+                        .iter()
+                        .map(move |(n, v)| (super::routes::routed(n, k), to_device::<B>(v, device)))
+                })
+                .collect(),
+        }
+    }
+
     pub fn get(&self, name: &str) -> Result<Tensor<B, 2>> {
         self.map.get(name).cloned().ok_or_else(|| {
             RuntimeError::Invalid(format!(

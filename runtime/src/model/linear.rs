@@ -177,6 +177,23 @@ impl<B: PeftKernels> SiteLinear<B> {
         p: &Params<B>,
         ctx: &Ctx<B>,
     ) -> Result<Tensor<B, 2>> {
+        if let Some(routes) = &ctx.routes {
+            // Many adapters in one batch: each adapter's rows through its own A, B.
+            let out = y.dims()[1];
+            let (an, bn) = (
+                pname(&self.path, "lora_A.weight"),
+                pname(&self.path, "lora_B.weight"),
+            );
+            let delta = routes.segmented(x, out, |k, xk| {
+                let a = p.get(&super::routes::routed(&an, k))?;
+                let b = p.get(&super::routes::routed(&bn, k))?;
+                Ok(xk
+                    .matmul(a.transpose())
+                    .matmul(b.transpose())
+                    .mul_scalar(l.scale))
+            })?;
+            return Ok(y + delta);
+        }
         let a = p.get(&pname(&self.path, "lora_A.weight"))?; // [r, in]
         let b = p.get(&pname(&self.path, "lora_B.weight"))?; // [out, r]
         let xd = ctx.dropout(

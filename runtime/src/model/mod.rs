@@ -14,6 +14,7 @@ mod ops;
 pub mod params;
 mod prefix;
 mod rope;
+pub mod routes;
 
 pub use ctx::Ctx;
 pub use device_params::{Params, to_device};
@@ -98,6 +99,7 @@ impl<B: PeftKernels> PeftModel<B> {
             mask: batch.mask.clone(),
             train,
             dropout_key,
+            routes: None,
         }
     }
 
@@ -122,11 +124,20 @@ impl<B: PeftKernels> PeftModel<B> {
                     TaskKind::Classify => {
                         let pooled = m.pool(hidden, seq_out, p, ctx)?;
                         let pooled = ctx.dropout(pooled, 0.1, ctx::site_id("classifier.dropout"));
-                        ops::linear_pt(
-                            pooled,
-                            p.get("classifier.weight")?,
-                            Some(p.get("classifier.bias")?),
-                        )
+                        match &ctx.routes {
+                            Some(r) => routes::routed_linear(
+                                r,
+                                pooled,
+                                "classifier.weight",
+                                Some("classifier.bias"),
+                                p,
+                            )?,
+                            None => ops::linear_pt(
+                                pooled,
+                                p.get("classifier.weight")?,
+                                Some(p.get("classifier.bias")?),
+                            ),
+                        }
                     }
                     _ => hidden,
                 }
@@ -141,7 +152,11 @@ impl<B: PeftKernels> PeftModel<B> {
                             TensorData::new(last, [batch.rows]),
                             &self.device,
                         );
-                        ops::linear_pt(hidden.select(0, idx), p.get("score.weight")?, None)
+                        let last = hidden.select(0, idx);
+                        match &ctx.routes {
+                            Some(r) => routes::routed_linear(r, last, "score.weight", None, p)?,
+                            None => ops::linear_pt(last, p.get("score.weight")?, None),
+                        }
                     }
                     TaskKind::Feature => hidden,
                 }
