@@ -305,6 +305,30 @@ fn several_adapters_in_one_batch_match_each_alone() {
         .map(|r| infer_logits(&s, &[r.display().to_string()], &texts))
         .collect();
     assert_ne!(alone[0], alone[1], "the two adapters differ");
+    // The adapter folded into the base weights gives the same logits.
+    let unmerged = &alone[0];
+    let folded = {
+        let mut args = vec![
+            "infer".to_string(),
+            s.display().to_string(),
+            "--json".into(),
+            "--merged".into(),
+            "--adapter".into(),
+            runs[0].display().to_string(),
+        ];
+        for t in &texts {
+            args.extend(["--text".into(), t.clone()]);
+        }
+        let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+        let j: Value = serde_json::from_str(&ok(&refs)).expect("json");
+        j["logits"].clone()
+    };
+    for (row, want) in folded.as_array().expect("rows").iter().zip(unmerged) {
+        for (x, y) in row.as_array().expect("row").iter().zip(want) {
+            let x = x.as_f64().expect("number");
+            assert!((x - y).abs() < 1e-4, "--merged {x} vs adapter {y}");
+        }
+    }
     // Interleaved rows, each tagged with its adapter.
     let order = [(1, 0), (0, 0), (0, 2), (1, 1), (1, 2), (0, 1)];
     let tagged: Vec<String> = order

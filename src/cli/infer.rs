@@ -22,6 +22,10 @@ pub struct InferArgs {
     pub texts: Vec<String>,
     #[arg(long)]
     pub json: bool,
+    /// Fold the one adapter into the base weights first, then run the plain
+    /// base (LoRA, (IA)³, BitFit): no per-token adapter cost.
+    #[arg(long)]
+    pub merged: bool,
     #[arg(long, value_enum, default_value_t = DeviceArg::Cpu)]
     pub device: DeviceArg,
     #[arg(long)]
@@ -49,9 +53,26 @@ pub fn run(a: InferArgs) -> Result<(), CliError> {
         peftc_runtime::model::routes::routable(&plan).map_err(CliError::Input)?;
     }
     let tokenizer = session.tokenizer;
+    let (model_plan, weights) = if a.merged {
+        if routing.paths.len() != 1 || routing.paths[0].is_none() {
+            return Err(CliError::Input(
+                "--merged folds one adapter into the base: give exactly one --adapter".into(),
+            ));
+        }
+        let merged = peftc_runtime::merge::merged_weights(&plan, &stores[0], session.weights)
+            .map_err(fail)?;
+        // The plain base with the merged weights; the head stays a parameter.
+        let mut base = plan.clone();
+        base.sites.clear();
+        base.trainable_biases.clear();
+        let w = peftc_runtime::weights::Weights::from_map(PathBuf::from("(merged)"), merged);
+        (base, w)
+    } else {
+        (plan.clone(), session.weights)
+    };
     let texts = &routing.texts;
     let logits = crate::with_backend!(a.device, infer, |B, dev| {
-        let model = PeftModel::<B>::load(&plan, session.weights, &dev).map_err(fail)?;
+        let model = PeftModel::<B>::load(&model_plan, weights, &dev).map_err(fail)?;
         if routing.names.len() > 1 {
             let refs: Vec<&_> = stores.iter().collect();
             let params = Params::<B>::routed(&refs, &dev);
