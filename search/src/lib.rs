@@ -14,6 +14,7 @@
 //! **This crate never depends on the runtime or burn**: its tests run in
 //! seconds with a formula for an evaluator; the binary wires the runtime in.
 
+mod claim;
 pub mod cost;
 mod files;
 pub mod instantiate;
@@ -22,6 +23,7 @@ pub mod pruning;
 pub mod report;
 mod rng;
 pub mod sampling;
+mod settings;
 pub mod space;
 pub mod state;
 pub mod study;

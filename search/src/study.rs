@@ -4,15 +4,11 @@
 
 use crate::cost::{Cost, cost_of, fits};
 use crate::instantiate::{Rebase, instantiate};
-use crate::journal::{
-    Event, Journal, JournalError, Locked, NamedPoint, Outcome, WorkerLock, now, worker_alive,
-};
-use crate::pruning::{PrunerKind, make as make_pruner, should_prune};
-use crate::sampling::{Observation, SamplerKind, propose};
+use crate::journal::{Event, Journal, JournalError, Locked, NamedPoint, Outcome, WorkerLock, now};
+use crate::pruning::{make as make_pruner, should_prune};
+use crate::sampling::Observation;
 use crate::space::{Point, Space, Value};
 use crate::state::{StudyState, TrialRecord};
-use peftc_compiler::search_spec::{Budget, Objective, SearchSpec};
-use peftc_compiler::task::TaskKind;
 use peftc_compiler::{CheckOptions, check};
 use peftc_grammar::ast::SpecFile;
 use peftc_grammar::render_all;
@@ -66,41 +62,8 @@ pub trait Evaluator {
     ) -> Result<TrialResult, String>;
 }
 
-/// The search block's settings, defaults filled in.
-#[derive(Debug, Clone)]
-pub struct Settings {
-    pub name: String,
-    pub trials: u64,
-    pub sampler: SamplerKind,
-    pub pruner: PrunerKind,
-    pub seed: u64,
-    pub steps: Option<u64>,
-    pub eval_every: Option<u64>,
-    pub workers: u64,
-    pub budgets: Vec<Budget>,
-    pub objectives: Vec<Objective>,
-}
-
-impl Settings {
-    /// The metric trials report and the pruner compares: the first objective
-    /// that training measures.
-    pub fn trained_metric(&self) -> &Objective {
-        self.objectives
-            .iter()
-            .find(|o| !matches!(o.metric.as_str(), "params" | "memory"))
-            .unwrap_or(&self.objectives[0])
-    }
-}
-
-/// Draws tried per trial before the sampler is deemed unable to find a new
-/// feasible point.
-const MAX_DRAWS: u64 = 200;
-
-/// Workers that may die on one trial before it is failed.
-const MAX_CLAIMS: u32 = 3;
-
-/// Draws from the study's sampler before falling back to random ones.
-const MODEL_DRAWS: u64 = 20;
+pub use crate::settings::Settings;
+use crate::settings::settings;
 
 pub struct Study {
     pub dir: PathBuf,
@@ -110,8 +73,8 @@ pub struct Study {
     pub spec_dir: PathBuf,
     pub space: Space,
     pub settings: Settings,
-    journal: Journal,
-    spec_hash: String,
+    pub(crate) journal: Journal,
+    pub(crate) spec_hash: String,
 }
 
 impl Study {
@@ -258,7 +221,7 @@ impl Study {
         Ok(self.read(&g)?.0)
     }
 
-    fn read(&self, g: &Locked) -> Result<(StudyState, usize), SearchError> {
+    pub(crate) fn read(&self, g: &Locked) -> Result<(StudyState, usize), SearchError> {
         let (events, skipped) = self.journal.read(g)?;
         Ok((StudyState::from_events(&events), skipped))
     }
@@ -411,180 +374,6 @@ impl Study {
         Ok(())
     }
 
-    /// Under the lock: retake a crashed worker's trial, or sample, check and
-    /// claim a new one. `None` when the study has all its trials.
-    fn claim(
-        &self,
-        me: &str,
-        log: &mut dyn FnMut(&str),
-    ) -> Result<Option<(TrialRecord, bool)>, SearchError> {
-        let g = self.journal.lock()?;
-        let (state, skipped) = self.read(&g)?;
-        if skipped > 0 {
-            log(&format!(
-                "journal: skipped {skipped} torn line(s) of a killed worker"
-            ));
-        }
-        match &state.spec_hash {
-            None => self.journal.append(
-                &g,
-                &Event::Study {
-                    spec_hash: self.spec_hash.clone(),
-                    dims: self.space.names().into_iter().map(String::from).collect(),
-                    time: now(),
-                },
-            )?,
-            Some(h) if *h != self.spec_hash => {
-                return Err(SearchError::Invalid(format!(
-                    "`{}` holds a study of a different spec; use another --study folder (to run more trials of the same spec, pass --trials N)",
-                    self.dir.display()
-                )));
-            }
-            Some(_) => {}
-        }
-        let orphans: Vec<&TrialRecord> = state
-            .running()
-            .filter(|t| t.worker != me && !worker_alive(&self.dir, &t.worker))
-            .collect();
-        // A configuration that killed its worker every time (out of memory, an
-        // abort) is failed rather than retaken forever.
-        for t in orphans.iter().filter(|t| t.claims >= MAX_CLAIMS) {
-            self.journal.append(
-                &g,
-                &Event::Finish {
-                    trial: t.number,
-                    worker: me.to_string(),
-                    outcome: Outcome::Failed {
-                        reason: format!(
-                            "its worker process died {} times (out of memory?)",
-                            t.claims
-                        ),
-                    },
-                    time: now(),
-                },
-            )?;
-        }
-        if let Some(orphan) = orphans.into_iter().find(|t| t.claims < MAX_CLAIMS) {
-            let mut t = orphan.clone();
-            t.worker = me.to_string();
-            t.claims += 1;
-            self.journal.append(
-                &g,
-                &Event::Claim {
-                    trial: t.number,
-                    worker: me.to_string(),
-                    point: t.point.clone(),
-                    cost: t.cost,
-                    time: now(),
-                },
-            )?;
-            return Ok(Some((t, true)));
-        }
-        if state.trials.len() as u64 >= self.settings.trials {
-            return Ok(None);
-        }
-        let number = state.next_number();
-        let mut history = self.history(&state);
-        // Infeasible points, including those found by this claim's draws.
-        let infeasible: std::cell::RefCell<Vec<NamedPoint>> =
-            std::cell::RefCell::new(state.infeasible.iter().map(|(p, _, _)| p.clone()).collect());
-        let seen = |p: &Point| {
-            let n = self.named(p);
-            state.has_point(&n) || infeasible.borrow().contains(&n)
-        };
-        for attempt in 0..MAX_DRAWS {
-            // A model-based sampler that keeps proposing seen points has
-            // converged; random draws find what is left.
-            let kind = if attempt < MODEL_DRAWS {
-                self.settings.sampler
-            } else {
-                SamplerKind::Random
-            };
-            let Some(point) = propose(
-                &self.space,
-                kind,
-                self.settings.seed,
-                number,
-                attempt,
-                &history,
-                &seen,
-            ) else {
-                log("every point of the grid has been tried");
-                return Ok(None);
-            };
-            let named = self.named(&point);
-            if state.has_point(&named) {
-                continue;
-            }
-            let already_infeasible = infeasible.borrow().contains(&named);
-            let cost = match self.cost(&point) {
-                Ok(c) => match fits(&c, &self.settings.budgets) {
-                    Ok(()) => c,
-                    Err(reason) => {
-                        if !already_infeasible {
-                            infeasible.borrow_mut().push(named.clone());
-                            self.journal.append(
-                                &g,
-                                &Event::Infeasible {
-                                    point: named,
-                                    cost: Some(c),
-                                    reason,
-                                },
-                            )?;
-                        }
-                        history.push(Observation {
-                            point,
-                            values: Vec::new(),
-                        });
-                        continue;
-                    }
-                },
-                Err(reason) => {
-                    if !already_infeasible {
-                        infeasible.borrow_mut().push(named.clone());
-                        self.journal.append(
-                            &g,
-                            &Event::Infeasible {
-                                point: named,
-                                cost: None,
-                                reason,
-                            },
-                        )?;
-                    }
-                    history.push(Observation {
-                        point,
-                        values: Vec::new(),
-                    });
-                    continue;
-                }
-            };
-            self.journal.append(
-                &g,
-                &Event::Claim {
-                    trial: number,
-                    worker: me.to_string(),
-                    point: named.clone(),
-                    cost,
-                    time: now(),
-                },
-            )?;
-            let record = TrialRecord {
-                number,
-                point: named,
-                cost,
-                worker: me.to_string(),
-                claims: 1,
-                reports: BTreeMap::new(),
-                outcome: None,
-            };
-            return Ok(Some((record, false)));
-        }
-        log(&format!(
-            "no new configuration within the budget after {MAX_DRAWS} draws; stopping"
-        ));
-        Ok(None)
-    }
-
     /// Objective values of a finished trial, minimization form, in objective order.
     pub fn objective_values(&self, t: &TrialRecord) -> Option<Vec<f64>> {
         self.settings
@@ -609,7 +398,7 @@ impl Study {
             .collect()
     }
 
-    fn history(&self, state: &StudyState) -> Vec<Observation> {
+    pub(crate) fn history(&self, state: &StudyState) -> Vec<Observation> {
         let mut h: Vec<Observation> = state
             .trials
             .values()
@@ -628,86 +417,6 @@ impl Study {
         }));
         h
     }
-}
-
-fn settings(
-    search: &SearchSpec,
-    task: TaskKind,
-    trials: Option<u64>,
-) -> Result<Settings, SearchError> {
-    let int = |k: &str| search.key_int(k).and_then(|v| u64::try_from(v).ok());
-    let sampler = SamplerKind::from_name(search.key_str("sampler").unwrap_or("tpe"))
-        .unwrap_or(SamplerKind::Tpe);
-    let pruner = PrunerKind::from_name(search.key_str("pruner").unwrap_or("none"))
-        .unwrap_or(PrunerKind::None);
-    let mut objectives = search.objectives.clone();
-    if objectives.is_empty() {
-        objectives.push(match task {
-            TaskKind::Classify => Objective {
-                metric: "accuracy".into(),
-                maximize: true,
-            },
-            _ => Objective {
-                metric: "perplexity".into(),
-                maximize: false,
-            },
-        });
-    }
-    for o in &objectives {
-        let ok = match o.metric.as_str() {
-            "accuracy" => task == TaskKind::Classify,
-            "perplexity" => task != TaskKind::Classify,
-            _ => true,
-        };
-        if !ok {
-            return Err(SearchError::Invalid(format!(
-                "search `{}` optimizes {}, which a {} task does not measure",
-                search.name,
-                o.metric,
-                task.name()
-            )));
-        }
-    }
-    if !objectives
-        .iter()
-        .any(|o| !matches!(o.metric.as_str(), "params" | "memory"))
-    {
-        return Err(SearchError::Invalid(format!(
-            "search `{}` has no objective that training measures; add `maximize accuracy` or `minimize loss`",
-            search.name
-        )));
-    }
-    if sampler == SamplerKind::Gp && objectives.len() > 1 {
-        return Err(SearchError::Invalid(format!(
-            "search `{}`: the gp sampler takes one objective; use tpe or nsga2 for {}",
-            search.name,
-            objectives.len()
-        )));
-    }
-    let steps = int("steps");
-    let eval_every = int("eval_every").or_else(|| {
-        (pruner != PrunerKind::None)
-            .then(|| steps.map(|s| (s / 4).max(1)))
-            .flatten()
-    });
-    if pruner != PrunerKind::None && eval_every.is_none() {
-        return Err(SearchError::Invalid(format!(
-            "search `{}` prunes trials but says neither `steps` nor `eval_every`; the pruner needs intermediate reports",
-            search.name
-        )));
-    }
-    Ok(Settings {
-        name: search.name.clone(),
-        trials: trials.or_else(|| int("trials")).unwrap_or(20).max(1),
-        sampler,
-        pruner,
-        seed: int("seed").unwrap_or(0),
-        steps,
-        eval_every,
-        workers: int("workers").unwrap_or(1).max(1),
-        budgets: search.budgets.clone(),
-        objectives,
-    })
 }
 
 fn fnv(bytes: &[u8]) -> [u64; 1] {
