@@ -47,17 +47,6 @@ fn of_kind<'a>(events: &'a [Value], kind: &str) -> Vec<&'a Value> {
     events.iter().filter(|e| e["event"] == kind).collect()
 }
 
-fn search(args: &[&str]) -> String {
-    let out = peftc(args);
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "peftc {args:?}\n{}",
-        stderr(&out)
-    );
-    stdout(&out)
-}
-
 #[test]
 fn a_killed_search_resumes_without_losing_or_repeating_a_trial() {
     let d = temp_dir("search-kill");
@@ -94,7 +83,7 @@ fn a_killed_search_resumes_without_losing_or_repeating_a_trial() {
         "the search ended before it was killed"
     );
 
-    let out = search(&[
+    let out = ok(&[
         "search",
         s.to_str().unwrap(),
         "--study",
@@ -139,7 +128,7 @@ fn a_killed_search_resumes_without_losing_or_repeating_a_trial() {
     let best_peft = std::fs::read_to_string(study.join("best.peft")).expect("best.peft");
     assert!(best_peft.contains("max_steps = 4"), "{best_peft}");
     let run = d.join("best-run");
-    let out = search(&[
+    let out = ok(&[
         "train",
         study.join("best.peft").to_str().unwrap(),
         "--out",
@@ -162,7 +151,7 @@ fn two_worker_processes_share_one_study() {
     let d = temp_dir("search-workers");
     let s = spec(&d, 4);
     let study = d.join("study");
-    search(&[
+    ok(&[
         "search",
         s.to_str().unwrap(),
         "--study",

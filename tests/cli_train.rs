@@ -27,17 +27,6 @@ fn spec(dir: &Path, rows: usize, extra_train: &str) -> PathBuf {
     write(dir, "spec.peft", &text)
 }
 
-fn ok(args: &[&str]) -> String {
-    let out = peftc(args);
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "peftc {args:?}\n{}",
-        stderr(&out)
-    );
-    stdout(&out)
-}
-
 #[test]
 fn train_eval_infer_export_merge() {
     let d = temp_dir("train");

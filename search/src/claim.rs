@@ -125,37 +125,23 @@ impl Study {
             if state.has_point(&named) {
                 continue;
             }
-            let already_infeasible = infeasible.borrow().contains(&named);
-            let cost = match self.cost(&point) {
-                Ok(c) => match fits(&c, &self.settings.budgets) {
-                    Ok(()) => c,
-                    Err(reason) => {
-                        if !already_infeasible {
-                            infeasible.borrow_mut().push(named.clone());
-                            self.journal.append(
-                                &g,
-                                &Event::Infeasible {
-                                    point: named,
-                                    cost: Some(c),
-                                    reason,
-                                },
-                            )?;
-                        }
-                        history.push(Observation {
-                            point,
-                            values: Vec::new(),
-                        });
-                        continue;
-                    }
-                },
-                Err(reason) => {
-                    if !already_infeasible {
+            // A point the checker rejects has no cost; one over the budget has one.
+            let verdict = match self.cost(&point) {
+                Ok(c) => fits(&c, &self.settings.budgets)
+                    .map(|()| c)
+                    .map_err(|r| (Some(c), r)),
+                Err(reason) => Err((None, reason)),
+            };
+            let cost = match verdict {
+                Ok(c) => c,
+                Err((cost, reason)) => {
+                    if !infeasible.borrow().contains(&named) {
                         infeasible.borrow_mut().push(named.clone());
                         self.journal.append(
                             &g,
                             &Event::Infeasible {
                                 point: named,
-                                cost: None,
+                                cost,
                                 reason,
                             },
                         )?;

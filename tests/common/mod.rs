@@ -63,6 +63,18 @@ pub fn peftc(args: &[&str]) -> Output {
         .expect("run peftc")
 }
 
+/// Runs `peftc args`, asserts it succeeded, and returns its stdout.
+pub fn ok(args: &[&str]) -> String {
+    let out = peftc(args);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "peftc {args:?}\n{}",
+        stderr(&out)
+    );
+    stdout(&out)
+}
+
 pub fn stdout(o: &Output) -> String {
     String::from_utf8_lossy(&o.stdout).into_owned()
 }
