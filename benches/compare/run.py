@@ -11,7 +11,7 @@ import sys
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
-from workloads import CACHE, WORKLOADS, spec_text  # noqa: E402
+from workloads import CACHE, INFER_WORKLOADS, WORKLOADS, spec_text  # noqa: E402
 
 THREADS = os.environ.get("BENCH_THREADS", "2")
 
@@ -85,6 +85,10 @@ def main():
         }
         results.append(r)
         print(json.dumps(r), file=sys.stderr)
+    for name, w in INFER_WORKLOADS.items():
+        if a.only and name not in a.only:
+            continue
+        results.append(infer_workload(name, w, a.quick, work, peftc, bench, sgemm))
     out = os.path.join(HERE, "results.json" if not a.only else "results.partial.json")
     with open(out, "w") as f:
         json.dump(results, f, indent=2)
@@ -94,9 +98,57 @@ def main():
         print(
             f"| {r['workload']} (B{r['batch']}×S{r['seq']}) | {r['peftc_steps_per_s']:.2f} | {r['hf_steps_per_s']:.2f} | "
             f"{r['speed_ratio']:.2f}× | {r['peftc_peak_rss_bytes'] / 2**20:.0f} MiB | {r['hf_peak_rss_bytes'] / 2**20:.0f} MiB | "
-            f"{r['rss_ratio']:.2f} | {r['estimate_error']:+.0%} | {r['roofline_fraction']:.0%} / {r['hf_roofline_fraction']:.0%} |"
+            f"{r['rss_ratio']:.2f} | {'n/a' if r['estimate_error'] is None else format(r['estimate_error'], '+.0%')} | {r['roofline_fraction']:.0%} / {r['hf_roofline_fraction']:.0%} |"
         )
     print(f"\n2-thread sgemm limit: {sgemm:.0f} GFLOP/s; wrote {out}")
+
+
+def infer_workload(name, w, quick, work, peftc, bench, sgemm):
+    """Batches/s of scoring one mixed-adapter batch, both stacks alternately, and a
+    check that both give the same logits."""
+    batches = os.path.join(work, "batches", f"{w['batches']}.safetensors")
+    spec = os.path.join(work, "specs", f"{name}.peft")
+    with open(spec, "w") as f:
+        f.write(spec_text(w, batches))
+    adapters = os.path.join(work, "adapters", name)
+    est = json.loads(subprocess.run([peftc, "compile", spec, "--emit", "json"], capture_output=True, text=True, check=True).stdout)
+    n = str(w["adapters"])
+    warmup, steps = ("1", "3") if quick else ("2", "8")
+    hf_times, pf_times, hf_rss, pf_rss, diff = [], [], [], [], 0.0
+    for rep in range(3):
+        print(f"{name}: round {rep + 1}/3 (hf, peftc)", file=sys.stderr)
+        h = run_json([sys.executable, os.path.join(HERE, "hf_multi_lora.py"), adapters, batches, n, warmup, steps])
+        p = run_json([bench, "--infer", spec, batches, n, warmup, steps, adapters])
+        hf_times += h["step_times"]
+        pf_times += p["step_times"]
+        hf_rss.append(h["peak_rss_bytes"])
+        pf_rss.append(p["peak_rss_bytes"])
+        diff = max(diff, max(abs(x - y) for a, b in zip(h["check"], p["check"]) for x, y in zip(a, b)))
+    hf_t, pf_t = statistics.median(hf_times), statistics.median(pf_times)
+    flops = est["flops"]["forward"]
+    r = {
+        "workload": name,
+        "batch": w["batch"],
+        "seq": w["seq"],
+        "adapters": w["adapters"],
+        "peftc_steps_per_s": 1 / pf_t,
+        "hf_steps_per_s": 1 / hf_t,
+        "speed_ratio": hf_t / pf_t,
+        "peftc_peak_rss_bytes": max(pf_rss),
+        "hf_peak_rss_bytes": max(hf_rss),
+        "rss_ratio": max(pf_rss) / max(hf_rss),
+        # The compiler estimates training memory; scoring has no estimate of its own.
+        "estimated_bytes": None,
+        "estimate_error": None,
+        "flops_per_step": flops,
+        "sgemm_gflops": sgemm,
+        "roofline_fraction": flops / pf_t / (sgemm * 1e9),
+        "hf_roofline_fraction": flops / hf_t / (sgemm * 1e9),
+        "steps_measured": len(pf_times),
+        "logits_max_abs_diff": diff,
+    }
+    print(json.dumps(r), file=sys.stderr)
+    return r
 
 
 if __name__ == "__main__":

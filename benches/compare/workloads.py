@@ -58,3 +58,13 @@ def spec_text(w, batch_file):
         f"train {{\n    adapter = bench\n    task    = {w['task']}\n{labels}"
         f"    batch   = {w['batch']}\n    seq_len = {w['seq']}\n    lr      = {LR}\n    seed    = {SEED}\n}}\n"
     )
+
+# Inference: SmolLM2 scoring one batch whose rows each use their own LoRA adapter
+# (peftc's routed multi-adapter path against HF PEFT's `adapter_names=`). The batch is
+# the first ROWS rows of smollm2_lora's prepared batches.
+INFER_WORKLOADS = {
+    "smollm2_multi_lora_infer": dict(
+        model=SMOL, task="causal_lm", batch=8, seq=128, adapters=8, batches="smollm2_lora",
+        statement="lora(r=8, alpha=16) on layers[*].attn.{q, v}",
+    ),
+}

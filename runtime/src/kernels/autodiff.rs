@@ -230,7 +230,74 @@ impl<B: PeftKernels> Backward<B, 4> for DoraMixNode {
     }
 }
 
+#[derive(Debug)]
+struct LoraExpandNode;
+
+impl<B: PeftKernels> Backward<B, 3> for LoraExpandNode {
+    /// `u` (kept only when `b` trains), `b` (kept only when `u` needs a
+    /// gradient), the scale.
+    type State = (Option<FloatTensor<B>>, Option<FloatTensor<B>>, f64);
+    fn backward(self, ops: Ops<Self::State, 3>, grads: &mut Gradients, _: &mut Checkpointer) {
+        let [py, pu, pb] = ops.parents;
+        let dy = grads.consume::<B>(&ops.node);
+        let (u, b, scale) = ops.state;
+        let (du, db) = B::k_lora_expand_backward(
+            u.filter(|_| pb.is_some()),
+            b.filter(|_| pu.is_some()),
+            dy.clone(),
+            scale,
+        );
+        if let Some(g) = du {
+            register!(B, grads, pu, g);
+        }
+        if let Some(g) = db {
+            register!(B, grads, pb, g);
+        }
+        register!(B, grads, py, dy);
+    }
+}
+
 impl<B: PeftKernels, C: CheckpointStrategy> PeftKernels for Autodiff<B, C> {
+    fn op_lora_expand(
+        y: FloatTensor<Self>,
+        u: FloatTensor<Self>,
+        b: FloatTensor<Self>,
+        scale: f64,
+    ) -> FloatTensor<Self> {
+        if !B::FUSED {
+            return prim(reference::lora_expand::<Self>(
+                tensor(y),
+                tensor(u),
+                tensor(b),
+                scale,
+            ));
+        }
+        let u_needs = u.node.clone_if_require_grad().is_some();
+        let b_trains = b.node.clone_if_require_grad().is_some();
+        match LoraExpandNode
+            .prepare::<C>([y.node.clone(), u.node.clone(), b.node.clone()])
+            .compute_bound()
+            .stateful()
+        {
+            OpsKind::Tracked(prep) => {
+                let out =
+                    B::k_lora_expand(y.primitive, u.primitive.clone(), b.primitive.clone(), scale);
+                let state = (
+                    b_trains.then_some(u.primitive),
+                    u_needs.then_some(b.primitive),
+                    scale,
+                );
+                prep.finish(state, out)
+            }
+            OpsKind::UnTracked(prep) => prep.finish(B::k_lora_expand(
+                y.primitive,
+                u.primitive,
+                b.primitive,
+                scale,
+            )),
+        }
+    }
+
     fn op_scale_cols(x: FloatTensor<Self>, l: FloatTensor<Self>) -> FloatTensor<Self> {
         if !B::FUSED {
             return prim(reference::scale_cols::<Self>(tensor(x), tensor(l)));

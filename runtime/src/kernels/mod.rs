@@ -6,6 +6,7 @@
 //!   compositions. `FUSED` says whether a backend overrides them.
 //! - `cpu/`: fast kernels for burn's Flex backend (rayon, in-place strided
 //!   reads, no per-head copies, no stored dropout masks).
+//! - `cube/`: CubeCL `#[cube]` kernels for burn's CubeBackend (wgpu, CUDA).
 //! - `autodiff.rs`: the ops on `Autodiff<B>`: a graph node whose backward
 //!   calls `B`'s backward kernel when `B::FUSED`, else burn differentiates the
 //!   reference composition.
@@ -15,7 +16,10 @@
 
 mod autodiff;
 mod cpu;
+mod cube;
 pub mod reference;
+
+pub use cube::Unsupported;
 
 pub use cpu::attention::AttnShape;
 pub use cpu::rope::RopeShape;
@@ -47,6 +51,9 @@ pub struct AttnInputs<B: Backend> {
 pub trait PeftKernels: Backend {
     /// Whether the `k_*` kernels are this backend's own (fast) code.
     const FUSED: bool = false;
+    /// Whether multi-adapter LoRA batches go through [`Self::k_sgmv`] (one
+    /// kernel for all adapters) rather than one product per adapter segment.
+    const SGMV: bool = false;
 
     fn k_gelu(x: FloatTensor<Self>) -> FloatTensor<Self> {
         prim(reference::gelu::<Self, 2>(tensor(x)))
@@ -236,7 +243,65 @@ pub trait PeftKernels: Backend {
         ))
     }
 
+    /// LoRA's expand-and-add `y + scale * u @ b.T` (`u: [n, r]`, `b: [out, r]`):
+    /// the `[n, out]` delta is never a separate tensor.
+    fn k_lora_expand(
+        y: FloatTensor<Self>,
+        u: FloatTensor<Self>,
+        b: FloatTensor<Self>,
+        scale: f64,
+    ) -> FloatTensor<Self> {
+        prim(reference::lora_expand::<Self>(
+            tensor(y),
+            tensor(u),
+            tensor(b),
+            scale,
+        ))
+    }
+    /// `(du, db)` of [`Self::k_lora_expand`], each only when asked for.
+    #[allow(clippy::type_complexity)]
+    fn k_lora_expand_backward(
+        u: Option<FloatTensor<Self>>,
+        b: Option<FloatTensor<Self>>,
+        dy: FloatTensor<Self>,
+        scale: f64,
+    ) -> (Option<FloatTensor<Self>>, Option<FloatTensor<Self>>) {
+        let dy = tensor::<Self, 2>(dy);
+        let du = b.map(|b| prim(dy.clone().matmul(tensor(b)).mul_scalar(scale)));
+        let db = u.map(|u| prim(dy.transpose().matmul(tensor(u)).mul_scalar(scale)));
+        (du, db)
+    }
+    /// Batched multi-adapter LoRA (inference): row `i` of `y` gets
+    /// `scales[ids[i]] * (x_i A_kᵀ) B_kᵀ` with the adapters stacked as in
+    /// [`reference::sgmv`].
+    fn k_sgmv(
+        y: FloatTensor<Self>,
+        x: FloatTensor<Self>,
+        ids: &[u32],
+        a: FloatTensor<Self>,
+        b: FloatTensor<Self>,
+        scales: &[f32],
+    ) -> FloatTensor<Self> {
+        prim(reference::sgmv::<Self>(
+            tensor(y),
+            tensor(x),
+            ids,
+            tensor(a),
+            tensor(b),
+            scales,
+        ))
+    }
+
     // ---- the ops the model calls; `Autodiff<B>` overrides these with graph nodes.
+
+    fn op_lora_expand(
+        y: FloatTensor<Self>,
+        u: FloatTensor<Self>,
+        b: FloatTensor<Self>,
+        scale: f64,
+    ) -> FloatTensor<Self> {
+        Self::k_lora_expand(y, u, b, scale)
+    }
 
     fn op_gelu(x: FloatTensor<Self>) -> FloatTensor<Self> {
         Self::k_gelu(x)
@@ -290,10 +355,6 @@ pub trait PeftKernels: Backend {
         Self::k_cross_entropy(logits, &targets, &weights).0
     }
 }
-
-impl PeftKernels for burn::backend::Wgpu {}
-#[cfg(feature = "cuda")]
-impl PeftKernels for burn::backend::Cuda {}
 
 pub fn gelu<B: PeftKernels>(x: Tensor<B, 2>) -> Tensor<B, 2> {
     tensor(B::op_gelu(prim(x)))
@@ -387,4 +448,27 @@ pub fn dora_mix<B: PeftKernels>(
     mag: Tensor<B, 2>,
 ) -> Tensor<B, 2> {
     tensor(B::op_dora_mix(prim(y), prim(base), prim(delta), prim(mag)))
+}
+
+/// `y + scale * u @ b.T` for LoRA's `u = drop(x) A.T: [n, r]` and `b: [out, r]`.
+pub fn lora_expand<B: PeftKernels>(
+    y: Tensor<B, 2>,
+    u: Tensor<B, 2>,
+    b: Tensor<B, 2>,
+    scale: f64,
+) -> Tensor<B, 2> {
+    tensor(B::op_lora_expand(prim(y), prim(u), prim(b), scale))
+}
+
+/// Batched multi-adapter LoRA: `y` plus each row's own adapter's delta
+/// (`ids[row]` indexes the stacked `a: [K*r, in]`, `b: [K*out, r]`, `scales: [K]`).
+pub fn sgmv<B: PeftKernels>(
+    y: Tensor<B, 2>,
+    x: Tensor<B, 2>,
+    ids: &[u32],
+    a: Tensor<B, 2>,
+    b: Tensor<B, 2>,
+    scales: &[f32],
+) -> Tensor<B, 2> {
+    tensor(B::k_sgmv(prim(y), prim(x), ids, prim(a), prim(b), scales))
 }

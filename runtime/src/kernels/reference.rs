@@ -432,3 +432,64 @@ pub fn dora_mix<B: Backend>(
 ) -> Tensor<B, 2> {
     y + base * (mag.clone().sub_scalar(1.0)) + delta * mag
 }
+
+/// LoRA's expand-and-add: `y + scale * u @ b.T` (`u = x A.T: [n, r]`, `b: [out, r]`).
+pub fn lora_expand<B: Backend>(
+    y: Tensor<B, 2>,
+    u: Tensor<B, 2>,
+    b: Tensor<B, 2>,
+    scale: f64,
+) -> Tensor<B, 2> {
+    y + u.matmul(b.transpose()).mul_scalar(scale)
+}
+
+/// Gradients of [`lora_expand`] with respect to `u` and `b`.
+pub fn lora_expand_backward<B: Backend>(
+    u: Tensor<B, 2>,
+    b: Tensor<B, 2>,
+    dy: Tensor<B, 2>,
+    scale: f64,
+) -> (Tensor<B, 2>, Tensor<B, 2>) {
+    let du = dy.clone().matmul(b).mul_scalar(scale);
+    let db = dy.transpose().matmul(u).mul_scalar(scale);
+    (du, db)
+}
+
+/// Batched multi-adapter LoRA as a loop over adapters: the rows of adapter
+/// `k` (`ids[row] == k`) get `scales[k] * (x A_k.T) B_k.T` added, with
+/// `A_k = a[k*r..(k+1)*r]` and `B_k = b[k*out..(k+1)*out]` (see `cube::sgmv`).
+pub fn sgmv<B: Backend>(
+    y: Tensor<B, 2>,
+    x: Tensor<B, 2>,
+    ids: &[u32],
+    a: Tensor<B, 2>,
+    b: Tensor<B, 2>,
+    scales: &[f32],
+) -> Tensor<B, 2> {
+    let [_, d] = x.dims();
+    let [_, out] = y.dims();
+    let r = b.dims()[1];
+    let device = y.device();
+    let mut y = y;
+    for (k, &s) in scales.iter().enumerate() {
+        let rows: Vec<i64> = (0..ids.len())
+            .filter(|&i| ids[i] as usize == k)
+            .map(|i| i as i64)
+            .collect();
+        if rows.is_empty() {
+            continue;
+        }
+        let idx =
+            Tensor::<B, 1, Int>::from_data(TensorData::new(rows.clone(), [rows.len()]), &device);
+        let ak = a.clone().slice([k * r..(k + 1) * r, 0..d]);
+        let bk = b.clone().slice([k * out..(k + 1) * out, 0..r]);
+        let delta = x
+            .clone()
+            .select(0, idx.clone())
+            .matmul(ak.transpose())
+            .matmul(bk.transpose())
+            .mul_scalar(s as f64);
+        y = y.select_assign(0, idx, delta, burn::tensor::IndexingUpdateOp::Add);
+    }
+    y
+}

@@ -184,6 +184,11 @@ impl<B: PeftKernels> SiteLinear<B> {
                 pname(&self.path, "lora_A.weight"),
                 pname(&self.path, "lora_B.weight"),
             );
+            if B::SGMV
+                && let Some(out) = sgmv(routes, &x, &y, &an, &bn, l.scale, p)?
+            {
+                return Ok(out);
+            }
             let delta = routes.segmented(x, out, |k, xk| {
                 let a = p.get(&super::routes::routed(&an, k))?;
                 let b = p.get(&super::routes::routed(&bn, k))?;
@@ -202,6 +207,11 @@ impl<B: PeftKernels> SiteLinear<B> {
             site_id(&format!("{}.lora_dropout", self.path)),
         );
         let dropped = ctx.train && l.dropout > 0.0;
+        if !l.gated && !l.dora {
+            // fused_lora_linear: the second product, scale and add in one op.
+            let u = xd.matmul(a.transpose());
+            return Ok(kernels::lora_expand(y, u, b, l.scale));
+        }
         let mut delta = xd
             .clone()
             .matmul(a.clone().transpose())
@@ -230,4 +240,40 @@ impl<B: PeftKernels> SiteLinear<B> {
         };
         Ok(kernels::dora_mix(y, base_d, delta, mag))
     }
+}
+
+/// `y` plus batched multi-adapter LoRA in one kernel per product
+/// (`kernels::sgmv`): the adapters' factors stacked, each row routed by its
+/// adapter id. `None`
+/// when the adapters' ranks differ (the segmented path handles that).
+fn sgmv<B: PeftKernels>(
+    routes: &super::routes::Routes<B>,
+    x: &Tensor<B, 2>,
+    y: &Tensor<B, 2>,
+    an: &str,
+    bn: &str,
+    scale: f64,
+    p: &Params<B>,
+) -> Result<Option<Tensor<B, 2>>> {
+    let Some(ids) = routes.row_ids(x.dims()[0]) else {
+        return Ok(None);
+    };
+    let (mut a, mut b) = (Vec::new(), Vec::new());
+    for k in 0..routes.adapters {
+        a.push(p.get(&super::routes::routed(an, k))?);
+        b.push(p.get(&super::routes::routed(bn, k))?);
+    }
+    let r = a[0].dims()[0];
+    if a.iter().any(|t| t.dims()[0] != r) {
+        return Ok(None);
+    }
+    let scales = vec![scale as f32; routes.adapters];
+    Ok(Some(kernels::sgmv(
+        y.clone(),
+        x.clone(),
+        &ids,
+        Tensor::cat(a, 0),
+        Tensor::cat(b, 0),
+        &scales,
+    )))
 }

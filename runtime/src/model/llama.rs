@@ -175,7 +175,8 @@ impl<B: PeftKernels> Llama<B> {
     ) -> Result<Tensor<B, 2>> {
         match &self.lm_head_t {
             Some(head) => head.forward(hidden, p, ctx),
-            None => Ok(hidden.matmul(self.embed.clone().transpose())),
+            // Tied embeddings: `hidden @ embed.T` as a frozen linear (BLAS, no weight gradient).
+            None => Ok(crate::kernels::linear(hidden, self.embed.clone(), None)),
         }
     }
 }

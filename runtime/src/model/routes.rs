@@ -33,6 +33,8 @@ pub struct Routes<B: PeftKernels> {
     /// contiguous range (SGMV's segments), so rows are sliced, not gathered.
     segments: Option<Vec<std::ops::Range<usize>>>,
     seq: usize,
+    /// The adapter of each sequence.
+    adapter_of: Vec<usize>,
 }
 
 impl<B: PeftKernels> Routes<B> {
@@ -75,7 +77,26 @@ impl<B: PeftKernels> Routes<B> {
             n_sequences: adapter_of.len(),
             segments,
             seq,
+            adapter_of: adapter_of.to_vec(),
         }
+    }
+
+    /// The adapter of each of `n` rows (token- or sequence-level), for a
+    /// kernel that routes row by row (`kernels::sgmv`).
+    pub fn row_ids(&self, n: usize) -> Option<Vec<u32>> {
+        let per = if n == self.n_tokens {
+            self.seq
+        } else if n == self.n_sequences {
+            1
+        } else {
+            return None;
+        };
+        Some(
+            self.adapter_of
+                .iter()
+                .flat_map(|&k| std::iter::repeat_n(k as u32, per))
+                .collect(),
+        )
     }
 
     /// `f(k, rows of x for adapter k)` for every adapter with rows, placed back

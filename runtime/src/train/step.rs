@@ -49,6 +49,9 @@ pub fn train_step<B: AutodiffBackend + PeftKernels>(
         );
         let out = model.forward(batch, &params, &ctx)?;
         let loss = model.loss(&out, batch).div_scalar(n as f64);
+        // The logits' last use is the loss's backward, which may then write
+        // the gradient over them.
+        drop(out);
         let value = super::host(loss.clone())[0];
         if !value.is_finite() {
             return Err(RuntimeError::NonFinite { step, value });

@@ -26,6 +26,17 @@ simd_fn! {
     }
 }
 
+simd_fn! {
+    fn grad_row_in_place(x: &mut [f32], lse: f32, target: usize, scale: f32) {
+        for v in x.iter_mut() {
+            *v = (*v - lse).exp() * scale;
+        }
+        if let Some(t) = x.get_mut(target) {
+            *t -= scale;
+        }
+    }
+}
+
 /// Mean weighted cross-entropy and each row's log-sum-exp.
 pub fn forward(
     logits: &[f32],
@@ -70,4 +81,30 @@ pub fn backward(
         }
     });
     d
+}
+
+/// [`backward`] written over the logits themselves: the saved logits of a
+/// causal LM are vocabulary-sized (100 MB for SmolLM2 at batch 4 × 128), and
+/// the backward is their last use.
+pub fn backward_in_place(
+    logits: &mut [f32],
+    classes: usize,
+    lse: &[f32],
+    targets: &[i64],
+    weights: &[f32],
+    dloss: f32,
+) {
+    let count: f32 = weights.iter().sum::<f32>().max(1.0);
+    logits
+        .par_chunks_mut(classes)
+        .enumerate()
+        .for_each(|(r, x)| {
+            let scale = dloss * weights[r] / count;
+            if scale != 0.0 {
+                let t = (targets[r].max(0) as usize).min(classes - 1);
+                grad_row_in_place(x, lse[r], t, scale);
+            } else {
+                x.fill(0.0);
+            }
+        });
 }

@@ -74,6 +74,14 @@ fn f32s(t: &T) -> &[f32] {
         .expect("peftc kernels run on contiguous f32 tensors")
 }
 
+/// The tensor's own elements, writable, when nothing else holds its buffer
+/// (a kernel may then write its result over an input it consumes).
+fn f32s_mut(t: &mut T) -> Option<&mut [f32]> {
+    let (start, end) = t.layout().contiguous_offsets()?;
+    t.try_storage_mut::<f32>()
+        .and_then(|s| s.get_mut(start..end))
+}
+
 fn dims(t: &T) -> Vec<usize> {
     t.layout().shape().to_vec()
 }
@@ -144,6 +152,48 @@ impl PeftKernels for Flex {
         (dx, dw, db)
     }
 
+    fn k_lora_expand(y: T, u: T, b: T, scale: f64) -> T {
+        let (mut y, u, b) = (contiguous(y), contiguous(u), contiguous(b));
+        let (n, r, o) = (dims(&u)[0], dims(&u)[1], dims(&b)[0]);
+        // Scale the thin factor, then accumulate its product onto `y` (beta = 1).
+        let us: Vec<f32> = f32s(&u).iter().map(|v| v * scale as f32).collect();
+        if let Some(buf) = f32s_mut(&mut y) {
+            blas::sgemm(n, o, r, &us, f32s(&b), true, 1.0, buf);
+            return y;
+        }
+        let mut out = f32s(&y).to_vec();
+        blas::sgemm(n, o, r, &us, f32s(&b), true, 1.0, &mut out);
+        make(out, vec![n, o])
+    }
+
+    fn k_lora_expand_backward(
+        u: Option<T>,
+        b: Option<T>,
+        dy: T,
+        scale: f64,
+    ) -> (Option<T>, Option<T>) {
+        let dy = contiguous(dy);
+        let (n, o) = (dims(&dy)[0], dims(&dy)[1]);
+        let s = scale as f32;
+        let du = b.map(|b| {
+            let b = contiguous(b);
+            let r = dims(&b)[1];
+            let mut du = vec![0f32; n * r];
+            blas::sgemm(n, r, o, f32s(&dy), f32s(&b), false, 0.0, &mut du);
+            du.iter_mut().for_each(|v| *v *= s);
+            make(du, vec![n, r])
+        });
+        let db = u.map(|u| {
+            let u = contiguous(u);
+            let r = dims(&u)[1];
+            let mut db = vec![0f32; o * r];
+            blas::sgemm_at(o, r, n, f32s(&dy), f32s(&u), 0.0, &mut db);
+            db.iter_mut().for_each(|v| *v *= s);
+            make(db, vec![o, r])
+        });
+        (du, db)
+    }
+
     fn k_scale_cols(x: T, l: T) -> T {
         let (x, l) = (contiguous(x), contiguous(l));
         let shape = dims(&x);
@@ -194,10 +244,16 @@ impl PeftKernels for Flex {
         weights: &Arc<Vec<f32>>,
         dloss: T,
     ) -> T {
-        let (logits, lse, dloss) = (contiguous(logits), contiguous(lse), contiguous(dloss));
+        let (mut logits, lse, dloss) = (contiguous(logits), contiguous(lse), contiguous(dloss));
         let shape = dims(&logits);
         let c = *shape.last().unwrap_or(&1);
         let g = f32s(&dloss).first().copied().unwrap_or(0.0);
+        // The autodiff node hands over its saved logits: reuse their buffer
+        // when nothing else holds it.
+        if let Some(buf) = f32s_mut(&mut logits) {
+            loss::backward_in_place(buf, c, f32s(&lse), targets, weights, g);
+            return logits;
+        }
         let d = loss::backward(f32s(&logits), c, f32s(&lse), targets, weights, g);
         make(d, shape)
     }

@@ -1,0 +1,103 @@
+//! The epilogues that follow a frozen linear: (IA)³'s column scale, DoRA's
+//! magnitude mix, LoRA's expand-and-add, and the column reduction their
+//! backward needs. All operands are contiguous `[n, d]` row-major; `[1, d]`
+//! vectors broadcast over rows.
+
+use cubecl::prelude::*;
+
+/// `y = x * l[col]`.
+#[cube(launch)]
+pub fn scale_cols<F: Float>(x: &Tensor<F>, l: &Tensor<F>, y: &mut Tensor<F>) {
+    if ABSOLUTE_POS >= y.len() {
+        terminate!();
+    }
+    let d = y.shape(1);
+    y[ABSOLUTE_POS] = x[ABSOLUTE_POS] * l[ABSOLUTE_POS % d];
+}
+
+/// `out = y + base * (mag[col] - 1) + delta * mag[col]`.
+#[cube(launch)]
+pub fn dora_mix<F: Float>(
+    y: &Tensor<F>,
+    base: &Tensor<F>,
+    delta: &Tensor<F>,
+    mag: &Tensor<F>,
+    out: &mut Tensor<F>,
+) {
+    if ABSOLUTE_POS >= out.len() {
+        terminate!();
+    }
+    let m = mag[ABSOLUTE_POS % out.shape(1)];
+    out[ABSOLUTE_POS] =
+        y[ABSOLUTE_POS] + base[ABSOLUTE_POS] * (m - F::new(1.0)) + delta[ABSOLUTE_POS] * m;
+}
+
+/// `out[i, o] = y[i, o] + s * sum_k u[i, k] b[o, k]`: LoRA's second product,
+/// scale and residual add in one pass, `u = x Aᵀ: [n, r]`, `b: [out, r]`.
+/// The `[n, out]` delta never exists.
+#[cube(launch)]
+pub fn lora_expand<F: Float>(
+    y: &Tensor<F>,
+    u: &Tensor<F>,
+    b: &Tensor<F>,
+    out: &mut Tensor<F>,
+    scale: f32,
+) {
+    if ABSOLUTE_POS >= out.len() {
+        terminate!();
+    }
+    let d = out.shape(1);
+    let r = u.shape(1);
+    let i = ABSOLUTE_POS / d;
+    let o = ABSOLUTE_POS % d;
+    let mut acc = F::new(0.0);
+    for k in 0..r {
+        acc += u[i * r + k] * b[o * r + k];
+    }
+    out[ABSOLUTE_POS] = y[ABSOLUTE_POS] + acc * F::cast_from(scale);
+}
+
+/// Partial column sums of `a * b` over blocks of `rows_per` rows:
+/// `partial[blk, c] = sum_{i in blk} a[i, c] b[i, c]` (one unit per
+/// `(blk, c)`, neighbouring units on neighbouring columns).
+#[cube(launch)]
+pub fn col_dot_partial<F: Float>(
+    a: &Tensor<F>,
+    b: &Tensor<F>,
+    partial: &mut Tensor<F>,
+    rows_per: u32,
+) {
+    if ABSOLUTE_POS >= partial.len() {
+        terminate!();
+    }
+    let n = a.shape(0);
+    let d = a.shape(1);
+    let blk = ABSOLUTE_POS / d;
+    let c = ABSOLUTE_POS % d;
+    let per = rows_per as usize;
+    let start = blk * per;
+    let mut end = start + per;
+    if end > n {
+        end = n;
+    }
+    let mut acc = F::new(0.0);
+    for i in start..end {
+        acc += a[i * d + c] * b[i * d + c];
+    }
+    partial[ABSOLUTE_POS] = acc;
+}
+
+/// `out[c] = sum_blk partial[blk, c]`.
+#[cube(launch)]
+pub fn col_sum<F: Float>(partial: &Tensor<F>, out: &mut Tensor<F>) {
+    if ABSOLUTE_POS >= out.len() {
+        terminate!();
+    }
+    let blocks = partial.shape(0);
+    let d = partial.shape(1);
+    let mut acc = F::new(0.0);
+    for blk in 0..blocks {
+        acc += partial[blk * d + ABSOLUTE_POS];
+    }
+    out[ABSOLUTE_POS] = acc;
+}

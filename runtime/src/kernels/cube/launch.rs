@@ -1,0 +1,105 @@
+//! What every launch needs: contiguous f32 operands on one device, an output
+//! buffer, a grid over the output's elements; and the typed refusal that
+//! sends an op back to its reference composition.
+
+use burn::tensor::{DType, Shape};
+use burn_cubecl::CubeRuntime;
+use burn_cubecl::kernel::into_contiguous;
+use burn_cubecl::ops::numeric::empty_device_contiguous_dtype;
+use burn_cubecl::tensor::CubeTensor;
+use cubecl::calculate_cube_count_elemwise;
+use cubecl::client::ComputeClient;
+use cubecl::prelude::*;
+use std::collections::BTreeSet;
+use std::sync::Mutex;
+
+/// Why a kernel declined its operands.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Unsupported {
+    #[error("{op}: dtype {dtype:?} (the CubeCL kernels take f32)")]
+    DType { op: &'static str, dtype: DType },
+    #[error("{op}: operand shapes {shapes:?} do not fit")]
+    Shape {
+        op: &'static str,
+        shapes: Vec<Vec<usize>>,
+    },
+    #[error("{op}: {len} elements exceed the kernels' 32-bit indexing")]
+    TooLarge { op: &'static str, len: usize },
+}
+
+/// Prints one line per op and reason the first time a kernel declines, then
+/// lets the caller run the reference composition.
+pub fn notice(e: &Unsupported) {
+    static SEEN: Mutex<BTreeSet<String>> = Mutex::new(BTreeSet::new());
+    let line = e.to_string();
+    if let Ok(mut seen) = SEEN.lock()
+        && seen.insert(line.clone())
+    {
+        eprintln!("notice: fused kernel not used, reference path instead: {line}");
+    }
+}
+
+/// A refusal, with the operands handed back for the reference path.
+pub type Refused<R, const N: usize> = (Unsupported, [CubeTensor<R>; N]);
+
+/// The operands made contiguous, after checking their dtype and size.
+pub fn operands<R: CubeRuntime, const N: usize>(
+    op: &'static str,
+    ts: [CubeTensor<R>; N],
+) -> Result<[CubeTensor<R>; N], Refused<R, N>> {
+    for t in &ts {
+        if t.dtype != DType::F32 {
+            let dtype = t.dtype;
+            return Err((Unsupported::DType { op, dtype }, ts));
+        }
+        let len = t.meta.num_elements();
+        if len >= u32::MAX as usize {
+            return Err((Unsupported::TooLarge { op, len }, ts));
+        }
+    }
+    Ok(ts.map(into_contiguous))
+}
+
+pub fn dims<R: CubeRuntime>(t: &CubeTensor<R>) -> Vec<usize> {
+    t.meta.shape().to_vec()
+}
+
+/// A contiguous output of `shape` on `like`'s device.
+pub fn output<R: CubeRuntime>(like: &CubeTensor<R>, shape: Vec<usize>) -> CubeTensor<R> {
+    empty_device_contiguous_dtype(
+        like.client.clone(),
+        like.device.clone(),
+        Shape::from(shape),
+        DType::F32,
+    )
+}
+
+/// A 1-D grid with one unit per element of an `n`-element output.
+pub fn grid<R: CubeRuntime>(client: &ComputeClient<R>, n: usize) -> (CubeCount, CubeDim) {
+    let dim = CubeDim::new(client, n.max(1));
+    (calculate_cube_count_elemwise(client, n.max(1), dim), dim)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use burn::backend::Wgpu;
+    use burn::tensor::{Int, Tensor};
+
+    /// An operand of a dtype the kernels do not take is refused with its
+    /// dtype named, and handed back intact.
+    #[test]
+    fn a_non_f32_operand_is_refused_by_type() {
+        let device = Default::default();
+        let t = Tensor::<Wgpu, 1, Int>::from_ints([1, 2, 3], &device).into_primitive();
+        let dtype = t.dtype;
+        match operands("gelu", [t]) {
+            Err((e, [back])) => {
+                assert_eq!(e, Unsupported::DType { op: "gelu", dtype });
+                assert!(e.to_string().starts_with("gelu: dtype"));
+                assert_eq!(back.meta.num_elements(), 3);
+            }
+            Ok(_) => panic!("an int tensor was accepted"),
+        }
+    }
+}

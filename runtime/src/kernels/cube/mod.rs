@@ -1,0 +1,290 @@
+//! peftc's kernels as CubeCL `#[cube]` code, for every burn `CubeBackend`:
+//! wgpu (Vulkan, Metal, DX12; lavapipe on machines without a GPU) and CUDA
+//! (`cuda` feature). Each kernel sits beside its reference composition
+//! (`kernels::reference`), and runtime/tests/cube_kernels.rs holds its output
+//! and every gradient to that reference on wgpu.
+//!
+//! - `elementwise.rs`: GELU, SwiGLU and their backward;
+//! - `epilogue.rs`: the linear epilogues, (IA)³ `scale_cols`, DoRA's
+//!   `dora_mix`, LoRA's `lora_expand` (second product + scale + residual in
+//!   one pass), and the two-pass column reduction of their backward;
+//! - `sgmv.rs`: batched multi-adapter LoRA (shrink / expand with a per-row
+//!   adapter id);
+//! - `launch.rs`: operand checks, outputs, grids, and the typed refusal.
+//!
+//! Ops without a kernel here (the frozen GEMMs, attention, norms, loss) run
+//! their reference composition on the same backend, inside one autodiff node
+//! each (`FUSED`), so no intermediate is kept for burn's own backward.
+//! A kernel that declines its operands (dtype, size) prints a one-line notice
+//! once and falls back to the reference composition.
+
+mod elementwise;
+mod epilogue;
+mod launch;
+mod sgmv;
+
+pub use launch::Unsupported;
+
+use super::{PeftKernels, prim, reference, tensor};
+use burn::tensor::ops::FloatTensor;
+use burn_cubecl::tensor::CubeTensor;
+use burn_cubecl::{BoolElement, CubeBackend, CubeRuntime};
+use launch::{dims, grid, notice, operands, output};
+
+type Cube<R, BT> = CubeBackend<R, f32, i32, BT>;
+
+/// Runs `$kernel` on the checked operands, or the reference on refusal.
+macro_rules! fused_or {
+    ($op:literal, [$($t:ident),+], $fallback:expr, |$($c:ident),+| $kernel:expr) => {
+        match operands($op, [$($t),+]) {
+            Ok([$($c),+]) => $kernel,
+            Err((e, [$($t),+])) => {
+                notice(&e);
+                $fallback
+            }
+        }
+    };
+}
+
+/// One unit per element of `out`, launched with the given tensor arguments.
+macro_rules! elementwise {
+    ($kernel:path, $out:expr, [$($arg:expr),*] $(, $scalar:expr)*) => {{
+        let out = $out;
+        let client = out.client.clone();
+        let (count, dim) = grid(&client, out.meta.num_elements());
+        $kernel(
+            &client,
+            count,
+            dim,
+            $($arg.into_tensor_arg(),)*
+            out.clone().into_tensor_arg()
+            $(, $scalar)*
+        );
+        out
+    }};
+}
+
+impl<R: CubeRuntime, BT: BoolElement> PeftKernels for Cube<R, BT> {
+    const FUSED: bool = true;
+    const SGMV: bool = true;
+
+    fn k_gelu(x: FloatTensor<Self>) -> FloatTensor<Self> {
+        fused_or!(
+            "gelu",
+            [x],
+            prim(reference::gelu::<Self, 2>(tensor(x))),
+            |x| {
+                let out = output(&x, dims(&x));
+                elementwise!(elementwise::gelu::launch::<f32, R>, out, [x])
+            }
+        )
+    }
+
+    fn k_gelu_backward(x: FloatTensor<Self>, dy: FloatTensor<Self>) -> FloatTensor<Self> {
+        fused_or!(
+            "gelu_backward",
+            [x, dy],
+            prim(reference::gelu_backward::<Self>(tensor(x), tensor(dy))),
+            |x, dy| {
+                let out = output(&x, dims(&x));
+                elementwise!(elementwise::gelu_backward::launch::<f32, R>, out, [x, dy])
+            }
+        )
+    }
+
+    fn k_silu_mul(g: FloatTensor<Self>, u: FloatTensor<Self>) -> FloatTensor<Self> {
+        fused_or!(
+            "silu_mul",
+            [g, u],
+            prim(reference::silu_mul::<Self>(tensor(g), tensor(u))),
+            |g, u| {
+                let out = output(&g, dims(&g));
+                elementwise!(elementwise::silu_mul::launch::<f32, R>, out, [g, u])
+            }
+        )
+    }
+
+    fn k_silu_mul_backward(
+        g: FloatTensor<Self>,
+        u: FloatTensor<Self>,
+        dy: FloatTensor<Self>,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>) {
+        match operands("silu_mul_backward", [g, u, dy]) {
+            Ok([g, u, dy]) => {
+                let (dg, du) = (output(&g, dims(&g)), output(&g, dims(&g)));
+                let client = g.client.clone();
+                let (count, dim) = grid(&client, dg.meta.num_elements());
+                elementwise::silu_mul_backward::launch::<f32, R>(
+                    &client,
+                    count,
+                    dim,
+                    g.into_tensor_arg(),
+                    u.into_tensor_arg(),
+                    dy.into_tensor_arg(),
+                    dg.clone().into_tensor_arg(),
+                    du.clone().into_tensor_arg(),
+                );
+                (dg, du)
+            }
+            Err((e, [g, u, dy])) => {
+                notice(&e);
+                let (a, b) = reference::silu_mul_backward::<Self>(tensor(g), tensor(u), tensor(dy));
+                (prim(a), prim(b))
+            }
+        }
+    }
+
+    fn k_scale_cols(x: FloatTensor<Self>, l: FloatTensor<Self>) -> FloatTensor<Self> {
+        fused_or!(
+            "scale_cols",
+            [x, l],
+            prim(reference::scale_cols::<Self>(tensor(x), tensor(l))),
+            |x, l| {
+                let out = output(&x, dims(&x));
+                elementwise!(epilogue::scale_cols::launch::<f32, R>, out, [x, l])
+            }
+        )
+    }
+
+    fn k_col_dot(a: FloatTensor<Self>, b: FloatTensor<Self>) -> FloatTensor<Self> {
+        fused_or!(
+            "col_dot",
+            [a, b],
+            prim((tensor::<Self, 2>(a) * tensor::<Self, 2>(b)).sum_dim(0)),
+            |a, b| col_dot(a, b)
+        )
+    }
+
+    fn k_dora_mix(
+        y: FloatTensor<Self>,
+        base: FloatTensor<Self>,
+        delta: FloatTensor<Self>,
+        mag: FloatTensor<Self>,
+    ) -> FloatTensor<Self> {
+        fused_or!(
+            "dora_mix",
+            [y, base, delta, mag],
+            prim(reference::dora_mix::<Self>(
+                tensor(y),
+                tensor(base),
+                tensor(delta),
+                tensor(mag)
+            )),
+            |y, base, delta, mag| {
+                let out = output(&y, dims(&y));
+                elementwise!(
+                    epilogue::dora_mix::launch::<f32, R>,
+                    out,
+                    [y, base, delta, mag]
+                )
+            }
+        )
+    }
+
+    fn k_lora_expand(
+        y: FloatTensor<Self>,
+        u: FloatTensor<Self>,
+        b: FloatTensor<Self>,
+        scale: f64,
+    ) -> FloatTensor<Self> {
+        fused_or!(
+            "lora_expand",
+            [y, u, b],
+            prim(reference::lora_expand::<Self>(
+                tensor(y),
+                tensor(u),
+                tensor(b),
+                scale
+            )),
+            |y, u, b| {
+                let out = output(&y, dims(&y));
+                elementwise!(
+                    epilogue::lora_expand::launch::<f32, R>,
+                    out,
+                    [y, u, b],
+                    scale as f32
+                )
+            }
+        )
+    }
+
+    fn k_sgmv(
+        y: FloatTensor<Self>,
+        x: FloatTensor<Self>,
+        ids: &[u32],
+        a: FloatTensor<Self>,
+        b: FloatTensor<Self>,
+        scales: &[f32],
+    ) -> FloatTensor<Self> {
+        fused_or!(
+            "sgmv",
+            [y, x, a, b],
+            prim(reference::sgmv::<Self>(
+                tensor(y),
+                tensor(x),
+                ids,
+                tensor(a),
+                tensor(b),
+                scales
+            )),
+            |y, x, a, b| sgmv(y, x, ids, a, b, scales)
+        )
+    }
+}
+
+/// Column sums of `a * b` in two passes: blocks of rows, then the blocks.
+fn col_dot<R: CubeRuntime>(a: CubeTensor<R>, b: CubeTensor<R>) -> CubeTensor<R> {
+    const ROWS_PER: usize = 64;
+    let [n, d] = [dims(&a)[0], dims(&a)[1]];
+    let blocks = n.div_ceil(ROWS_PER).max(1);
+    let partial = output(&a, vec![blocks, d]);
+    let partial = elementwise!(
+        epilogue::col_dot_partial::launch::<f32, R>,
+        partial,
+        [a, b],
+        ROWS_PER as u32
+    );
+    let out = output(&partial, vec![1, d]);
+    elementwise!(epilogue::col_sum::launch::<f32, R>, out, [partial])
+}
+
+/// `y + scales[id] * (x A_idᵀ) B_idᵀ` row by row, two launches in all.
+fn sgmv<R: CubeRuntime>(
+    y: CubeTensor<R>,
+    x: CubeTensor<R>,
+    ids: &[u32],
+    a: CubeTensor<R>,
+    b: CubeTensor<R>,
+    scales: &[f32],
+) -> CubeTensor<R> {
+    let n = dims(&x)[0];
+    let r = dims(&b)[1];
+    let client = x.client.clone();
+    let upload_u32 = |v: &[u32]| {
+        let h = client.create_from_slice(<u32 as cubecl::CubeElement>::as_bytes(v));
+        CubeTensor::new_contiguous(
+            client.clone(),
+            x.device.clone(),
+            burn::tensor::Shape::from(vec![v.len()]),
+            h,
+            burn::tensor::DType::U32,
+        )
+    };
+    let ids_t = upload_u32(ids);
+    let h = client.create_from_slice(<f32 as cubecl::CubeElement>::as_bytes(scales));
+    let scales_t = CubeTensor::new_contiguous(
+        client.clone(),
+        x.device.clone(),
+        burn::tensor::Shape::from(vec![scales.len()]),
+        h,
+        burn::tensor::DType::F32,
+    );
+    let u = output(&x, vec![n, r]);
+    let u = elementwise!(sgmv::shrink::launch::<f32, R>, u, [x, ids_t.clone(), a]);
+    let out = output(&y, dims(&y));
+    elementwise!(
+        sgmv::expand::launch::<f32, R>,
+        out,
+        [y, u, ids_t, b, scales_t]
+    )
+}

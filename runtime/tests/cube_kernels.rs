@@ -1,0 +1,249 @@
+//! The CubeCL kernels (kernels/cube) against their reference compositions on
+//! burn's wgpu backend (CUDA with `--features cuda`): outputs and the gradient of every input. Without a
+//! GPU, wgpu runs on Mesa's lavapipe (`.ci/run` installs mesa-vulkan-drivers).
+//! The same kernels are checked against the CPU backend's results too.
+
+use burn::backend::Autodiff;
+use burn::tensor::{Tensor, TensorData};
+use peftc_runtime::CpuTrain;
+use peftc_runtime::burn;
+use peftc_runtime::kernels::{self, reference};
+
+/// wgpu; CUDA when built with `--features cuda` (benches/gpu.sh).
+#[cfg(not(feature = "cuda"))]
+type Wgpu = burn::backend::Wgpu;
+#[cfg(feature = "cuda")]
+type Wgpu = burn::backend::Cuda;
+
+type G = Autodiff<Wgpu>;
+
+/// The same standard-normal draw on both backends, from the seed alone (the
+/// backends' own generators are global, and the tests run in parallel).
+fn values(shape: [usize; 2], seed: u64) -> Vec<f32> {
+    let mut state = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ 0xD1B5_4A32_D192_ED03;
+    let mut uniform = move || {
+        // splitmix64
+        state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = state;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        ((z ^ (z >> 31)) >> 11) as f64 / (1u64 << 53) as f64
+    };
+    (0..shape[0] * shape[1])
+        .map(|_| {
+            // Box-Muller
+            let (u1, u2) = (uniform().max(1e-300), uniform());
+            ((-2.0 * u1.ln()).sqrt() * (std::f64::consts::TAU * u2).cos()) as f32
+        })
+        .collect()
+}
+
+fn gpu(shape: [usize; 2], seed: u64) -> Tensor<G, 2> {
+    Tensor::<G, 2>::from_data(
+        TensorData::new(values(shape, seed), shape),
+        &Default::default(),
+    )
+    .require_grad()
+}
+
+fn cpu(shape: [usize; 2], seed: u64) -> Tensor<CpuTrain, 2> {
+    Tensor::<CpuTrain, 2>::from_data(
+        TensorData::new(values(shape, seed), shape),
+        &Default::default(),
+    )
+    .require_grad()
+}
+
+fn host<B: burn::tensor::backend::Backend>(t: Tensor<B, 2>) -> Vec<f32> {
+    t.into_data()
+        .convert::<f32>()
+        .into_vec::<f32>()
+        .expect("f32")
+}
+
+fn close(what: &str, a: &[f32], b: &[f32], tol: f32) {
+    assert_eq!(a.len(), b.len(), "{what}: lengths");
+    let scale = b.iter().fold(1e-6f32, |m, v| m.max(v.abs()));
+    let d = a
+        .iter()
+        .zip(b)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0.0, f32::max);
+    assert!(d <= tol * scale, "{what}: max diff {d:e} (scale {scale:e})");
+}
+
+/// `sum(y * r)` for a fixed random `r`, so every output element matters.
+fn loss(y: Tensor<G, 2>, seed: u64) -> Tensor<G, 1> {
+    let r = gpu(y.dims(), seed).detach();
+    (y * r).sum()
+}
+
+fn grad(
+    t: &Tensor<G, 2>,
+    g: &<G as burn::tensor::backend::AutodiffBackend>::Gradients,
+) -> Vec<f32> {
+    host(t.grad(g).expect("gradient"))
+}
+
+/// Output and every input's gradient of `fused` against `refer`, on wgpu.
+fn check(
+    what: &str,
+    inputs: &[Tensor<G, 2>],
+    fused: impl Fn(&[Tensor<G, 2>]) -> Tensor<G, 2>,
+    refer: impl Fn(&[Tensor<G, 2>]) -> Tensor<G, 2>,
+    tol: f32,
+) {
+    let y1 = fused(inputs);
+    let y2 = refer(inputs);
+    close(
+        what,
+        &host(y1.clone().inner()),
+        &host(y2.clone().inner()),
+        tol,
+    );
+    let g1 = loss(y1, 99).backward();
+    let g2 = loss(y2, 99).backward();
+    for (i, x) in inputs.iter().enumerate() {
+        close(
+            &format!("{what}: d input {i}"),
+            &grad(x, &g1),
+            &grad(x, &g2),
+            tol * 10.0,
+        );
+    }
+}
+
+/// Against the CPU backend's reference: burn's own GELU backward on wgpu is
+/// off by 5e-4 (relative), the kernel is not.
+#[test]
+fn gelu_kernel_matches_the_cpu_reference() {
+    let x = gpu([64, 96], 1).mul_scalar(3.0).detach().require_grad();
+    let y = kernels::gelu(x.clone());
+    let g = loss(y.clone(), 99).backward();
+    let xc = cpu([64, 96], 1).mul_scalar(3.0).detach().require_grad();
+    let yc = reference::gelu(xc.clone());
+    let rc = cpu([64, 96], 99).detach();
+    let gc = (yc.clone() * rc).sum().backward();
+    close("gelu", &host(y.inner()), &host(yc.inner()), 1e-5);
+    close(
+        "dgelu",
+        &grad(&x, &g),
+        &host(xc.grad(&gc).expect("dx")),
+        1e-5,
+    );
+}
+
+#[test]
+fn silu_mul_kernel_matches_reference() {
+    check(
+        "silu_mul",
+        &[gpu([32, 80], 2), gpu([32, 80], 3)],
+        |t| kernels::silu_mul(t[0].clone(), t[1].clone()),
+        |t| reference::silu_mul(t[0].clone(), t[1].clone()),
+        1e-5,
+    );
+}
+
+#[test]
+fn ia3_scale_cols_kernel_matches_reference() {
+    // 300 rows: the column reduction of the backward spans several row blocks.
+    check(
+        "scale_cols",
+        &[gpu([300, 48], 4), gpu([1, 48], 5)],
+        |t| kernels::scale_cols(t[0].clone(), t[1].clone()),
+        |t| reference::scale_cols(t[0].clone(), t[1].clone()),
+        1e-5,
+    );
+}
+
+#[test]
+fn dora_mix_kernel_matches_reference() {
+    check(
+        "dora_mix",
+        &[
+            gpu([130, 40], 6),
+            gpu([130, 40], 7),
+            gpu([130, 40], 8),
+            gpu([1, 40], 9),
+        ],
+        |t| kernels::dora_mix(t[0].clone(), t[1].clone(), t[2].clone(), t[3].clone()),
+        |t| reference::dora_mix(t[0].clone(), t[1].clone(), t[2].clone(), t[3].clone()),
+        1e-5,
+    );
+}
+
+#[test]
+fn lora_expand_kernel_matches_reference() {
+    check(
+        "lora_expand",
+        &[gpu([70, 96], 10), gpu([70, 8], 11), gpu([96, 8], 12)],
+        |t| kernels::lora_expand(t[0].clone(), t[1].clone(), t[2].clone(), 2.0),
+        |t| reference::lora_expand(t[0].clone(), t[1].clone(), t[2].clone(), 2.0),
+        1e-5,
+    );
+}
+
+/// The whole fused LoRA linear on wgpu gives the CPU backend's output and
+/// gradients (the CPU path: BLAS with the product accumulated onto `y`).
+#[test]
+fn fused_lora_linear_on_wgpu_matches_the_cpu_backend() {
+    let (n, d, o, r) = (50, 64, 72, 4);
+    let run_gpu = {
+        let (x, w, a, b) = (
+            gpu([n, d], 20),
+            gpu([o, d], 21).detach(),
+            gpu([r, d], 22),
+            gpu([o, r], 23),
+        );
+        let y = kernels::linear(x.clone(), w, None);
+        let y = kernels::lora_expand(y, x.clone().matmul(a.clone().transpose()), b.clone(), 0.5);
+        let g = loss(y.clone(), 24).backward();
+        [host(y.inner()), grad(&x, &g), grad(&a, &g), grad(&b, &g)]
+    };
+    let run_cpu = {
+        let (x, w, a, b) = (
+            cpu([n, d], 20),
+            cpu([o, d], 21).detach(),
+            cpu([r, d], 22),
+            cpu([o, r], 23),
+        );
+        let y = kernels::linear(x.clone(), w, None);
+        let y = kernels::lora_expand(y, x.clone().matmul(a.clone().transpose()), b.clone(), 0.5);
+        let rr = cpu([n, o], 24).detach();
+        let g = (y.clone() * rr).sum().backward();
+        [
+            host(y.inner()),
+            host(x.grad(&g).expect("dx")),
+            host(a.grad(&g).expect("da")),
+            host(b.grad(&g).expect("db")),
+        ]
+    };
+    for (i, (a, b)) in run_gpu.iter().zip(&run_cpu).enumerate() {
+        close(&format!("lora linear, output/grad {i}"), a, b, 1e-4);
+    }
+}
+
+/// Batched multi-adapter LoRA (one launch per product) against the loop over
+/// adapters, with rows of four adapters interleaved and one adapter unused.
+#[test]
+fn sgmv_kernel_matches_the_loop_over_adapters() {
+    type W = Wgpu;
+    let (n, d, o, r, k) = (37, 48, 40, 8, 5);
+    let t = |shape: [usize; 2], seed| {
+        Tensor::<W, 2>::from_data(
+            TensorData::new(values(shape, seed), shape),
+            &Default::default(),
+        )
+    };
+    let (y, x, a, b) = (
+        t([n, o], 30),
+        t([n, d], 31),
+        t([k * r, d], 32),
+        t([k * o, r], 33),
+    );
+    let ids: Vec<u32> = (0..n as u32).map(|i| (i * 7 + 3) % 4).collect();
+    let scales = [0.5f32, 2.0, 1.0, 0.25, 3.0];
+    let fused = kernels::sgmv(y.clone(), x.clone(), &ids, a.clone(), b.clone(), &scales);
+    let looped = reference::sgmv(y, x, &ids, a, b, &scales);
+    close("sgmv", &host(fused), &host(looped), 1e-5);
+}
