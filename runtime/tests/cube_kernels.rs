@@ -247,3 +247,57 @@ fn sgmv_kernel_matches_the_loop_over_adapters() {
     let looped = reference::sgmv(y, x, &ids, a, b, &scales);
     close("sgmv", &host(fused), &host(looped), 1e-5);
 }
+
+/// The kernels instantiated for f16 and bf16, where the device has them
+/// (lavapipe may not: the test then says so and checks nothing): outputs and
+/// gradients, through casts, against the f32 reference, to half precision.
+#[test]
+fn half_precision_kernels_match_the_f32_reference() {
+    use burn::tensor::DType;
+    use burn::tensor::backend::Backend;
+    let device = Default::default();
+    for (dtype, tol) in [(DType::F16, 4e-3), (DType::BF16, 3e-2)] {
+        if !Wgpu::supports_dtype(&device, dtype) {
+            eprintln!("{dtype:?}: not supported by this device, skipped");
+            continue;
+        }
+        let half = |t: &Tensor<G, 2>| t.clone().cast(dtype);
+        let full = |t: Tensor<G, 2>| t.cast(DType::F32);
+        let what = |op: &str| format!("{op} in {dtype:?}");
+        check(
+            &what("gelu"),
+            &[gpu([40, 64], 40)],
+            |t| full(kernels::gelu(half(&t[0]))),
+            |t| reference::gelu(t[0].clone()),
+            tol,
+        );
+        check(
+            &what("silu_mul"),
+            &[gpu([40, 64], 41), gpu([40, 64], 42)],
+            |t| full(kernels::silu_mul(half(&t[0]), half(&t[1]))),
+            |t| reference::silu_mul(t[0].clone(), t[1].clone()),
+            tol,
+        );
+        check(
+            &what("scale_cols"),
+            &[gpu([90, 32], 43), gpu([1, 32], 44)],
+            |t| full(kernels::scale_cols(half(&t[0]), half(&t[1]))),
+            |t| reference::scale_cols(t[0].clone(), t[1].clone()),
+            tol,
+        );
+        check(
+            &what("lora_expand"),
+            &[gpu([30, 48], 45), gpu([30, 8], 46), gpu([48, 8], 47)],
+            |t| {
+                full(kernels::lora_expand(
+                    half(&t[0]),
+                    half(&t[1]),
+                    half(&t[2]),
+                    0.5,
+                ))
+            },
+            |t| reference::lora_expand(t[0].clone(), t[1].clone(), t[2].clone(), 0.5),
+            tol,
+        );
+    }
+}

@@ -54,10 +54,20 @@ pub fn memory(g: &Graph, w: &Workload) -> MemoryReport {
     let numel = |n: NodeId| g.g[n].shape.numel(w.batch, w.seq);
     let mut saved: BTreeSet<NodeId> = BTreeSet::new();
     let mut extra = 0u64; // saved tensors that are not a node's output (probabilities, stats)
+    // The logits a next-token loss reads take their own gradient in place
+    // (the runtime's cross-entropy backward writes over them): they are saved
+    // activations, not workspace.
+    let in_place: BTreeSet<NodeId> =
+        g.g.node_indices()
+            .filter(|&n| matches!(g.g[n].op, Op::Loss(LossKind::NextToken { .. })))
+            .filter_map(|n| g.inputs(n).first().copied())
+            .collect();
     let mut largest = 0u64;
     for n in g.g.node_indices() {
         let node = &g.g[n];
-        largest = largest.max(numel(n));
+        if !in_place.contains(&n) {
+            largest = largest.max(numel(n));
+        }
         if !node.requires_grad {
             continue;
         }
@@ -130,7 +140,7 @@ pub fn memory(g: &Graph, w: &Workload) -> MemoryReport {
         OptimizerKind::Sgd => 0,
     };
     // Backward holds a gradient and a scratch buffer the size of the largest
-    // activation (for causal LM, the logits) beside the saved tensors.
+    // activation (but for logits, see `in_place`) beside the saved tensors.
     let workspace = 2 * largest * act_bytes;
     let frozen_weights = frozen * w.dtype.bytes();
     let peak = frozen_weights

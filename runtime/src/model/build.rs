@@ -62,12 +62,12 @@ impl<B: PeftKernels> Loader<'_, B> {
         } else {
             None
         };
-        Ok(SiteLinear {
-            path: path.to_string(),
+        Ok(SiteLinear::new(
+            path.to_string(),
             w,
             bias,
-            attached: self.attached(path),
-        })
+            self.attached(path),
+        ))
     }
 
     /// A norm's weight (and bias, for LayerNorm) `[1, d]`.

@@ -143,9 +143,28 @@ pub struct SiteLinear<B: PeftKernels> {
     /// `[1, out]`; replaced by the trainable copy when `attached.trainable_bias`.
     pub bias: Option<Tensor<B, 2>>,
     pub attached: Attached,
+    /// `[out, 1]`: the squared row norms of `w`, kept when DoRA is attached.
+    w_row_sq: Option<Tensor<B, 2>>,
 }
 
 impl<B: PeftKernels> SiteLinear<B> {
+    pub fn new(
+        path: String,
+        w: Tensor<B, 2>,
+        bias: Option<Tensor<B, 2>>,
+        attached: Attached,
+    ) -> Self {
+        let dora = attached.lora.as_ref().is_some_and(|l| l.dora);
+        let w_row_sq = dora.then(|| w.clone().powf_scalar(2.0).sum_dim(1));
+        SiteLinear {
+            path,
+            w,
+            bias,
+            attached,
+            w_row_sq,
+        }
+    }
+
     pub fn forward(&self, x: Tensor<B, 2>, p: &Params<B>, ctx: &Ctx<B>) -> Result<Tensor<B, 2>> {
         let a = &self.attached;
         let x_in = x.clone();
@@ -225,9 +244,7 @@ impl<B: PeftKernels> SiteLinear<B> {
         }
         // DoRA: m * (W + s BA) / ||W + s BA||_row, the norm detached (Liu et al. 2024 §4.3).
         let m = p.get(&pname(&self.path, "lora_magnitude_vector"))?; // [1, out]
-        let ba = b.detach().matmul(a.detach()).mul_scalar(l.scale); // [out, in]
-        let w = self.w.clone() + ba;
-        let norm = w.powf_scalar(2.0).sum_dim(1).sqrt().transpose().detach(); // [1, out]
+        let norm = self.dora_norm(a.detach(), b.detach(), l.scale)?; // [1, out]
         let mag = m / norm;
         let base = match &bias {
             Some(b) => y.clone() - b.clone(),
@@ -239,6 +256,24 @@ impl<B: PeftKernels> SiteLinear<B> {
             base
         };
         Ok(kernels::dora_mix(y, base_d, delta, mag))
+    }
+
+    /// `||W + s BA||` per output row, `[1, out]`, without the `[out, in]` sum:
+    /// `||W_o||² + 2s Σ_k B_ok (W Aᵀ)_ok + s² Σ_k (B A Aᵀ)_ok B_ok`, with
+    /// `||W_o||²` kept from loading.
+    fn dora_norm(&self, a: Tensor<B, 2>, b: Tensor<B, 2>, s: f64) -> Result<Tensor<B, 2>> {
+        let w_sq = self.w_row_sq.clone().ok_or_else(|| {
+            crate::error::RuntimeError::Invalid(format!(
+                "internal: {} has DoRA but no row norms",
+                self.path
+            ))
+        })?;
+        let wa = self.w.clone().matmul(a.clone().transpose()); // [out, r]
+        let gram = a.clone().matmul(a.transpose()); // [r, r]
+        let cross = (b.clone() * wa).sum_dim(1); // [out, 1]
+        let quad = (b.clone().matmul(gram) * b).sum_dim(1); // [out, 1]
+        let sq = w_sq + cross.mul_scalar(2.0 * s) + quad.mul_scalar(s * s);
+        Ok(sq.sqrt().transpose())
     }
 }
 

@@ -77,12 +77,7 @@ impl<B: PeftKernels> Llama<B> {
                     || attached.ia3.is_some()
                     || attached.after.is_some()
                     || attached.beside.is_some();
-                any.then(|| SiteLinear {
-                    path: "lm_head".into(),
-                    w: embed.clone(),
-                    bias: None,
-                    attached,
-                })
+                any.then(|| SiteLinear::new("lm_head".into(), embed.clone(), None, attached))
             }
         };
         Ok(Llama {

@@ -16,7 +16,9 @@ use std::sync::Mutex;
 /// Why a kernel declined its operands.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum Unsupported {
-    #[error("{op}: dtype {dtype:?} (the CubeCL kernels take f32)")]
+    #[error(
+        "{op}: dtype {dtype:?} (the CubeCL kernels take f32, f16 and bf16, all operands alike)"
+    )]
     DType { op: &'static str, dtype: DType },
     #[error("{op}: operand shapes {shapes:?} do not fit")]
     Shape {
@@ -42,13 +44,19 @@ pub fn notice(e: &Unsupported) {
 /// A refusal, with the operands handed back for the reference path.
 pub type Refused<R, const N: usize> = (Unsupported, [CubeTensor<R>; N]);
 
-/// The operands made contiguous, after checking their dtype and size.
+/// The float dtypes the kernels are instantiated for.
+pub const FLOATS: [DType; 3] = [DType::F32, DType::F16, DType::BF16];
+
+/// The operands made contiguous, after checking that they share one float
+/// dtype of `allowed` and fit 32-bit indexing.
 pub fn operands<R: CubeRuntime, const N: usize>(
     op: &'static str,
+    allowed: &[DType],
     ts: [CubeTensor<R>; N],
 ) -> Result<[CubeTensor<R>; N], Refused<R, N>> {
+    let first = ts.first().map(|t| t.dtype).unwrap_or(DType::F32);
     for t in &ts {
-        if t.dtype != DType::F32 {
+        if t.dtype != first || !allowed.contains(&t.dtype) {
             let dtype = t.dtype;
             return Err((Unsupported::DType { op, dtype }, ts));
         }
@@ -64,13 +72,13 @@ pub fn dims<R: CubeRuntime>(t: &CubeTensor<R>) -> Vec<usize> {
     t.meta.shape().to_vec()
 }
 
-/// A contiguous output of `shape` on `like`'s device.
+/// A contiguous output of `shape` and `like`'s dtype on `like`'s device.
 pub fn output<R: CubeRuntime>(like: &CubeTensor<R>, shape: Vec<usize>) -> CubeTensor<R> {
     empty_device_contiguous_dtype(
         like.client.clone(),
         like.device.clone(),
         Shape::from(shape),
-        DType::F32,
+        like.dtype,
     )
 }
 
@@ -93,7 +101,7 @@ mod tests {
         let device = Default::default();
         let t = Tensor::<Wgpu, 1, Int>::from_ints([1, 2, 3], &device).into_primitive();
         let dtype = t.dtype;
-        match operands("gelu", [t]) {
+        match operands("gelu", &FLOATS, [t]) {
             Err((e, [back])) => {
                 assert_eq!(e, Unsupported::DType { op: "gelu", dtype });
                 assert!(e.to_string().starts_with("gelu: dtype"));

@@ -26,17 +26,18 @@ mod sgmv;
 pub use launch::Unsupported;
 
 use super::{PeftKernels, prim, reference, tensor};
+use burn::tensor::DType;
 use burn::tensor::ops::FloatTensor;
 use burn_cubecl::tensor::CubeTensor;
 use burn_cubecl::{BoolElement, CubeBackend, CubeRuntime};
-use launch::{dims, grid, notice, operands, output};
+use launch::{FLOATS, dims, grid, notice, operands, output};
 
 type Cube<R, BT> = CubeBackend<R, f32, i32, BT>;
 
 /// Runs `$kernel` on the checked operands, or the reference on refusal.
 macro_rules! fused_or {
     ($op:literal, [$($t:ident),+], $fallback:expr, |$($c:ident),+| $kernel:expr) => {
-        match operands($op, [$($t),+]) {
+        match operands($op, &FLOATS, [$($t),+]) {
             Ok([$($c),+]) => $kernel,
             Err((e, [$($t),+])) => {
                 notice(&e);
@@ -46,20 +47,30 @@ macro_rules! fused_or {
     };
 }
 
-/// One unit per element of `out`, launched with the given tensor arguments.
+/// One unit per element of `out`, launched with the given tensor arguments,
+/// instantiated for `out`'s float dtype.
 macro_rules! elementwise {
-    ($kernel:path, $out:expr, [$($arg:expr),*] $(, $scalar:expr)*) => {{
+    ($($kernel:ident)::+, $out:expr, [$($arg:expr),*] $(, $scalar:expr)*) => {{
         let out = $out;
         let client = out.client.clone();
         let (count, dim) = grid(&client, out.meta.num_elements());
-        $kernel(
-            &client,
-            count,
-            dim,
-            $($arg.into_tensor_arg(),)*
-            out.clone().into_tensor_arg()
-            $(, $scalar)*
-        );
+        macro_rules! go {
+            ($f:ty) => {
+                $($kernel)::+::launch::<$f, R>(
+                    &client,
+                    count,
+                    dim,
+                    $($arg.into_tensor_arg(),)*
+                    out.clone().into_tensor_arg()
+                    $(, $scalar)*
+                )
+            };
+        }
+        match out.dtype {
+            DType::F16 => go!(half::f16),
+            DType::BF16 => go!(half::bf16),
+            _ => go!(f32),
+        }
         out
     }};
 }
@@ -75,7 +86,7 @@ impl<R: CubeRuntime, BT: BoolElement> PeftKernels for Cube<R, BT> {
             prim(reference::gelu::<Self, 2>(tensor(x))),
             |x| {
                 let out = output(&x, dims(&x));
-                elementwise!(elementwise::gelu::launch::<f32, R>, out, [x])
+                elementwise!(elementwise::gelu, out, [x])
             }
         )
     }
@@ -87,7 +98,7 @@ impl<R: CubeRuntime, BT: BoolElement> PeftKernels for Cube<R, BT> {
             prim(reference::gelu_backward::<Self>(tensor(x), tensor(dy))),
             |x, dy| {
                 let out = output(&x, dims(&x));
-                elementwise!(elementwise::gelu_backward::launch::<f32, R>, out, [x, dy])
+                elementwise!(elementwise::gelu_backward, out, [x, dy])
             }
         )
     }
@@ -99,7 +110,7 @@ impl<R: CubeRuntime, BT: BoolElement> PeftKernels for Cube<R, BT> {
             prim(reference::silu_mul::<Self>(tensor(g), tensor(u))),
             |g, u| {
                 let out = output(&g, dims(&g));
-                elementwise!(elementwise::silu_mul::launch::<f32, R>, out, [g, u])
+                elementwise!(elementwise::silu_mul, out, [g, u])
             }
         )
     }
@@ -109,21 +120,30 @@ impl<R: CubeRuntime, BT: BoolElement> PeftKernels for Cube<R, BT> {
         u: FloatTensor<Self>,
         dy: FloatTensor<Self>,
     ) -> (FloatTensor<Self>, FloatTensor<Self>) {
-        match operands("silu_mul_backward", [g, u, dy]) {
+        match operands("silu_mul_backward", &FLOATS, [g, u, dy]) {
             Ok([g, u, dy]) => {
                 let (dg, du) = (output(&g, dims(&g)), output(&g, dims(&g)));
                 let client = g.client.clone();
                 let (count, dim) = grid(&client, dg.meta.num_elements());
-                elementwise::silu_mul_backward::launch::<f32, R>(
-                    &client,
-                    count,
-                    dim,
-                    g.into_tensor_arg(),
-                    u.into_tensor_arg(),
-                    dy.into_tensor_arg(),
-                    dg.clone().into_tensor_arg(),
-                    du.clone().into_tensor_arg(),
-                );
+                macro_rules! go {
+                    ($f:ty) => {
+                        elementwise::silu_mul_backward::launch::<$f, R>(
+                            &client,
+                            count,
+                            dim,
+                            g.into_tensor_arg(),
+                            u.into_tensor_arg(),
+                            dy.into_tensor_arg(),
+                            dg.clone().into_tensor_arg(),
+                            du.clone().into_tensor_arg(),
+                        )
+                    };
+                }
+                match dg.dtype {
+                    DType::F16 => go!(half::f16),
+                    DType::BF16 => go!(half::bf16),
+                    _ => go!(f32),
+                }
                 (dg, du)
             }
             Err((e, [g, u, dy])) => {
@@ -141,7 +161,7 @@ impl<R: CubeRuntime, BT: BoolElement> PeftKernels for Cube<R, BT> {
             prim(reference::scale_cols::<Self>(tensor(x), tensor(l))),
             |x, l| {
                 let out = output(&x, dims(&x));
-                elementwise!(epilogue::scale_cols::launch::<f32, R>, out, [x, l])
+                elementwise!(epilogue::scale_cols, out, [x, l])
             }
         )
     }
@@ -172,11 +192,7 @@ impl<R: CubeRuntime, BT: BoolElement> PeftKernels for Cube<R, BT> {
             )),
             |y, base, delta, mag| {
                 let out = output(&y, dims(&y));
-                elementwise!(
-                    epilogue::dora_mix::launch::<f32, R>,
-                    out,
-                    [y, base, delta, mag]
-                )
+                elementwise!(epilogue::dora_mix, out, [y, base, delta, mag])
             }
         )
     }
@@ -198,12 +214,7 @@ impl<R: CubeRuntime, BT: BoolElement> PeftKernels for Cube<R, BT> {
             )),
             |y, u, b| {
                 let out = output(&y, dims(&y));
-                elementwise!(
-                    epilogue::lora_expand::launch::<f32, R>,
-                    out,
-                    [y, u, b],
-                    scale as f32
-                )
+                elementwise!(epilogue::lora_expand, out, [y, u, b], scale as f32)
             }
         )
     }
@@ -216,19 +227,21 @@ impl<R: CubeRuntime, BT: BoolElement> PeftKernels for Cube<R, BT> {
         b: FloatTensor<Self>,
         scales: &[f32],
     ) -> FloatTensor<Self> {
-        fused_or!(
-            "sgmv",
-            [y, x, a, b],
-            prim(reference::sgmv::<Self>(
-                tensor(y),
-                tensor(x),
-                ids,
-                tensor(a),
-                tensor(b),
-                scales
-            )),
-            |y, x, a, b| sgmv(y, x, ids, a, b, scales)
-        )
+        // The per-adapter scales are uploaded as f32: f32 operands only.
+        match operands("sgmv", &[DType::F32], [y, x, a, b]) {
+            Ok([y, x, a, b]) => sgmv(y, x, ids, a, b, scales),
+            Err((e, [y, x, a, b])) => {
+                notice(&e);
+                prim(reference::sgmv::<Self>(
+                    tensor(y),
+                    tensor(x),
+                    ids,
+                    tensor(a),
+                    tensor(b),
+                    scales,
+                ))
+            }
+        }
     }
 }
 
@@ -238,14 +251,9 @@ fn col_dot<R: CubeRuntime>(a: CubeTensor<R>, b: CubeTensor<R>) -> CubeTensor<R> 
     let [n, d] = [dims(&a)[0], dims(&a)[1]];
     let blocks = n.div_ceil(ROWS_PER).max(1);
     let partial = output(&a, vec![blocks, d]);
-    let partial = elementwise!(
-        epilogue::col_dot_partial::launch::<f32, R>,
-        partial,
-        [a, b],
-        ROWS_PER as u32
-    );
+    let partial = elementwise!(epilogue::col_dot_partial, partial, [a, b], ROWS_PER as u32);
     let out = output(&partial, vec![1, d]);
-    elementwise!(epilogue::col_sum::launch::<f32, R>, out, [partial])
+    elementwise!(epilogue::col_sum, out, [partial])
 }
 
 /// `y + scales[id] * (x A_idᵀ) B_idᵀ` row by row, two launches in all.
@@ -280,11 +288,7 @@ fn sgmv<R: CubeRuntime>(
         burn::tensor::DType::F32,
     );
     let u = output(&x, vec![n, r]);
-    let u = elementwise!(sgmv::shrink::launch::<f32, R>, u, [x, ids_t.clone(), a]);
+    let u = elementwise!(sgmv::shrink, u, [x, ids_t.clone(), a]);
     let out = output(&y, dims(&y));
-    elementwise!(
-        sgmv::expand::launch::<f32, R>,
-        out,
-        [y, u, ids_t, b, scales_t]
-    )
+    elementwise!(sgmv::expand, out, [y, u, ids_t, b, scales_t])
 }
