@@ -10,6 +10,19 @@ pub fn mix(mut x: u64) -> u64 {
     x ^ (x >> 31)
 }
 
+/// `n` standard-normal draws (Box-Muller on 53-bit uniforms) of stream
+/// `seed`: test and benchmark inputs that no other thread's use of a
+/// backend's global generator can change.
+pub fn normal(seed: u64, n: usize) -> Vec<f32> {
+    let u = |i: u64| (mix(seed ^ mix(i)) >> 11) as f64 / (1u64 << 53) as f64;
+    (0..n as u64)
+        .map(|i| {
+            let (u1, u2) = (u(2 * i).max(1e-300), u(2 * i + 1));
+            ((-2.0 * u1.ln()).sqrt() * (std::f64::consts::TAU * u2).cos()) as f32
+        })
+        .collect()
+}
+
 /// A stream key from several parts (seed, purpose, step, site, ...).
 pub fn key(parts: &[u64]) -> u64 {
     parts.iter().fold(0x5EED_u64, |acc, &p| mix(acc ^ p))
@@ -95,6 +108,21 @@ impl Rng {
 
 #[cfg(test)]
 mod tests {
+    /// The normal draws have the standard normal's first moments and tail.
+    #[test]
+    fn normal_draws_are_standard_normal() {
+        let v = super::normal(7, 200_000);
+        let n = v.len() as f64;
+        let mean = v.iter().map(|&x| x as f64).sum::<f64>() / n;
+        let var = v.iter().map(|&x| (x as f64 - mean).powi(2)).sum::<f64>() / n;
+        let beyond2 = v.iter().filter(|x| x.abs() > 2.0).count() as f64 / n;
+        assert!(mean.abs() < 0.01, "mean {mean}");
+        assert!((var - 1.0).abs() < 0.01, "variance {var}");
+        // P(|Z| > 2) = 0.0455
+        assert!((beyond2 - 0.0455).abs() < 0.002, "tail {beyond2}");
+        assert_eq!(super::normal(7, 5), v[..5].to_vec());
+    }
+
     use super::*;
 
     #[test]

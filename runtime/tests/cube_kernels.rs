@@ -20,22 +20,7 @@ type G = Autodiff<Wgpu>;
 /// The same standard-normal draw on both backends, from the seed alone (the
 /// backends' own generators are global, and the tests run in parallel).
 fn values(shape: [usize; 2], seed: u64) -> Vec<f32> {
-    let mut state = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ 0xD1B5_4A32_D192_ED03;
-    let mut uniform = move || {
-        // splitmix64
-        state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = state;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        ((z ^ (z >> 31)) >> 11) as f64 / (1u64 << 53) as f64
-    };
-    (0..shape[0] * shape[1])
-        .map(|_| {
-            // Box-Muller
-            let (u1, u2) = (uniform().max(1e-300), uniform());
-            ((-2.0 * u1.ln()).sqrt() * (std::f64::consts::TAU * u2).cos()) as f32
-        })
-        .collect()
+    peftc_runtime::rng::normal(seed, shape[0] * shape[1])
 }
 
 fn gpu(shape: [usize; 2], seed: u64) -> Tensor<G, 2> {

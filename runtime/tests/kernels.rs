@@ -1,7 +1,7 @@
 //! Every fused kernel against its reference composition: outputs and the
 //! gradient of every input, on the Flex backend under autodiff.
 
-use burn::tensor::{Distribution, Tensor, TensorData};
+use burn::tensor::{Tensor, TensorData};
 use peftc_runtime::burn;
 use peftc_runtime::kernels::{self, AttnShape, reference};
 use peftc_runtime::{Cpu, CpuTrain};
@@ -9,9 +9,11 @@ use std::sync::Arc;
 
 type B = CpuTrain;
 
+/// A standard-normal `[rows, cols]` from the seed alone: burn's generator is
+/// global, and the tests run in parallel.
 fn rand(shape: [usize; 2], seed: u64) -> Tensor<B, 2> {
-    <Cpu as burn::tensor::backend::Backend>::seed(&Default::default(), seed);
-    Tensor::<Cpu, 2>::random(shape, Distribution::Normal(0.0, 1.0), &Default::default())
+    let v = peftc_runtime::rng::normal(seed, shape[0] * shape[1]);
+    Tensor::<Cpu, 2>::from_data(TensorData::new(v, shape), &Default::default())
         .pipe(Tensor::from_inner)
         .require_grad()
 }
