@@ -213,24 +213,26 @@ fn fused_lora_linear_on_wgpu_matches_the_cpu_backend() {
 #[test]
 fn sgmv_kernel_matches_the_loop_over_adapters() {
     type W = Wgpu;
-    let (n, d, o, r, k) = (37, 48, 40, 8, 5);
-    let t = |shape: [usize; 2], seed| {
-        Tensor::<W, 2>::from_data(
-            TensorData::new(values(shape, seed), shape),
-            &Default::default(),
-        )
-    };
-    let (y, x, a, b) = (
-        t([n, o], 30),
-        t([n, d], 31),
-        t([k * r, d], 32),
-        t([k * o, r], 33),
-    );
-    let ids: Vec<u32> = (0..n as u32).map(|i| (i * 7 + 3) % 4).collect();
-    let scales = [0.5f32, 2.0, 1.0, 0.25, 3.0];
-    let fused = kernels::sgmv(y.clone(), x.clone(), &ids, a.clone(), b.clone(), &scales);
-    let looped = reference::sgmv(y, x, &ids, a, b, &scales);
-    close("sgmv", &host(fused), &host(looped), 1e-5);
+    // `in` below and above the shrink kernel's 64-unit stride.
+    for (n, d, o, r, k) in [(37, 48, 40, 8, 5), (9, 200, 24, 4, 3)] {
+        let t = |shape: [usize; 2], seed| {
+            Tensor::<W, 2>::from_data(
+                TensorData::new(values(shape, seed), shape),
+                &Default::default(),
+            )
+        };
+        let (y, x, a, b) = (
+            t([n, o], 30),
+            t([n, d], 31),
+            t([k * r, d], 32),
+            t([k * o, r], 33),
+        );
+        let ids: Vec<u32> = (0..n as u32).map(|i| (i * 7 + 3) % 4 % k as u32).collect();
+        let scales: Vec<f32> = [0.5f32, 2.0, 1.0, 0.25, 3.0][..k].to_vec();
+        let fused = kernels::sgmv(y.clone(), x.clone(), &ids, a.clone(), b.clone(), &scales);
+        let looped = reference::sgmv(y, x, &ids, a, b, &scales);
+        close(&format!("sgmv in={d}"), &host(fused), &host(looped), 1e-5);
+    }
 }
 
 /// The kernels instantiated for f16 and bf16, where the device has them

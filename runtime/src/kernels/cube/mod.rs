@@ -288,7 +288,23 @@ fn sgmv<R: CubeRuntime>(
         burn::tensor::DType::F32,
     );
     let u = output(&x, vec![n, r]);
-    let u = elementwise!(sgmv::shrink, u, [x, ids_t.clone(), a]);
+    {
+        // One cube of SHRINK_BLOCK units per element of `u`.
+        const SHRINK_BLOCK: usize = 64;
+        let cubes = (n * r).max(1) as u32;
+        let count = cubecl::prelude::CubeCount::new_1d(cubes);
+        let dim = cubecl::prelude::CubeDim::new_1d(SHRINK_BLOCK as u32);
+        sgmv::shrink::launch::<f32, R>(
+            &client,
+            count,
+            dim,
+            x.into_tensor_arg(),
+            ids_t.clone().into_tensor_arg(),
+            a.into_tensor_arg(),
+            u.clone().into_tensor_arg(),
+            SHRINK_BLOCK,
+        );
+    }
     let out = output(&y, dims(&y));
     elementwise!(sgmv::expand, out, [y, u, ids_t, b, scales_t])
 }

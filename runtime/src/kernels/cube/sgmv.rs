@@ -8,22 +8,50 @@
 
 use cubecl::prelude::*;
 
-/// `u[i, k] = sum_j x[i, j] a[ids[i] * r + k, j]`, `u: [n, r]`.
+/// `u[i, k] = sum_j x[i, j] a[ids[i] * r + k, j]`, `u: [n, r]`: one cube
+/// per output element, its `BLOCK` units striding over `j` (coalesced reads
+/// of the long `in` axis), then a tree reduction in shared memory. A decode
+/// batch has few outputs (`n * r`) and long dot products, so one unit per
+/// output would leave most of a GPU idle.
 #[cube(launch)]
-pub fn shrink<F: Float>(x: &Tensor<F>, ids: &Tensor<u32>, a: &Tensor<F>, u: &mut Tensor<F>) {
-    if ABSOLUTE_POS >= u.len() {
+pub fn shrink<F: Float>(
+    x: &Tensor<F>,
+    ids: &Tensor<u32>,
+    a: &Tensor<F>,
+    u: &mut Tensor<F>,
+    #[comptime] block: usize,
+) {
+    let out = CUBE_POS;
+    if out >= u.len() {
         terminate!();
     }
+    let t = UNIT_POS as usize;
     let r = u.shape(1);
     let d = x.shape(1);
-    let i = ABSOLUTE_POS / r;
-    let k = ABSOLUTE_POS % r;
+    let i = out / r;
+    let k = out % r;
     let row = ids[i] as usize * r + k;
     let mut acc = F::new(0.0);
-    for j in 0..d {
+    let mut j = t;
+    while j < d {
         acc += x[i * d + j] * a[row * d + j];
+        j += block;
     }
-    u[ABSOLUTE_POS] = acc;
+    let mut partial = SharedMemory::<F>::new(block);
+    partial[t] = acc;
+    sync_cube();
+    // A runtime counter: the comptime `block` cannot be mutated.
+    let mut half = CUBE_DIM as usize / 2;
+    while half > 0 {
+        if t < half {
+            partial[t] = partial[t] + partial[t + half];
+        }
+        sync_cube();
+        half /= 2;
+    }
+    if t == 0 {
+        u[out] = partial[0];
+    }
 }
 
 /// `out[i, o] = y[i, o] + scales[ids[i]] * sum_k u[i, k] b[ids[i] * out + o, k]`.
