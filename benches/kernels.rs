@@ -116,8 +116,13 @@ fn main() {
                     .matmul(b.clone().transpose())
                     .mul_scalar(2.0)
             };
-            let fused =
-                time(|| backward(lora(kernels::linear(x.clone(), w.clone(), None), x.clone())));
+            // The model's path: the frozen linear kernel, then LoRA's
+            // expand-and-add onto its output (BLAS accumulation, no delta tensor).
+            let fused = time(|| {
+                let y = kernels::linear(x.clone(), w.clone(), None);
+                let u = x.clone().matmul(a.clone().transpose());
+                backward(kernels::lora_expand(y, u, b.clone(), 2.0))
+            });
             let refr = time(|| {
                 backward(lora(
                     reference::linear(x.clone(), w.clone(), None),

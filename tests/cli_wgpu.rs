@@ -194,3 +194,22 @@ fn wgpu_serves_several_adapters_in_one_batch_like_the_cpu() {
         "the adapters give the same logits ({apart:e})"
     );
 }
+
+/// A decoder on wgpu: SmolLM2-135M (GGUF Q4_1, dequantized; RoPE, RMSNorm,
+/// SwiGLU through the cube kernel, grouped-query attention) gives the CPU's
+/// next-token logits over the whole vocabulary.
+#[test]
+fn wgpu_runs_smollm2_like_the_cpu() {
+    let spec = repo().join("examples/smollm2-bbc-lora.peft");
+    let texts = ["The government announced new plans for"];
+    let cpu = infer(&spec, &[], &texts, "cpu");
+    let gpu = infer(&spec, &[], &texts, "wgpu");
+    assert_eq!(cpu.len(), 49152);
+    let diff = cpu
+        .iter()
+        .zip(&gpu)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0.0, f64::max);
+    eprintln!("SmolLM2 logits max abs diff {diff:e}");
+    assert!(diff <= 1e-4, "SmolLM2 logits differ by {diff:e}");
+}
