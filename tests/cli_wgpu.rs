@@ -35,6 +35,13 @@ fn losses(run: &Path) -> Vec<f64> {
         .collect()
 }
 
+fn max_abs_diff(a: &[f64], b: &[f64]) -> f64 {
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0.0, f64::max)
+}
+
 fn logits(spec: &Path, adapter: &Path, device: &str) -> Vec<f64> {
     let adapter = adapter.to_str().unwrap();
     let texts = [
@@ -101,11 +108,7 @@ fn wgpu_trains_and_infers_like_the_cpu() {
     let adapter = cpu.join("adapter");
     let (a, b) = (logits(&s, &adapter, "cpu"), logits(&s, &adapter, "wgpu"));
     assert_eq!(a.len(), 4);
-    let diff = a
-        .iter()
-        .zip(&b)
-        .map(|(x, y)| (x - y).abs())
-        .fold(0.0, f64::max);
+    let diff = max_abs_diff(&a, &b);
     eprintln!("losses cpu {lc:?}, wgpu {lg:?}; logits max abs diff {diff:e}");
     assert!(
         diff <= 1e-4,
@@ -146,11 +149,7 @@ fn wgpu_serves_several_adapters_in_one_batch_like_the_cpu() {
     let cpu = infer(&s, &[&a1, &a2], &texts, "cpu");
     let gpu = infer(&s, &[&a1, &a2], &texts, "wgpu");
     assert_eq!(cpu.len(), 8);
-    let diff = cpu
-        .iter()
-        .zip(&gpu)
-        .map(|(x, y)| (x - y).abs())
-        .fold(0.0, f64::max);
+    let diff = max_abs_diff(&cpu, &gpu);
     eprintln!("multi-adapter logits max abs diff {diff:e}");
     assert!(diff <= 1e-4, "cpu {cpu:?}\nwgpu {gpu:?}");
     // Row 0 is adapter two's alone; row 1 adapter one's.
@@ -184,11 +183,7 @@ fn wgpu_serves_several_adapters_in_one_batch_like_the_cpu() {
         &["WINNER! Claim your free prize now"],
         "wgpu",
     );
-    let apart = other
-        .iter()
-        .zip(&alone2)
-        .map(|(x, y)| (x - y).abs())
-        .fold(0.0, f64::max);
+    let apart = max_abs_diff(&other, &alone2);
     assert!(
         apart > 1e-3,
         "the adapters give the same logits ({apart:e})"
@@ -205,11 +200,7 @@ fn wgpu_runs_smollm2_like_the_cpu() {
     let cpu = infer(&spec, &[], &texts, "cpu");
     let gpu = infer(&spec, &[], &texts, "wgpu");
     assert_eq!(cpu.len(), 49152);
-    let diff = cpu
-        .iter()
-        .zip(&gpu)
-        .map(|(x, y)| (x - y).abs())
-        .fold(0.0, f64::max);
+    let diff = max_abs_diff(&cpu, &gpu);
     eprintln!("SmolLM2 logits max abs diff {diff:e}");
     assert!(diff <= 1e-4, "SmolLM2 logits differ by {diff:e}");
 }

@@ -3,8 +3,10 @@
 //! GPU, wgpu runs on Mesa's lavapipe (`.ci/run` installs mesa-vulkan-drivers).
 //! The same kernels are checked against the CPU backend's results too.
 
+mod common;
 use burn::backend::Autodiff;
 use burn::tensor::{Tensor, TensorData};
+use common::close;
 use peftc_runtime::CpuTrain;
 use peftc_runtime::burn;
 use peftc_runtime::kernels::{self, reference};
@@ -44,17 +46,6 @@ fn host<B: burn::tensor::backend::Backend>(t: Tensor<B, 2>) -> Vec<f32> {
         .convert::<f32>()
         .into_vec::<f32>()
         .expect("f32")
-}
-
-fn close(what: &str, a: &[f32], b: &[f32], tol: f32) {
-    assert_eq!(a.len(), b.len(), "{what}: lengths");
-    let scale = b.iter().fold(1e-6f32, |m, v| m.max(v.abs()));
-    let d = a
-        .iter()
-        .zip(b)
-        .map(|(x, y)| (x - y).abs())
-        .fold(0.0, f32::max);
-    assert!(d <= tol * scale, "{what}: max diff {d:e} (scale {scale:e})");
 }
 
 /// `sum(y * r)` for a fixed random `r`, so every output element matters.

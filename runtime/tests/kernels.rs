@@ -1,7 +1,9 @@
 //! Every fused kernel against its reference composition: outputs and the
 //! gradient of every input, on the Flex backend under autodiff.
 
+mod common;
 use burn::tensor::{Tensor, TensorData};
+use common::close;
 use peftc_runtime::burn;
 use peftc_runtime::kernels::{self, AttnShape, reference};
 use peftc_runtime::{Cpu, CpuTrain};
@@ -27,17 +29,6 @@ impl<T> Pipe for T {}
 
 fn host(t: Tensor<Cpu, 2>) -> Vec<f32> {
     t.into_data().into_vec::<f32>().expect("f32")
-}
-
-fn close(what: &str, a: &[f32], b: &[f32], tol: f32) {
-    assert_eq!(a.len(), b.len(), "{what}: lengths");
-    let scale = b.iter().fold(1e-6f32, |m, v| m.max(v.abs()));
-    let d = a
-        .iter()
-        .zip(b)
-        .map(|(x, y)| (x - y).abs())
-        .fold(0.0, f32::max);
-    assert!(d <= tol * scale, "{what}: max diff {d:e} (scale {scale:e})");
 }
 
 /// Loss `sum(y * r)` for a fixed random `r`, so every output element matters.

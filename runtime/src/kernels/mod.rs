@@ -266,10 +266,13 @@ pub trait PeftKernels: Backend {
         dy: FloatTensor<Self>,
         scale: f64,
     ) -> (Option<FloatTensor<Self>>, Option<FloatTensor<Self>>) {
-        let dy = tensor::<Self, 2>(dy);
-        let du = b.map(|b| prim(dy.clone().matmul(tensor(b)).mul_scalar(scale)));
-        let db = u.map(|u| prim(dy.transpose().matmul(tensor(u)).mul_scalar(scale)));
-        (du, db)
+        let (du, db) = reference::lora_expand_backward::<Self>(
+            u.map(tensor),
+            b.map(tensor),
+            tensor(dy),
+            scale,
+        );
+        (du.map(prim), db.map(prim))
     }
     /// Batched multi-adapter LoRA (inference): row `i` of `y` gets
     /// `scales[ids[i]] * (x_i A_kᵀ) B_kᵀ` with the adapters stacked as in

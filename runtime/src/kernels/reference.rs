@@ -443,15 +443,16 @@ pub fn lora_expand<B: Backend>(
     y + u.matmul(b.transpose()).mul_scalar(scale)
 }
 
-/// Gradients of [`lora_expand`] with respect to `u` and `b`.
+/// Gradients of [`lora_expand`]: `du` (needs `b`) and `db` (needs `u`),
+/// each computed only when its operand is given.
 pub fn lora_expand_backward<B: Backend>(
-    u: Tensor<B, 2>,
-    b: Tensor<B, 2>,
+    u: Option<Tensor<B, 2>>,
+    b: Option<Tensor<B, 2>>,
     dy: Tensor<B, 2>,
     scale: f64,
-) -> (Tensor<B, 2>, Tensor<B, 2>) {
-    let du = dy.clone().matmul(b).mul_scalar(scale);
-    let db = dy.transpose().matmul(u).mul_scalar(scale);
+) -> (Option<Tensor<B, 2>>, Option<Tensor<B, 2>>) {
+    let du = b.map(|b| dy.clone().matmul(b).mul_scalar(scale));
+    let db = u.map(|u| dy.transpose().matmul(u).mul_scalar(scale));
     (du, db)
 }
 

@@ -256,6 +256,22 @@ fn col_dot<R: CubeRuntime>(a: CubeTensor<R>, b: CubeTensor<R>) -> CubeTensor<R> 
     elementwise!(epilogue::col_sum, out, [partial])
 }
 
+/// A host vector as a contiguous 1-D tensor on `like`'s device.
+fn upload<R: CubeRuntime, E: cubecl::CubeElement>(
+    like: &CubeTensor<R>,
+    values: &[E],
+    dtype: DType,
+) -> CubeTensor<R> {
+    let handle = like.client.create_from_slice(E::as_bytes(values));
+    CubeTensor::new_contiguous(
+        like.client.clone(),
+        like.device.clone(),
+        burn::tensor::Shape::from(vec![values.len()]),
+        handle,
+        dtype,
+    )
+}
+
 /// `y + scales[id] * (x A_idᵀ) B_idᵀ` row by row, two launches in all.
 fn sgmv<R: CubeRuntime>(
     y: CubeTensor<R>,
@@ -268,25 +284,8 @@ fn sgmv<R: CubeRuntime>(
     let n = dims(&x)[0];
     let r = dims(&b)[1];
     let client = x.client.clone();
-    let upload_u32 = |v: &[u32]| {
-        let h = client.create_from_slice(<u32 as cubecl::CubeElement>::as_bytes(v));
-        CubeTensor::new_contiguous(
-            client.clone(),
-            x.device.clone(),
-            burn::tensor::Shape::from(vec![v.len()]),
-            h,
-            burn::tensor::DType::U32,
-        )
-    };
-    let ids_t = upload_u32(ids);
-    let h = client.create_from_slice(<f32 as cubecl::CubeElement>::as_bytes(scales));
-    let scales_t = CubeTensor::new_contiguous(
-        client.clone(),
-        x.device.clone(),
-        burn::tensor::Shape::from(vec![scales.len()]),
-        h,
-        burn::tensor::DType::F32,
-    );
+    let ids_t = upload(&x, ids, DType::U32);
+    let scales_t = upload(&x, scales, DType::F32);
     let u = output(&x, vec![n, r]);
     {
         // One cube of SHRINK_BLOCK units per element of `u`.
