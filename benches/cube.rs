@@ -15,8 +15,9 @@
 use burn::backend::Autodiff;
 use burn::tensor::backend::Backend;
 use burn::tensor::{Distribution, Tensor};
+use peftc_compiler::methods::Activation;
 use peftc_runtime::burn;
-use peftc_runtime::kernels::{self, PeftKernels, reference};
+use peftc_runtime::kernels::{self, AdapterFn, AdapterParams, PeftKernels, reference};
 use std::time::Instant;
 
 struct Peak {
@@ -149,6 +150,32 @@ fn run<B: PeftKernels>(device: B::Device, quick: bool) {
             sync(reference::gelu(delta.clone()).sum())
         });
         report("gelu", name, f, u, elem(f, 4));
+
+        // A serial bottleneck adapter (bottleneck 64) on the block's output.
+        let xa = rand::<A<B>>([n, o], &device).require_grad();
+        let wa = AdapterParams {
+            down: rand::<A<B>>([64, o], &device).require_grad(),
+            down_bias: rand::<A<B>>([1, 64], &device).require_grad(),
+            up: rand::<A<B>>([o, 64], &device).require_grad(),
+            up_bias: rand::<A<B>>([1, o], &device).require_grad(),
+        };
+        let fa = AdapterFn {
+            act: Activation::Gelu,
+            scale: 1.0,
+        };
+        let f = time::<B>(&device, iters, || {
+            sync(kernels::adapter(xa.clone(), xa.clone(), wa.clone(), fa).sum())
+        });
+        let u = time::<B>(&device, iters, || {
+            sync(
+                reference::adapter(xa.clone(), xa.clone(), wa.clone(), fa)
+                    .0
+                    .sum(),
+            )
+        });
+        // Memory-bound at this bottleneck: x read twice, the output written,
+        // the gradient read twice and dx written (+ the sum's pass).
+        report("adapter (serial)", name, f, u, elem(f, 7));
     }
 
     // Batched multi-adapter LoRA, decode-shaped: one token per row.

@@ -10,9 +10,10 @@
 //! and the fused path's throughput (GFLOP/s for products, GB/s otherwise).
 
 use burn::tensor::{Distribution, Tensor};
+use peftc_compiler::methods::Activation;
 use peftc_runtime::CpuTrain as B;
 use peftc_runtime::burn;
-use peftc_runtime::kernels::{self, AttnShape, reference};
+use peftc_runtime::kernels::{self, AdapterFn, AdapterParams, AttnShape, reference};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -173,6 +174,26 @@ fn main() {
                 ))
             });
             report("dora_mix", s.name, fused, refr, bytes(8 * n * h), false);
+        }
+        if want("adapter") {
+            // A serial bottleneck adapter (bottleneck 8r) after a block's output.
+            let bn = 8 * r;
+            let x = rand([n, h], true);
+            let w = AdapterParams {
+                down: rand([bn, h], true),
+                down_bias: rand([1, bn], true),
+                up: rand([h, bn], true),
+                up_bias: rand([1, h], true),
+            };
+            let f = AdapterFn {
+                act: Activation::Gelu,
+                scale: 1.0,
+            };
+            let fused = time(|| backward(kernels::adapter(x.clone(), x.clone(), w.clone(), f)));
+            let refr = time(|| backward(reference::adapter(x.clone(), x.clone(), w.clone(), f).0));
+            // Two products forward, four backward, each 2·n·h·bn.
+            let flops = 6.0 * 2.0 * (n * h * bn) as f64;
+            report("adapter (serial)", s.name, fused, refr, flops, true);
         }
         if want("layer_norm") {
             let x = rand([n, h], true);

@@ -7,9 +7,10 @@ mod common;
 use burn::backend::Autodiff;
 use burn::tensor::{Tensor, TensorData};
 use common::close;
+use peftc_compiler::methods::Activation;
 use peftc_runtime::CpuTrain;
 use peftc_runtime::burn;
-use peftc_runtime::kernels::{self, reference};
+use peftc_runtime::kernels::{self, AdapterFn, AdapterParams, reference};
 
 /// wgpu; CUDA when built with `--features cuda` (benches/gpu.sh).
 #[cfg(not(feature = "cuda"))]
@@ -199,6 +200,75 @@ fn fused_lora_linear_on_wgpu_matches_the_cpu_backend() {
     }
 }
 
+/// One bottleneck adapter on backend `B` (fused when `fused`, else the
+/// reference differentiated by burn): the output, then the gradients of
+/// `x`, the residual (when distinct) and the four weights.
+fn adapter_run<B: burn::tensor::backend::AutodiffBackend + kernels::PeftKernels>(
+    act: Activation,
+    serial: bool,
+    fused: bool,
+) -> Vec<Vec<f32>> {
+    let (n, d, r) = (70, 48, 8);
+    let o = if serial { d } else { 40 };
+    let t = |shape: [usize; 2], seed| {
+        Tensor::<B, 2>::from_data(
+            TensorData::new(values(shape, seed), shape),
+            &Default::default(),
+        )
+        .require_grad()
+    };
+    let x = t([n, d], 40);
+    let res = if serial { x.clone() } else { t([n, o], 41) };
+    let w = AdapterParams {
+        down: t([r, d], 42),
+        down_bias: t([1, r], 43),
+        up: t([o, r], 44),
+        up_bias: t([1, o], 45),
+    };
+    let f = AdapterFn { act, scale: 0.8 };
+    let y = if fused {
+        kernels::adapter(res.clone(), x.clone(), w.clone(), f)
+    } else {
+        reference::adapter(res.clone(), x.clone(), w.clone(), f).0
+    };
+    let g = (y.clone() * t([n, o], 46).detach()).sum().backward();
+    let mut out = vec![host(y.inner()), host(x.grad(&g).expect("dx"))];
+    if !serial {
+        out.push(host(res.grad(&g).expect("dres")));
+    }
+    for p in [w.down, w.down_bias, w.up, w.up_bias] {
+        out.push(host(p.grad(&g).expect("weight gradient")));
+    }
+    out
+}
+
+/// The fused bottleneck adapter on wgpu (activation kernel, up projection +
+/// bias + scale + residual in one pass, backward through the activation's
+/// derivative kernel) against the reference on the CPU backend, for every
+/// activation, parallel and serial.
+#[test]
+fn adapter_kernels_match_the_cpu_reference() {
+    for act in [
+        Activation::Relu,
+        Activation::Gelu,
+        Activation::Silu,
+        Activation::Tanh,
+    ] {
+        for serial in [false, true] {
+            let fused = adapter_run::<G>(act, serial, true);
+            let refer = adapter_run::<CpuTrain>(act, serial, false);
+            for (i, (a, b)) in fused.iter().zip(&refer).enumerate() {
+                close(
+                    &format!("{act:?} serial={serial}: output/grad {i}"),
+                    a,
+                    b,
+                    1e-4,
+                );
+            }
+        }
+    }
+}
+
 /// Batched multi-adapter LoRA (one launch per product) against the loop over
 /// adapters, with rows of four adapters interleaved and one adapter unused.
 #[test]
@@ -277,5 +347,54 @@ fn half_precision_kernels_match_the_f32_reference() {
             |t| reference::lora_expand(t[0].clone(), t[1].clone(), t[2].clone(), 0.5),
             tol,
         );
+        let f = AdapterFn {
+            act: Activation::Silu,
+            scale: 0.5,
+        };
+        let params =
+            |t: &[Tensor<G, 2>], cast: &dyn Fn(&Tensor<G, 2>) -> Tensor<G, 2>| AdapterParams {
+                down: cast(&t[2]),
+                down_bias: cast(&t[3]),
+                up: cast(&t[4]),
+                up_bias: cast(&t[5]),
+            };
+        check(
+            &what("adapter"),
+            &[
+                gpu([30, 40], 48),
+                gpu([30, 48], 49),
+                gpu([8, 48], 50),
+                gpu([1, 8], 51),
+                gpu([40, 8], 52),
+                gpu([1, 40], 53),
+            ],
+            |t| {
+                full(kernels::adapter(
+                    half(&t[0]),
+                    half(&t[1]),
+                    params(t, &half),
+                    f,
+                ))
+            },
+            |t| reference::adapter(t[0].clone(), t[1].clone(), params(t, &|t| t.clone()), f).0,
+            tol,
+        );
+        // SGMV (inference: no gradients), scales uploaded in the half dtype.
+        let t = |shape: [usize; 2], seed| {
+            Tensor::<Wgpu, 2>::from_data(TensorData::new(values(shape, seed), shape), &device)
+        };
+        let (n, d, o, r, k) = (13, 100, 24, 4, 3);
+        let (y, x, a, b) = (
+            t([n, o], 60),
+            t([n, d], 61),
+            t([k * r, d], 62),
+            t([k * o, r], 63),
+        );
+        let ids: Vec<u32> = (0..n as u32).map(|i| (i * 5 + 1) % k as u32).collect();
+        let scales = [0.5f32, 2.0, 1.0];
+        let h = |t: &Tensor<Wgpu, 2>| t.clone().cast(dtype);
+        let fused = kernels::sgmv(h(&y), h(&x), &ids, h(&a), h(&b), &scales).cast(DType::F32);
+        let looped = reference::sgmv(y, x, &ids, a, b, &scales);
+        close(&what("sgmv"), &host(fused), &host(looped), tol);
     }
 }

@@ -3,8 +3,8 @@
 //! and the fused kernel it becomes. The pass does not change the graph, whose
 //! ops the estimators read; it records which nodes each fused kernel covers,
 //! one [`Fusion`] per site, which `--emit ir` lists and the runtime's kernels
-//! implement (`runtime/src/kernels/`: `lora_linear`, `dora_mix`, `scale_cols`,
-//! the adapter op).
+//! implement (`runtime/src/kernels/`: `linear` + `lora_expand`, `dora_mix`,
+//! `scale_cols`, `adapter`).
 //!
 //! **A node belongs to at most one fusion**; rules are tried in order and the
 //! first that matches claims its nodes.
@@ -57,7 +57,7 @@ pub const RULES: &[Rule] = &[
     },
     Rule {
         name: "fused_adapter",
-        computes: "y + s·up(act(down(x))) in one op",
+        computes: "y + s·(act(x·W_downᵀ + b_down)·W_upᵀ + b_up) in one op; keeps only the [n, r] pre-activation",
         pattern: Pattern::Whole { op: "adapter" },
     },
 ];

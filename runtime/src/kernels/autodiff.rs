@@ -2,7 +2,10 @@
 //! per op whose backward calls `B`'s backward kernel (saving only what that
 //! kernel needs); otherwise burn differentiates the reference composition.
 
-use super::{AttnInputs, AttnShape, PeftKernels, RopeShape, prim, reference, tensor};
+use super::{
+    AdapterFn, AdapterParams, AttnInputs, AttnShape, PeftKernels, RopeShape, prim, reference,
+    tensor,
+};
 use burn::backend::Autodiff;
 use burn::backend::autodiff::checkpoint::base::Checkpointer;
 use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
@@ -17,6 +20,15 @@ macro_rules! register {
         if let Some(node) = $parent {
             $grads.register::<$b>(node.id, $g);
         }
+    };
+}
+
+/// [`register!`] for several `[parent, gradient]` pairs, each gradient an `Option`.
+macro_rules! register_all {
+    ($b:ty, $grads:expr, $([$parent:expr, $g:expr]),+) => {
+        $(if let Some(g) = $g {
+            register!($b, $grads, $parent, g);
+        })+
     };
 }
 
@@ -257,7 +269,64 @@ impl<B: PeftKernels> Backward<B, 3> for LoraExpandNode {
     }
 }
 
+#[derive(Debug)]
+struct AdapterNode;
+
+impl<B: PeftKernels> Backward<B, 6> for AdapterNode {
+    /// `x` (kept only when the down projection's weight trains), `z`, the
+    /// weights, the function.
+    type State = (
+        Option<FloatTensor<B>>,
+        FloatTensor<B>,
+        AdapterParams<FloatTensor<B>>,
+        AdapterFn,
+    );
+    fn backward(self, ops: Ops<Self::State, 6>, grads: &mut Gradients, _: &mut Checkpointer) {
+        let [pres, px, pd, pdb, pu, pub_] = ops.parents;
+        let dy = grads.consume::<B>(&ops.node);
+        let (x, z, w, f) = ops.state;
+        let need = [&px, &pd, &pdb, &pu, &pub_].map(|p| p.is_some());
+        let g = B::k_adapter_backward(x, z, w, dy.clone(), f, need);
+        register_all!(B, grads, [px, g.x], [pd, g.params.down]);
+        register_all!(B, grads, [pdb, g.params.down_bias], [pu, g.params.up]);
+        register_all!(B, grads, [pub_, g.params.up_bias]);
+        register!(B, grads, pres, dy);
+    }
+}
+
 impl<B: PeftKernels, C: CheckpointStrategy> PeftKernels for Autodiff<B, C> {
+    fn op_adapter(
+        res: FloatTensor<Self>,
+        x: FloatTensor<Self>,
+        w: AdapterParams<FloatTensor<Self>>,
+        f: AdapterFn,
+    ) -> FloatTensor<Self> {
+        if !B::FUSED {
+            let (out, _) = reference::adapter::<Self>(tensor(res), tensor(x), w.map(tensor), f);
+            return prim(out);
+        }
+        let down_trains = w.down.node.clone_if_require_grad().is_some();
+        let nodes = [
+            res.node.clone(),
+            x.node.clone(),
+            w.down.node.clone(),
+            w.down_bias.node.clone(),
+            w.up.node.clone(),
+            w.up_bias.node.clone(),
+        ];
+        let inner = w.map(|t| t.primitive);
+        match AdapterNode.prepare::<C>(nodes).compute_bound().stateful() {
+            OpsKind::Tracked(prep) => {
+                let (out, z) = B::k_adapter(res.primitive, x.primitive.clone(), inner.clone(), f);
+                let state = (down_trains.then_some(x.primitive), z, inner, f);
+                prep.finish(state, out)
+            }
+            OpsKind::UnTracked(prep) => {
+                prep.finish(B::k_adapter(res.primitive, x.primitive, inner, f).0)
+            }
+        }
+    }
+
     fn op_lora_expand(
         y: FloatTensor<Self>,
         u: FloatTensor<Self>,

@@ -10,15 +10,19 @@
 //! - `autodiff.rs`: the ops on `Autodiff<B>`: a graph node whose backward
 //!   calls `B`'s backward kernel when `B::FUSED`, else burn differentiates the
 //!   reference composition.
+//! - `bottleneck.rs`: the bottleneck adapter op's types and its backward
+//!   composed of a backend's linear and activation kernels.
 //! - `reference.rs`: the compositions, which the tests hold the kernels to.
 //!
 //! The model calls the functions at the bottom of this file.
 
 mod autodiff;
+mod bottleneck;
 mod cpu;
 mod cube;
 pub mod reference;
 
+pub use bottleneck::{AdapterFn, AdapterGrads, AdapterNeed, AdapterParams};
 pub use cube::Unsupported;
 
 pub use cpu::attention::AttnShape;
@@ -29,6 +33,7 @@ use std::sync::Arc;
 use burn::tensor::backend::Backend;
 use burn::tensor::ops::FloatTensor;
 use burn::tensor::{Tensor, TensorPrimitive};
+use peftc_compiler::methods::Activation;
 
 pub(crate) fn tensor<B: Backend, const D: usize>(p: FloatTensor<B>) -> Tensor<B, D> {
     Tensor::from_primitive(TensorPrimitive::Float(p))
@@ -295,7 +300,58 @@ pub trait PeftKernels: Backend {
         ))
     }
 
+    /// A bottleneck adapter's activation `act(z)`.
+    fn k_act(act: Activation, z: FloatTensor<Self>) -> FloatTensor<Self> {
+        prim(reference::activation::<Self>(act, tensor(z)))
+    }
+    /// `dh ⊙ act'(z)`.
+    fn k_act_backward(
+        act: Activation,
+        z: FloatTensor<Self>,
+        dh: FloatTensor<Self>,
+    ) -> FloatTensor<Self> {
+        prim(reference::activation_backward::<Self>(
+            act,
+            tensor(z),
+            tensor(dh),
+        ))
+    }
+    /// A bottleneck adapter added onto `res`:
+    /// `res + scale · (act(x W_downᵀ + b_down) W_upᵀ + b_up)`, and the
+    /// pre-activation `z: [n, r]` its backward needs (see `bottleneck.rs`).
+    fn k_adapter(
+        res: FloatTensor<Self>,
+        x: FloatTensor<Self>,
+        w: AdapterParams<FloatTensor<Self>>,
+        f: AdapterFn,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>) {
+        let (out, z) = reference::adapter::<Self>(tensor(res), tensor(x), w.map(tensor), f);
+        (prim(out), prim(z))
+    }
+    /// The gradients of [`Self::k_adapter`] that `need` asks for (`x` is
+    /// given when its weight gradient is asked for); by default composed of
+    /// this backend's linear and activation kernels.
+    fn k_adapter_backward(
+        x: Option<FloatTensor<Self>>,
+        z: FloatTensor<Self>,
+        w: AdapterParams<FloatTensor<Self>>,
+        dy: FloatTensor<Self>,
+        f: AdapterFn,
+        need: AdapterNeed,
+    ) -> AdapterGrads<FloatTensor<Self>> {
+        bottleneck::backward_by_kernels::<Self>(x, z, w, dy, f, need)
+    }
+
     // ---- the ops the model calls; `Autodiff<B>` overrides these with graph nodes.
+
+    fn op_adapter(
+        res: FloatTensor<Self>,
+        x: FloatTensor<Self>,
+        w: AdapterParams<FloatTensor<Self>>,
+        f: AdapterFn,
+    ) -> FloatTensor<Self> {
+        Self::k_adapter(res, x, w, f).0
+    }
 
     fn op_lora_expand(
         y: FloatTensor<Self>,
@@ -461,6 +517,18 @@ pub fn lora_expand<B: PeftKernels>(
     scale: f64,
 ) -> Tensor<B, 2> {
     tensor(B::op_lora_expand(prim(y), prim(u), prim(b), scale))
+}
+
+/// A bottleneck adapter added onto `res`:
+/// `res + f.scale · (act(x W_downᵀ + b_down) W_upᵀ + b_up)` in one op
+/// (`x: [n, d]`, `res: [n, out]`; weights as in [`AdapterParams`]).
+pub fn adapter<B: PeftKernels>(
+    res: Tensor<B, 2>,
+    x: Tensor<B, 2>,
+    w: AdapterParams<Tensor<B, 2>>,
+    f: AdapterFn,
+) -> Tensor<B, 2> {
+    tensor(B::op_adapter(prim(res), prim(x), w.map(prim), f))
 }
 
 /// Batched multi-adapter LoRA: `y` plus each row's own adapter's delta

@@ -2,11 +2,13 @@
 //! PyTorch defines it. Backends without their own kernels run these (and burn
 //! differentiates them); the tests hold every kernel to them.
 
+use super::bottleneck::{AdapterFn, AdapterGrads, AdapterNeed, AdapterParams};
 use super::{AttnShape, RopeShape};
 use crate::rng;
 use burn::tensor::Int;
 use burn::tensor::backend::Backend;
 use burn::tensor::{Tensor, TensorData, activation};
+use peftc_compiler::methods::Activation;
 use std::sync::Arc;
 
 pub fn gelu<B: Backend, const D: usize>(x: Tensor<B, D>) -> Tensor<B, D> {
@@ -493,4 +495,69 @@ pub fn sgmv<B: Backend>(
         y = y.select_assign(0, idx, delta, burn::tensor::IndexingUpdateOp::Add);
     }
     y
+}
+
+/// A bottleneck adapter's activation, as PyTorch defines it.
+pub fn activation<B: Backend>(act: Activation, z: Tensor<B, 2>) -> Tensor<B, 2> {
+    match act {
+        Activation::Relu => activation::relu(z),
+        Activation::Gelu => gelu(z),
+        Activation::Silu => activation::silu(z),
+        Activation::Tanh => z.tanh(),
+    }
+}
+
+/// `dh ⊙ act'(z)` (ReLU's derivative at 0 is 0, as in PyTorch).
+pub fn activation_backward<B: Backend>(
+    act: Activation,
+    z: Tensor<B, 2>,
+    dh: Tensor<B, 2>,
+) -> Tensor<B, 2> {
+    match act {
+        Activation::Relu => dh.mask_fill(z.lower_equal_elem(0.0), 0.0),
+        Activation::Gelu => gelu_backward(z, dh),
+        Activation::Silu => {
+            let s = activation::sigmoid(z.clone());
+            let one_minus = s.clone().neg().add_scalar(1.0);
+            dh * s * (z * one_minus).add_scalar(1.0)
+        }
+        Activation::Tanh => dh * z.tanh().powf_scalar(2.0).neg().add_scalar(1.0),
+    }
+}
+
+/// The bottleneck adapter added onto `res` (see `kernels::bottleneck`), and
+/// its pre-activation `z = x W_downᵀ + b_down`.
+pub fn adapter<B: Backend>(
+    res: Tensor<B, 2>,
+    x: Tensor<B, 2>,
+    w: AdapterParams<Tensor<B, 2>>,
+    f: AdapterFn,
+) -> (Tensor<B, 2>, Tensor<B, 2>) {
+    let z = linear(x, w.down, Some(w.down_bias));
+    let u = linear(activation(f.act, z.clone()), w.up, Some(w.up_bias));
+    (res + u.mul_scalar(f.scale), z)
+}
+
+/// The gradients of [`adapter`] that `need` asks for, by the chain rule
+/// written out with plain burn ops.
+pub fn adapter_backward<B: Backend>(
+    x: Tensor<B, 2>,
+    z: Tensor<B, 2>,
+    w: AdapterParams<Tensor<B, 2>>,
+    dy: Tensor<B, 2>,
+    f: AdapterFn,
+    need: AdapterNeed,
+) -> AdapterGrads<Tensor<B, 2>> {
+    let du = dy.mul_scalar(f.scale);
+    let h = activation(f.act, z.clone());
+    let dz = activation_backward(f.act, z, du.clone().matmul(w.up));
+    AdapterGrads {
+        x: need[0].then(|| dz.clone().matmul(w.down)),
+        params: AdapterParams {
+            down: need[1].then(|| dz.clone().transpose().matmul(x)),
+            down_bias: need[2].then(|| dz.sum_dim(0)),
+            up: need[3].then(|| du.clone().transpose().matmul(h)),
+            up_bias: need[4].then(|| du.sum_dim(0)),
+        },
+    }
 }

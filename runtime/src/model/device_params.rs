@@ -3,6 +3,7 @@
 
 use super::params::ParamStore;
 use crate::error::{Result, RuntimeError};
+use crate::kernels::PeftKernels;
 use crate::weights::HostTensor;
 use burn::tensor::backend::{AutodiffBackend, Backend};
 use burn::tensor::{Tensor, TensorData};
@@ -37,22 +38,6 @@ impl<B: Backend> Params<B> {
         }
     }
 
-    /// Several adapters' values side by side, `name@k` for adapter `k`
-    /// (batched multi-adapter inference, see [`super::routes`]).
-    pub fn routed(stores: &[&ParamStore], device: &B::Device) -> Params<B> {
-        Params {
-            map: stores
-                .iter()
-                .enumerate()
-                .flat_map(|(k, s)| {
-                    s.values
-                        .iter()
-                        .map(move |(n, v)| (super::routes::routed(n, k), to_device::<B>(v, device)))
-                })
-                .collect(),
-        }
-    }
-
     pub fn get(&self, name: &str) -> Result<Tensor<B, 2>> {
         self.map.get(name).cloned().ok_or_else(|| {
             RuntimeError::Invalid(format!(
@@ -63,6 +48,42 @@ impl<B: Backend> Params<B> {
 
     pub fn has(&self, name: &str) -> bool {
         self.map.contains_key(name)
+    }
+}
+
+impl<B: PeftKernels> Params<B> {
+    /// Several adapters' values side by side, `name@k` for adapter `k`
+    /// (batched multi-adapter inference, see [`super::routes`]). Where the
+    /// backend runs SGMV, each LoRA factor is also stacked once here, over
+    /// the adapters, under [`super::routes::stacked`] (when their ranks
+    /// agree), so no forward pass concatenates them again.
+    pub fn routed(stores: &[&ParamStore], device: &B::Device) -> Params<B> {
+        let mut map: BTreeMap<String, Tensor<B, 2>> = stores
+            .iter()
+            .enumerate()
+            .flat_map(|(k, s)| {
+                s.values
+                    .iter()
+                    .map(move |(n, v)| (super::routes::routed(n, k), to_device::<B>(v, device)))
+            })
+            .collect();
+        if B::SGMV
+            && let Some(first) = stores.first()
+        {
+            for (name, v) in &first.values {
+                let factor = name.ends_with("lora_A.weight") || name.ends_with("lora_B.weight");
+                let agree = stores
+                    .iter()
+                    .all(|s| s.values.get(name).is_some_and(|w| w.shape == v.shape));
+                if factor && agree {
+                    let parts = (0..stores.len())
+                        .filter_map(|k| map.get(&super::routes::routed(name, k)).cloned())
+                        .collect();
+                    map.insert(super::routes::stacked(name), Tensor::cat(parts, 0));
+                }
+            }
+        }
+        Params { map }
     }
 }
 
@@ -98,5 +119,54 @@ impl<B: AutodiffBackend> Params<B> {
             out.insert(k.clone(), HostTensor::new(shape, data));
         }
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::routes::{routed, stacked};
+
+    fn store(rank: usize, fill: f32) -> ParamStore {
+        let t = |shape: Vec<usize>| {
+            let n = shape.iter().product();
+            HostTensor::new(shape, vec![fill; n])
+        };
+        ParamStore {
+            values: [
+                ("q.lora_A.weight".to_string(), t(vec![rank, 6])),
+                ("q.lora_B.weight".to_string(), t(vec![4, rank])),
+                ("head.weight".to_string(), t(vec![2, 6])),
+            ]
+            .into_iter()
+            .collect(),
+        }
+    }
+
+    /// On an SGMV backend the LoRA factors are stacked once, adapter by
+    /// adapter, and only when the ranks agree; the CPU stacks nothing.
+    #[test]
+    fn routed_params_stack_lora_factors_for_sgmv_only() {
+        let (a, b) = (store(2, 1.0), store(2, 2.0));
+        let p = Params::<burn::backend::Wgpu>::routed(&[&a, &b], &Default::default());
+        let s = p.get(&stacked("q.lora_B.weight")).expect("stacked B");
+        assert_eq!(s.dims(), [8, 2]);
+        let v = s.into_data().into_vec::<f32>().expect("f32");
+        assert_eq!(
+            (v[0], v[8]),
+            (1.0, 2.0),
+            "adapter 0's rows, then adapter 1's"
+        );
+        assert!(p.has(&stacked("q.lora_A.weight")) && p.has(&routed("q.lora_A.weight", 1)));
+        assert!(
+            !p.has(&stacked("head.weight")),
+            "only LoRA factors are stacked"
+        );
+
+        let ranks_differ =
+            Params::<burn::backend::Wgpu>::routed(&[&a, &store(3, 1.0)], &Default::default());
+        assert!(!ranks_differ.has(&stacked("q.lora_A.weight")));
+        let cpu = Params::<crate::Cpu>::routed(&[&a, &b], &Default::default());
+        assert!(!cpu.has(&stacked("q.lora_A.weight")));
     }
 }

@@ -7,7 +7,7 @@ use super::ops::{act, linear_pt};
 use super::params::pname;
 use crate::error::Result;
 use crate::kernels;
-use crate::kernels::PeftKernels;
+use crate::kernels::{AdapterFn, AdapterParams, PeftKernels};
 use burn::tensor::{Tensor, activation};
 use peftc_compiler::methods::{Activation, MethodConfig};
 use peftc_compiler::plan::Site;
@@ -90,37 +90,41 @@ impl Attached {
     ) -> Result<Tensor<B, 2>> {
         let mut y = y;
         if let Some(a) = &self.beside {
-            y = y + adapter(path, a, x.clone(), p)?;
+            y = adapter(path, a, y, x.clone(), p)?;
         }
         if let Some(a) = &self.after {
-            y = y.clone() + adapter(path, a, y, p)?;
+            y = adapter(path, a, y.clone(), y, p)?;
         }
         Ok(y)
     }
 }
 
-/// `scale * gate * up(act(down(x)))`.
+/// `res + scale * gate * up(act(down(x)))`: one fused op (`kernels::adapter`)
+/// unless a UniPELT gate scales it.
 fn adapter<B: PeftKernels>(
     path: &str,
     a: &AdapterSpec,
+    res: Tensor<B, 2>,
     x: Tensor<B, 2>,
     p: &Params<B>,
 ) -> Result<Tensor<B, 2>> {
     let n = |s: &str| pname(path, &format!("{}.{s}", a.tag));
-    let h = act(
-        a.act,
-        linear_pt(
-            x.clone(),
-            p.get(&n("down.weight"))?,
-            Some(p.get(&n("down.bias"))?),
-        ),
-    );
-    let u = linear_pt(h, p.get(&n("up.weight"))?, Some(p.get(&n("up.bias"))?)).mul_scalar(a.scale);
-    Ok(if a.gated {
-        u * gate(path, a.tag, x, p)?
-    } else {
-        u
-    })
+    let w = AdapterParams {
+        down: p.get(&n("down.weight"))?,
+        down_bias: p.get(&n("down.bias"))?,
+        up: p.get(&n("up.weight"))?,
+        up_bias: p.get(&n("up.bias"))?,
+    };
+    if !a.gated {
+        let f = AdapterFn {
+            act: a.act,
+            scale: a.scale,
+        };
+        return Ok(kernels::adapter(res, x, w, f));
+    }
+    let h = act(a.act, linear_pt(x.clone(), w.down, Some(w.down_bias)));
+    let u = linear_pt(h, w.up, Some(w.up_bias)).mul_scalar(a.scale);
+    Ok(res + u * gate(path, a.tag, x, p)?)
 }
 
 /// UniPELT gate `sigmoid(x w + b)`, `[n, 1]`.
@@ -278,9 +282,10 @@ impl<B: PeftKernels> SiteLinear<B> {
 }
 
 /// `y` plus batched multi-adapter LoRA in one kernel per product
-/// (`kernels::sgmv`): the adapters' factors stacked, each row routed by its
-/// adapter id. `None`
-/// when the adapters' ranks differ (the segmented path handles that).
+/// (`kernels::sgmv`): the adapters' factors stacked (once, by
+/// `Params::routed`), each row routed by its adapter id. `None` when the
+/// factors were not stacked (the adapters' ranks differ; the segmented path
+/// handles that).
 fn sgmv<B: PeftKernels>(
     routes: &super::routes::Routes<B>,
     x: &Tensor<B, 2>,
@@ -293,13 +298,8 @@ fn sgmv<B: PeftKernels>(
     let Some(ids) = routes.row_ids(x.dims()[0]) else {
         return Ok(None);
     };
-    let (mut a, mut b) = (Vec::new(), Vec::new());
-    for k in 0..routes.adapters {
-        a.push(p.get(&super::routes::routed(an, k))?);
-        b.push(p.get(&super::routes::routed(bn, k))?);
-    }
-    let r = a[0].dims()[0];
-    if a.iter().any(|t| t.dims()[0] != r) {
+    let (a, b) = (super::routes::stacked(an), super::routes::stacked(bn));
+    if !(p.has(&a) && p.has(&b)) {
         return Ok(None);
     }
     let scales = vec![scale as f32; routes.adapters];
@@ -307,8 +307,8 @@ fn sgmv<B: PeftKernels>(
         y.clone(),
         x.clone(),
         &ids,
-        Tensor::cat(a, 0),
-        Tensor::cat(b, 0),
+        p.get(&a)?,
+        p.get(&b)?,
         &scales,
     )))
 }

@@ -3,7 +3,8 @@
 //! each adapter's small products run on its own rows (SGMV: rows grouped by
 //! adapter, multiplied by that adapter's weights, scattered back).
 //!
-//! Routed parameters are named `name@k` for adapter `k` ([`routed`]).
+//! Routed parameters are named `name@k` for adapter `k` ([`routed`]), and
+//! LoRA factors stacked over the adapters `name@*` ([`stacked`]).
 
 use super::Params;
 use crate::error::{Result, RuntimeError};
@@ -16,6 +17,12 @@ use peftc_compiler::task::TaskKind;
 /// The name of adapter `k`'s copy of parameter `name`.
 pub fn routed(name: &str, k: usize) -> String {
     format!("{name}@{k}")
+}
+
+/// The name of parameter `name` stacked over all adapters (rows of adapter
+/// `k` after those of `k - 1`), as SGMV reads it.
+pub fn stacked(name: &str) -> String {
+    format!("{name}@*")
 }
 
 /// Which rows of a batch belong to which adapter. A batch sorted by adapter

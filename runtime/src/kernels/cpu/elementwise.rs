@@ -6,6 +6,7 @@
 use super::erf::erf;
 use super::simd_fn;
 use crate::rng;
+use peftc_compiler::methods::Activation;
 use rayon::prelude::*;
 
 const CHUNK: usize = 1 << 14;
@@ -104,4 +105,41 @@ pub fn dropout(x: &[f32], p: f32, key: u64, y: &mut [f32]) {
         .zip(x.par_chunks(CHUNK))
         .enumerate()
         .for_each(|(c, (y, x))| dropout_chunk(x, p, key, (c * CHUNK) as u64, y));
+}
+
+/// A bottleneck adapter's activation `h = act(z)`.
+pub fn activation(act: Activation, z: &[f32], h: &mut [f32]) {
+    if act == Activation::Gelu {
+        return gelu(z, h);
+    }
+    let f = match act {
+        Activation::Relu => |v: f32| v.max(0.0),
+        Activation::Silu => |v: f32| v * sigmoid(v),
+        Activation::Tanh | Activation::Gelu => f32::tanh,
+    };
+    h.par_chunks_mut(CHUNK)
+        .zip(z.par_chunks(CHUNK))
+        .for_each(|(h, z)| h.iter_mut().zip(z).for_each(|(o, &v)| *o = f(v)));
+}
+
+/// `dz = dh ⊙ act'(z)` (ReLU's derivative at 0 is 0, as in PyTorch).
+pub fn activation_backward(act: Activation, z: &[f32], dh: &[f32], dz: &mut [f32]) {
+    if act == Activation::Gelu {
+        return gelu_backward(z, dh, dz);
+    }
+    let f = match act {
+        Activation::Relu => |v: f32| if v > 0.0 { 1.0 } else { 0.0 },
+        Activation::Silu => |v: f32| {
+            let s = sigmoid(v);
+            s * (1.0 + v * (1.0 - s))
+        },
+        Activation::Tanh | Activation::Gelu => |v: f32| 1.0 - v.tanh().powi(2),
+    };
+    dz.par_chunks_mut(CHUNK)
+        .zip(z.par_chunks(CHUNK).zip(dh.par_chunks(CHUNK)))
+        .for_each(|(dz, (z, dh))| {
+            for ((o, &v), &g) in dz.iter_mut().zip(z).zip(dh) {
+                *o = g * f(v);
+            }
+        });
 }

@@ -50,10 +50,11 @@ macro_rules! simd_fn {
 }
 pub(crate) use simd_fn;
 
-use super::{AttnInputs, AttnShape, PeftKernels, RopeShape};
+use super::{AdapterFn, AdapterParams, AttnInputs, AttnShape, PeftKernels, RopeShape};
 use burn::backend::Flex;
 use burn::tensor::{Shape, TensorData};
 use burn_flex::FlexTensor;
+use peftc_compiler::methods::Activation;
 use std::sync::Arc;
 
 type T = FlexTensor;
@@ -192,6 +193,47 @@ impl PeftKernels for Flex {
             make(db, vec![o, r])
         });
         (du, db)
+    }
+
+    fn k_act(act: Activation, z: T) -> T {
+        let z = contiguous(z);
+        let mut h = vec![0f32; f32s(&z).len()];
+        elementwise::activation(act, f32s(&z), &mut h);
+        make(h, dims(&z))
+    }
+
+    fn k_act_backward(act: Activation, z: T, dh: T) -> T {
+        let (z, dh) = (contiguous(z), contiguous(dh));
+        let mut dz = vec![0f32; f32s(&z).len()];
+        elementwise::activation_backward(act, f32s(&z), f32s(&dh), &mut dz);
+        make(dz, dims(&z))
+    }
+
+    fn k_adapter(res: T, x: T, w: AdapterParams<T>, f: AdapterFn) -> (T, T) {
+        let z = Self::k_linear(x, w.down, Some(w.down_bias));
+        let (n, r) = (dims(&z)[0], dims(&z)[1]);
+        // `s·act(z)`: the up product then accumulates straight onto the output.
+        let s = f.scale as f32;
+        let mut h = vec![0f32; n * r];
+        elementwise::activation(f.act, f32s(&z), &mut h);
+        h.iter_mut().for_each(|v| *v *= s);
+        let (up, up_bias, mut res) = (contiguous(w.up), contiguous(w.up_bias), contiguous(res));
+        let o = dims(&up)[0];
+        let accumulate = |out: &mut [f32]| {
+            for row in out.chunks_mut(o) {
+                row.iter_mut()
+                    .zip(f32s(&up_bias))
+                    .for_each(|(v, &b)| *v += s * b);
+            }
+            blas::sgemm(n, o, r, &h, f32s(&up), true, 1.0, out);
+        };
+        if let Some(buf) = f32s_mut(&mut res) {
+            accumulate(buf);
+            return (res, z);
+        }
+        let mut out = f32s(&res).to_vec();
+        accumulate(&mut out);
+        (make(out, vec![n, o]), z)
     }
 
     fn k_scale_cols(x: T, l: T) -> T {

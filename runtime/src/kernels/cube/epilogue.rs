@@ -48,13 +48,39 @@ pub fn lora_expand<F: Float>(
     }
     let d = out.shape(1);
     let r = u.shape(1);
-    let i = ABSOLUTE_POS / d;
+    let acc = row_dot::<F>(u, b, ABSOLUTE_POS / d, ABSOLUTE_POS % d, r);
+    out[ABSOLUTE_POS] = y[ABSOLUTE_POS] + acc * F::cast_from(scale);
+}
+
+/// A bottleneck adapter's up projection, bias, scale and residual add in one
+/// pass: `out[i, o] = res[i, o] + s (bias[o] + sum_k h[i, k] up[o, k])`,
+/// `h = act(z): [n, r]`, `up: [out, r]`.
+#[cube(launch)]
+pub fn adapter_expand<F: Float>(
+    res: &Tensor<F>,
+    h: &Tensor<F>,
+    up: &Tensor<F>,
+    bias: &Tensor<F>,
+    out: &mut Tensor<F>,
+    scale: f32,
+) {
+    if ABSOLUTE_POS >= out.len() {
+        terminate!();
+    }
+    let d = out.shape(1);
     let o = ABSOLUTE_POS % d;
+    let acc = row_dot::<F>(h, up, ABSOLUTE_POS / d, o, h.shape(1)) + bias[o];
+    out[ABSOLUTE_POS] = res[ABSOLUTE_POS] + acc * F::cast_from(scale);
+}
+
+/// `sum_k u[i, k] b[o, k]` over the rank `r`.
+#[cube]
+fn row_dot<F: Float>(u: &Tensor<F>, b: &Tensor<F>, i: usize, o: usize, r: usize) -> F {
     let mut acc = F::new(0.0);
     for k in 0..r {
         acc += u[i * r + k] * b[o * r + k];
     }
-    out[ABSOLUTE_POS] = y[ABSOLUTE_POS] + acc * F::cast_from(scale);
+    acc
 }
 
 /// Partial column sums of `a * b` over blocks of `rows_per` rows:

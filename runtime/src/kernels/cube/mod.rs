@@ -4,10 +4,13 @@
 //! (`kernels::reference`), and runtime/tests/cube_kernels.rs holds its output
 //! and every gradient to that reference on wgpu.
 //!
-//! - `elementwise.rs`: GELU, SwiGLU and their backward;
+//! - `elementwise.rs`: GELU, SwiGLU, the adapter activations (ReLU, GELU,
+//!   SiLU, tanh, chosen at expansion time) and their backward;
 //! - `epilogue.rs`: the linear epilogues, (IA)³ `scale_cols`, DoRA's
 //!   `dora_mix`, LoRA's `lora_expand` (second product + scale + residual in
-//!   one pass), and the two-pass column reduction of their backward;
+//!   one pass), the bottleneck adapter's `adapter_expand` (up projection +
+//!   bias + scale + residual in one pass), and the two-pass column reduction
+//!   of their backward;
 //! - `sgmv.rs`: batched multi-adapter LoRA (shrink / expand with a per-row
 //!   adapter id);
 //! - `launch.rs`: operand checks, outputs, grids, and the typed refusal.
@@ -25,12 +28,14 @@ mod sgmv;
 
 pub use launch::Unsupported;
 
-use super::{PeftKernels, prim, reference, tensor};
+use super::{AdapterFn, AdapterParams, PeftKernels, prim, reference, tensor};
 use burn::tensor::DType;
 use burn::tensor::ops::FloatTensor;
 use burn_cubecl::tensor::CubeTensor;
 use burn_cubecl::{BoolElement, CubeBackend, CubeRuntime};
+use elementwise::act_code;
 use launch::{FLOATS, dims, grid, notice, operands, output};
+use peftc_compiler::methods::Activation;
 
 type Cube<R, BT> = CubeBackend<R, f32, i32, BT>;
 
@@ -219,6 +224,81 @@ impl<R: CubeRuntime, BT: BoolElement> PeftKernels for Cube<R, BT> {
         )
     }
 
+    fn k_act(act: Activation, z: FloatTensor<Self>) -> FloatTensor<Self> {
+        fused_or!(
+            "activation",
+            [z],
+            prim(reference::activation::<Self>(act, tensor(z))),
+            |z| {
+                let out = output(&z, dims(&z));
+                elementwise!(elementwise::activation, out, [z], act_code(act))
+            }
+        )
+    }
+
+    fn k_act_backward(
+        act: Activation,
+        z: FloatTensor<Self>,
+        dh: FloatTensor<Self>,
+    ) -> FloatTensor<Self> {
+        fused_or!(
+            "activation_backward",
+            [z, dh],
+            prim(reference::activation_backward::<Self>(
+                act,
+                tensor(z),
+                tensor(dh)
+            )),
+            |z, dh| {
+                let out = output(&z, dims(&z));
+                elementwise!(
+                    elementwise::activation_backward,
+                    out,
+                    [z, dh],
+                    act_code(act)
+                )
+            }
+        )
+    }
+
+    /// The down projection through this backend's linear, the activation
+    /// kernel over `[n, r]`, then up projection + bias + scale + residual in
+    /// one `adapter_expand` pass.
+    fn k_adapter(
+        res: FloatTensor<Self>,
+        x: FloatTensor<Self>,
+        w: AdapterParams<FloatTensor<Self>>,
+        f: AdapterFn,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>) {
+        let AdapterParams {
+            down,
+            down_bias,
+            up,
+            up_bias,
+        } = w;
+        let z = Self::k_linear(x, down, Some(down_bias));
+        let h = Self::k_act(f.act, z.clone());
+        let out = fused_or!(
+            "adapter_expand",
+            [res, h, up, up_bias],
+            prim(
+                tensor::<Self, 2>(res)
+                    + reference::linear::<Self>(tensor(h), tensor(up), Some(tensor(up_bias)))
+                        .mul_scalar(f.scale)
+            ),
+            |res, h, up, up_bias| {
+                let out = output(&res, dims(&res));
+                elementwise!(
+                    epilogue::adapter_expand,
+                    out,
+                    [res, h, up, up_bias],
+                    f.scale as f32
+                )
+            }
+        );
+        (out, z)
+    }
+
     fn k_sgmv(
         y: FloatTensor<Self>,
         x: FloatTensor<Self>,
@@ -227,8 +307,7 @@ impl<R: CubeRuntime, BT: BoolElement> PeftKernels for Cube<R, BT> {
         b: FloatTensor<Self>,
         scales: &[f32],
     ) -> FloatTensor<Self> {
-        // The per-adapter scales are uploaded as f32: f32 operands only.
-        match operands("sgmv", &[DType::F32], [y, x, a, b]) {
+        match operands("sgmv", &FLOATS, [y, x, a, b]) {
             Ok([y, x, a, b]) => sgmv(y, x, ids, a, b, scales),
             Err((e, [y, x, a, b])) => {
                 notice(&e);
@@ -272,7 +351,8 @@ fn upload<R: CubeRuntime, E: cubecl::CubeElement>(
     )
 }
 
-/// `y + scales[id] * (x A_idᵀ) B_idᵀ` row by row, two launches in all.
+/// `y + scales[id] * (x A_idᵀ) B_idᵀ` row by row, two launches in all, in
+/// the operands' float dtype (the scales are uploaded in it too).
 fn sgmv<R: CubeRuntime>(
     y: CubeTensor<R>,
     x: CubeTensor<R>,
@@ -281,29 +361,48 @@ fn sgmv<R: CubeRuntime>(
     b: CubeTensor<R>,
     scales: &[f32],
 ) -> CubeTensor<R> {
+    // One cube of SHRINK_BLOCK units per element of `u`.
+    const SHRINK_BLOCK: usize = 64;
     let n = dims(&x)[0];
     let r = dims(&b)[1];
     let client = x.client.clone();
     let ids_t = upload(&x, ids, DType::U32);
-    let scales_t = upload(&x, scales, DType::F32);
     let u = output(&x, vec![n, r]);
-    {
-        // One cube of SHRINK_BLOCK units per element of `u`.
-        const SHRINK_BLOCK: usize = 64;
-        let cubes = (n * r).max(1) as u32;
-        let count = cubecl::prelude::CubeCount::new_1d(cubes);
-        let dim = cubecl::prelude::CubeDim::new_1d(SHRINK_BLOCK as u32);
-        sgmv::shrink::launch::<f32, R>(
-            &client,
-            count,
-            dim,
-            x.into_tensor_arg(),
-            ids_t.clone().into_tensor_arg(),
-            a.into_tensor_arg(),
-            u.clone().into_tensor_arg(),
-            SHRINK_BLOCK,
-        );
-    }
     let out = output(&y, dims(&y));
-    elementwise!(sgmv::expand, out, [y, u, ids_t, b, scales_t])
+    let shrink_count = cubecl::prelude::CubeCount::new_1d((n * r).max(1) as u32);
+    let shrink_dim = cubecl::prelude::CubeDim::new_1d(SHRINK_BLOCK as u32);
+    let (count, dim) = grid(&client, out.meta.num_elements());
+    macro_rules! go {
+        ($f:ty, $from:expr) => {{
+            let s: Vec<$f> = scales.iter().map(|&v| $from(v)).collect();
+            let scales_t = upload(&x, &s, y.dtype);
+            sgmv::shrink::launch::<$f, R>(
+                &client,
+                shrink_count,
+                shrink_dim,
+                x.into_tensor_arg(),
+                ids_t.clone().into_tensor_arg(),
+                a.into_tensor_arg(),
+                u.clone().into_tensor_arg(),
+                SHRINK_BLOCK,
+            );
+            sgmv::expand::launch::<$f, R>(
+                &client,
+                count,
+                dim,
+                y.into_tensor_arg(),
+                u.into_tensor_arg(),
+                ids_t.into_tensor_arg(),
+                b.into_tensor_arg(),
+                scales_t.into_tensor_arg(),
+                out.clone().into_tensor_arg(),
+            );
+        }};
+    }
+    match y.dtype {
+        DType::F16 => go!(half::f16, half::f16::from_f32),
+        DType::BF16 => go!(half::bf16, half::bf16::from_f32),
+        _ => go!(f32, std::convert::identity),
+    }
+    out
 }
