@@ -194,6 +194,14 @@ fn main() {
             // Two products forward, four backward, each 2·n·h·bn.
             let flops = 6.0 * 2.0 * (n * h * bn) as f64;
             report("adapter (serial)", s.name, fused, refr, flops, true);
+            // The same math from peftc's separate kernels (the model's path
+            // before the adapter was one op): what fusing adds beyond BLAS.
+            let composed = time(|| {
+                let z = kernels::linear(x.clone(), w.down.clone(), Some(w.down_bias.clone()));
+                let u = kernels::linear(kernels::gelu(z), w.up.clone(), Some(w.up_bias.clone()));
+                backward(x.clone() + u.mul_scalar(f.scale))
+            });
+            report("adapter vs kernels", s.name, fused, composed, flops, true);
         }
         if want("layer_norm") {
             let x = rand([n, h], true);

@@ -55,6 +55,7 @@ use burn::backend::Flex;
 use burn::tensor::{Shape, TensorData};
 use burn_flex::FlexTensor;
 use peftc_compiler::methods::Activation;
+use rayon::prelude::*;
 use std::sync::Arc;
 
 type T = FlexTensor;
@@ -219,20 +220,25 @@ impl PeftKernels for Flex {
         h.iter_mut().for_each(|v| *v *= s);
         let (up, up_bias, mut res) = (contiguous(w.up), contiguous(w.up_bias), contiguous(res));
         let o = dims(&up)[0];
-        let accumulate = |out: &mut [f32]| {
-            for row in out.chunks_mut(o) {
-                row.iter_mut()
-                    .zip(f32s(&up_bias))
-                    .for_each(|(v, &b)| *v += s * b);
-            }
-            blas::sgemm(n, o, r, &h, f32s(&up), true, 1.0, out);
-        };
+        let bias: Vec<f32> = f32s(&up_bias).iter().map(|&b| s * b).collect();
+        // `res + s·b_up` (in place when `res` is ours, else in the copy's
+        // single pass), then the up product accumulated onto it (beta = 1).
         if let Some(buf) = f32s_mut(&mut res) {
-            accumulate(buf);
+            buf.par_chunks_mut(o).for_each(|row| {
+                row.iter_mut().zip(&bias).for_each(|(v, b)| *v += b);
+            });
+            blas::sgemm(n, o, r, &h, f32s(&up), true, 1.0, buf);
             return (res, z);
         }
-        let mut out = f32s(&res).to_vec();
-        accumulate(&mut out);
+        let mut out = vec![0f32; n * o];
+        out.par_chunks_mut(o)
+            .zip(f32s(&res).par_chunks(o))
+            .for_each(|(row, src)| {
+                for ((v, &x), b) in row.iter_mut().zip(src).zip(&bias) {
+                    *v = x + b;
+                }
+            });
+        blas::sgemm(n, o, r, &h, f32s(&up), true, 1.0, &mut out);
         (make(out, vec![n, o]), z)
     }
 
