@@ -242,9 +242,9 @@ fn adapter_run<B: burn::tensor::backend::AutodiffBackend + kernels::PeftKernels>
     out
 }
 
-/// The fused bottleneck adapter on wgpu (activation kernel, up projection +
-/// bias + scale + residual in one pass, backward through the activation's
-/// derivative kernel) against the reference on the CPU backend, for every
+/// The fused bottleneck adapter on wgpu (activation kernel, bias + scale +
+/// residual in one pass after the up projection, backward through the
+/// activation's derivative kernel) against the reference on the CPU backend, for every
 /// activation, parallel and serial.
 #[test]
 fn adapter_kernels_match_the_cpu_reference() {

@@ -8,9 +8,9 @@
 //!   SiLU, tanh, chosen at expansion time) and their backward;
 //! - `epilogue.rs`: the linear epilogues, (IA)³ `scale_cols`, DoRA's
 //!   `dora_mix`, LoRA's `lora_expand` (second product + scale + residual in
-//!   one pass), the bottleneck adapter's `adapter_expand` (up projection +
-//!   bias + scale + residual in one pass), and the two-pass column reduction
-//!   of their backward;
+//!   one pass), the bottleneck adapter's `adapter_out` (bias + scale +
+//!   residual after its up projection), and the two-pass column reduction of
+//!   their backward;
 //! - `sgmv.rs`: batched multi-adapter LoRA (shrink / expand with a per-row
 //!   adapter id);
 //! - `launch.rs`: operand checks, outputs, grids, and the typed refusal.
@@ -262,8 +262,8 @@ impl<R: CubeRuntime, BT: BoolElement> PeftKernels for Cube<R, BT> {
     }
 
     /// The down projection through this backend's linear, the activation
-    /// kernel over `[n, r]`, then up projection + bias + scale + residual in
-    /// one `adapter_expand` pass.
+    /// kernel over `[n, r]`, the up projection's matmul, then bias + scale +
+    /// residual in one `adapter_out` pass.
     fn k_adapter(
         res: FloatTensor<Self>,
         x: FloatTensor<Self>,
@@ -278,20 +278,20 @@ impl<R: CubeRuntime, BT: BoolElement> PeftKernels for Cube<R, BT> {
         } = w;
         let z = Self::k_linear(x, down, Some(down_bias));
         let h = Self::k_act(f.act, z.clone());
+        let u = prim(reference::linear::<Self>(tensor(h), tensor(up), None));
         let out = fused_or!(
-            "adapter_expand",
-            [res, h, up, up_bias],
+            "adapter_out",
+            [res, u, up_bias],
             prim(
                 tensor::<Self, 2>(res)
-                    + reference::linear::<Self>(tensor(h), tensor(up), Some(tensor(up_bias)))
-                        .mul_scalar(f.scale)
+                    + (tensor::<Self, 2>(u) + tensor::<Self, 2>(up_bias)).mul_scalar(f.scale)
             ),
-            |res, h, up, up_bias| {
+            |res, u, up_bias| {
                 let out = output(&res, dims(&res));
                 elementwise!(
-                    epilogue::adapter_expand,
+                    epilogue::adapter_out,
                     out,
-                    [res, h, up, up_bias],
+                    [res, u, up_bias],
                     f.scale as f32
                 )
             }
