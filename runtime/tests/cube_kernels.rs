@@ -110,6 +110,34 @@ fn gelu_kernel_matches_the_cpu_reference() {
     );
 }
 
+/// Rows whose length takes no vector of 4 (33: single elements, 6: pairs).
+#[test]
+fn vectorized_kernels_handle_rows_of_any_length() {
+    for d in [33, 6] {
+        check(
+            &format!("gelu d={d}"),
+            &[gpu([13, d], 14)],
+            |t| kernels::gelu(t[0].clone()),
+            |t| reference::gelu(t[0].clone()),
+            1e-4,
+        );
+        check(
+            &format!("scale_cols d={d}"),
+            &[gpu([70, d], 15), gpu([1, d], 16)],
+            |t| kernels::scale_cols(t[0].clone(), t[1].clone()),
+            |t| reference::scale_cols(t[0].clone(), t[1].clone()),
+            1e-5,
+        );
+        check(
+            &format!("silu_mul d={d}"),
+            &[gpu([13, d], 17), gpu([13, d], 18)],
+            |t| kernels::silu_mul(t[0].clone(), t[1].clone()),
+            |t| reference::silu_mul(t[0].clone(), t[1].clone()),
+            1e-5,
+        );
+    }
+}
+
 #[test]
 fn silu_mul_kernel_matches_reference() {
     check(

@@ -1,114 +1,151 @@
-//! Element-wise activations and their backward, one unit per element.
+//! Element-wise activations and their backward, one unit per vector of `N`
+//! elements (`N` chosen at launch: 128-bit loads where the row length allows,
+//! see `launch::vector_size`).
 
 use cubecl::prelude::*;
 use peftc_compiler::methods::Activation;
 
+/// A vector of `v` in every lane.
+#[cube]
+pub fn splat<F: Float, N: Size>(#[comptime] v: f32) -> Vector<F, N> {
+    Vector::new(F::new(v))
+}
+
+#[cube]
+fn sigmoid<F: Float, N: Size>(v: Vector<F, N>) -> Vector<F, N> {
+    splat::<F, N>(1.0) / (splat::<F, N>(1.0) + Vector::exp(splat::<F, N>(0.0) - v))
+}
+
 /// `0.5 x (1 + erf(x / sqrt 2))` (BERT's exact GELU).
+#[cube]
+fn gelu_value<F: Float, N: Size>(v: Vector<F, N>) -> Vector<F, N> {
+    splat::<F, N>(0.5) * v * (splat::<F, N>(1.0) + Vector::erf(v * splat::<F, N>(0.70710677)))
+}
+
+/// `Phi(x) + x phi(x)`.
+#[cube]
+fn gelu_slope<F: Float, N: Size>(v: Vector<F, N>) -> Vector<F, N> {
+    let cdf =
+        splat::<F, N>(0.5) * (splat::<F, N>(1.0) + Vector::erf(v * splat::<F, N>(0.70710677)));
+    let pdf = Vector::exp(splat::<F, N>(-0.5) * v * v) * splat::<F, N>(0.3989423);
+    cdf + v * pdf
+}
+
 #[cube(launch)]
-pub fn gelu<F: Float>(x: &Tensor<F>, y: &mut Tensor<F>) {
+pub fn gelu<F: Float, N: Size>(x: &Tensor<Vector<F, N>>, y: &mut Tensor<Vector<F, N>>) {
     if ABSOLUTE_POS >= y.len() {
         terminate!();
     }
-    let v = x[ABSOLUTE_POS];
-    y[ABSOLUTE_POS] = F::new(0.5) * v * (F::new(1.0) + F::erf(v * F::new(0.70710677)));
+    y[ABSOLUTE_POS] = gelu_value::<F, N>(x[ABSOLUTE_POS]);
 }
 
 /// `dy * (Phi(x) + x phi(x))`.
 #[cube(launch)]
-pub fn gelu_backward<F: Float>(x: &Tensor<F>, dy: &Tensor<F>, dx: &mut Tensor<F>) {
+pub fn gelu_backward<F: Float, N: Size>(
+    x: &Tensor<Vector<F, N>>,
+    dy: &Tensor<Vector<F, N>>,
+    dx: &mut Tensor<Vector<F, N>>,
+) {
     if ABSOLUTE_POS >= dx.len() {
         terminate!();
     }
-    let v = x[ABSOLUTE_POS];
-    let cdf = F::new(0.5) * (F::new(1.0) + F::erf(v * F::new(0.70710677)));
-    let pdf = F::exp(F::new(-0.5) * v * v) * F::new(0.3989423);
-    dx[ABSOLUTE_POS] = dy[ABSOLUTE_POS] * (cdf + v * pdf);
+    dx[ABSOLUTE_POS] = dy[ABSOLUTE_POS] * gelu_slope::<F, N>(x[ABSOLUTE_POS]);
 }
 
 /// `silu(g) * u` (SwiGLU).
 #[cube(launch)]
-pub fn silu_mul<F: Float>(g: &Tensor<F>, u: &Tensor<F>, y: &mut Tensor<F>) {
+pub fn silu_mul<F: Float, N: Size>(
+    g: &Tensor<Vector<F, N>>,
+    u: &Tensor<Vector<F, N>>,
+    y: &mut Tensor<Vector<F, N>>,
+) {
     if ABSOLUTE_POS >= y.len() {
         terminate!();
     }
     let v = g[ABSOLUTE_POS];
-    let s = F::new(1.0) / (F::new(1.0) + F::exp(-v));
-    y[ABSOLUTE_POS] = v * s * u[ABSOLUTE_POS];
+    y[ABSOLUTE_POS] = v * sigmoid::<F, N>(v) * u[ABSOLUTE_POS];
 }
 
 /// `dg = dy u s (1 + g (1 - s))`, `du = dy g s` with `s = sigmoid(g)`.
 #[cube(launch)]
-pub fn silu_mul_backward<F: Float>(
-    g: &Tensor<F>,
-    u: &Tensor<F>,
-    dy: &Tensor<F>,
-    dg: &mut Tensor<F>,
-    du: &mut Tensor<F>,
+pub fn silu_mul_backward<F: Float, N: Size>(
+    g: &Tensor<Vector<F, N>>,
+    u: &Tensor<Vector<F, N>>,
+    dy: &Tensor<Vector<F, N>>,
+    dg: &mut Tensor<Vector<F, N>>,
+    du: &mut Tensor<Vector<F, N>>,
 ) {
     if ABSOLUTE_POS >= dg.len() {
         terminate!();
     }
     let v = g[ABSOLUTE_POS];
     let d = dy[ABSOLUTE_POS];
-    let s = F::new(1.0) / (F::new(1.0) + F::exp(-v));
+    let s = sigmoid::<F, N>(v);
     du[ABSOLUTE_POS] = d * v * s;
-    dg[ABSOLUTE_POS] = d * u[ABSOLUTE_POS] * s * (F::new(1.0) + v * (F::new(1.0) - s));
+    dg[ABSOLUTE_POS] =
+        d * u[ABSOLUTE_POS] * s * (splat::<F, N>(1.0) + v * (splat::<F, N>(1.0) - s));
 }
 
 /// A bottleneck adapter's activation, chosen at expansion time by `act`
 /// (see [`act_code`]).
 #[cube]
-fn act_value<F: Float>(v: F, #[comptime] act: u32) -> F {
+fn act_value<F: Float, N: Size>(v: Vector<F, N>, #[comptime] act: u32) -> Vector<F, N> {
     if comptime!(act == RELU) {
-        F::max(v, F::new(0.0))
+        select_many(v.greater_than(splat::<F, N>(0.0)), v, splat::<F, N>(0.0))
     } else if comptime!(act == GELU) {
-        F::new(0.5) * v * (F::new(1.0) + F::erf(v * F::new(0.70710677)))
+        gelu_value::<F, N>(v)
     } else if comptime!(act == SILU) {
-        v / (F::new(1.0) + F::exp(-v))
+        v * sigmoid::<F, N>(v)
     } else {
-        F::tanh(v)
+        Vector::tanh(v)
     }
 }
 
 /// `act'(v)`; ReLU's derivative at 0 is 0, as in PyTorch.
 #[cube]
-fn act_slope<F: Float>(v: F, #[comptime] act: u32) -> F {
+fn act_slope<F: Float, N: Size>(v: Vector<F, N>, #[comptime] act: u32) -> Vector<F, N> {
     if comptime!(act == RELU) {
-        select(v > F::new(0.0), F::new(1.0), F::new(0.0))
+        select_many(
+            v.greater_than(splat::<F, N>(0.0)),
+            splat::<F, N>(1.0),
+            splat::<F, N>(0.0),
+        )
     } else if comptime!(act == GELU) {
-        let cdf = F::new(0.5) * (F::new(1.0) + F::erf(v * F::new(0.70710677)));
-        let pdf = F::exp(F::new(-0.5) * v * v) * F::new(0.3989423);
-        cdf + v * pdf
+        gelu_slope::<F, N>(v)
     } else if comptime!(act == SILU) {
-        let s = F::new(1.0) / (F::new(1.0) + F::exp(-v));
-        s * (F::new(1.0) + v * (F::new(1.0) - s))
+        let s = sigmoid::<F, N>(v);
+        s * (splat::<F, N>(1.0) + v * (splat::<F, N>(1.0) - s))
     } else {
-        let t = F::tanh(v);
-        F::new(1.0) - t * t
+        let t = Vector::tanh(v);
+        splat::<F, N>(1.0) - t * t
     }
 }
 
 /// `h = act(z)`.
 #[cube(launch)]
-pub fn activation<F: Float>(z: &Tensor<F>, h: &mut Tensor<F>, #[comptime] act: u32) {
+pub fn activation<F: Float, N: Size>(
+    z: &Tensor<Vector<F, N>>,
+    h: &mut Tensor<Vector<F, N>>,
+    #[comptime] act: u32,
+) {
     if ABSOLUTE_POS >= h.len() {
         terminate!();
     }
-    h[ABSOLUTE_POS] = act_value::<F>(z[ABSOLUTE_POS], act);
+    h[ABSOLUTE_POS] = act_value::<F, N>(z[ABSOLUTE_POS], act);
 }
 
 /// `dz = dh ⊙ act'(z)`.
 #[cube(launch)]
-pub fn activation_backward<F: Float>(
-    z: &Tensor<F>,
-    dh: &Tensor<F>,
-    dz: &mut Tensor<F>,
+pub fn activation_backward<F: Float, N: Size>(
+    z: &Tensor<Vector<F, N>>,
+    dh: &Tensor<Vector<F, N>>,
+    dz: &mut Tensor<Vector<F, N>>,
     #[comptime] act: u32,
 ) {
     if ABSOLUTE_POS >= dz.len() {
         terminate!();
     }
-    dz[ABSOLUTE_POS] = dh[ABSOLUTE_POS] * act_slope::<F>(z[ABSOLUTE_POS], act);
+    dz[ABSOLUTE_POS] = dh[ABSOLUTE_POS] * act_slope::<F, N>(z[ABSOLUTE_POS], act);
 }
 
 const RELU: u32 = 0;

@@ -1,35 +1,51 @@
 //! The epilogues that follow a frozen linear: (IA)³'s column scale, DoRA's
 //! magnitude mix, LoRA's expand-and-add, and the column reduction their
 //! backward needs. All operands are contiguous `[n, d]` row-major; `[1, d]`
-//! vectors broadcast over rows.
+//! vectors broadcast over rows. The purely elementwise ones take vectors of
+//! `N` elements (`N` divides `d`, chosen at launch).
 
+use super::elementwise::splat;
 use cubecl::prelude::*;
+
+/// The `[1, d]` row vector's element (a vector of `N`) for vector `pos` of
+/// an `[n, d]` tensor, `d` a multiple of `N`.
+#[cube]
+fn col<F: Float, N: Size>(
+    row: &Tensor<Vector<F, N>>,
+    like: &Tensor<Vector<F, N>>,
+    pos: usize,
+) -> Vector<F, N> {
+    row[pos % (like.shape(1) / like.vector_size())]
+}
 
 /// `y = x * l[col]`.
 #[cube(launch)]
-pub fn scale_cols<F: Float>(x: &Tensor<F>, l: &Tensor<F>, y: &mut Tensor<F>) {
+pub fn scale_cols<F: Float, N: Size>(
+    x: &Tensor<Vector<F, N>>,
+    l: &Tensor<Vector<F, N>>,
+    y: &mut Tensor<Vector<F, N>>,
+) {
     if ABSOLUTE_POS >= y.len() {
         terminate!();
     }
-    let d = y.shape(1);
-    y[ABSOLUTE_POS] = x[ABSOLUTE_POS] * l[ABSOLUTE_POS % d];
+    y[ABSOLUTE_POS] = x[ABSOLUTE_POS] * col::<F, N>(l, x, ABSOLUTE_POS);
 }
 
 /// `out = y + base * (mag[col] - 1) + delta * mag[col]`.
 #[cube(launch)]
-pub fn dora_mix<F: Float>(
-    y: &Tensor<F>,
-    base: &Tensor<F>,
-    delta: &Tensor<F>,
-    mag: &Tensor<F>,
-    out: &mut Tensor<F>,
+pub fn dora_mix<F: Float, N: Size>(
+    y: &Tensor<Vector<F, N>>,
+    base: &Tensor<Vector<F, N>>,
+    delta: &Tensor<Vector<F, N>>,
+    mag: &Tensor<Vector<F, N>>,
+    out: &mut Tensor<Vector<F, N>>,
 ) {
     if ABSOLUTE_POS >= out.len() {
         terminate!();
     }
-    let m = mag[ABSOLUTE_POS % out.shape(1)];
+    let m = col::<F, N>(mag, y, ABSOLUTE_POS);
     out[ABSOLUTE_POS] =
-        y[ABSOLUTE_POS] + base[ABSOLUTE_POS] * (m - F::new(1.0)) + delta[ABSOLUTE_POS] * m;
+        y[ABSOLUTE_POS] + base[ABSOLUTE_POS] * (m - splat::<F, N>(1.0)) + delta[ABSOLUTE_POS] * m;
 }
 
 /// `out[i, o] = y[i, o] + s * sum_k u[i, k] b[o, k]`: LoRA's second product,
@@ -57,18 +73,19 @@ pub fn lora_expand<F: Float>(
 /// pass. (The up projection itself is a matmul: a bottleneck of 64-256 is too
 /// deep a reduction for one unit per output, unlike LoRA's rank.)
 #[cube(launch)]
-pub fn adapter_out<F: Float>(
-    res: &Tensor<F>,
-    u: &Tensor<F>,
-    bias: &Tensor<F>,
-    out: &mut Tensor<F>,
+pub fn adapter_out<F: Float, N: Size>(
+    res: &Tensor<Vector<F, N>>,
+    u: &Tensor<Vector<F, N>>,
+    bias: &Tensor<Vector<F, N>>,
+    out: &mut Tensor<Vector<F, N>>,
     scale: f32,
 ) {
     if ABSOLUTE_POS >= out.len() {
         terminate!();
     }
-    let b = bias[ABSOLUTE_POS % out.shape(1)];
-    out[ABSOLUTE_POS] = res[ABSOLUTE_POS] + (u[ABSOLUTE_POS] + b) * F::cast_from(scale);
+    let b = col::<F, N>(bias, u, ABSOLUTE_POS);
+    out[ABSOLUTE_POS] =
+        res[ABSOLUTE_POS] + (u[ABSOLUTE_POS] + b) * Vector::new(F::cast_from(scale));
 }
 
 /// `sum_k u[i, k] b[o, k]` over the rank `r`.

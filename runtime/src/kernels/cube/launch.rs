@@ -88,6 +88,18 @@ pub fn grid<R: CubeRuntime>(client: &ComputeClient<R>, n: usize) -> (CubeCount, 
     (calculate_cube_count_elemwise(client, n.max(1), dim), dim)
 }
 
+/// The widest vector (elements per unit) of 128-bit-or-narrower loads the
+/// device prefers for `t`'s dtype that divides `t`'s row length: every
+/// operand of a vectorized kernel shares that row length (or is one row).
+pub fn vector_size<R: CubeRuntime>(t: &CubeTensor<R>) -> usize {
+    let d = t.meta.shape().last().copied().unwrap_or(1);
+    t.client
+        .io_optimized_vector_sizes(t.dtype.size())
+        .filter(|&v| v > 0 && d % v == 0)
+        .max()
+        .unwrap_or(1)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -109,5 +121,21 @@ mod tests {
             }
             Ok(_) => panic!("an int tensor was accepted"),
         }
+    }
+
+    /// Rows of 96 f32 take 128-bit vectors where the device loads them;
+    /// rows of 33 take single elements, rows of 6 pairs at most.
+    #[test]
+    fn vector_size_divides_the_row_length() {
+        let device = Default::default();
+        let t = |d: usize| {
+            Tensor::<Wgpu, 2>::zeros([3, d], &device)
+                .into_primitive()
+                .tensor()
+        };
+        let widest = vector_size(&t(96));
+        assert!(widest >= 2 && 96 % widest == 0, "96 -> {widest}");
+        assert_eq!(vector_size(&t(33)), 1);
+        assert!(vector_size(&t(6)) <= 2);
     }
 }

@@ -34,7 +34,7 @@ use burn::tensor::ops::FloatTensor;
 use burn_cubecl::tensor::CubeTensor;
 use burn_cubecl::{BoolElement, CubeBackend, CubeRuntime};
 use elementwise::act_code;
-use launch::{FLOATS, dims, grid, notice, operands, output};
+use launch::{FLOATS, dims, grid, notice, operands, output, vector_size};
 use peftc_compiler::methods::Activation;
 
 type Cube<R, BT> = CubeBackend<R, f32, i32, BT>;
@@ -80,6 +80,36 @@ macro_rules! elementwise {
     }};
 }
 
+/// [`elementwise!`] for kernels over vectors of `N` elements: one unit per
+/// vector, `N` from [`vector_size`] passed at launch.
+macro_rules! vectorized {
+    ($($kernel:ident)::+, $out:expr, [$($arg:expr),*] $(, $scalar:expr)*) => {{
+        let out = $out;
+        let client = out.client.clone();
+        let vs = vector_size(&out);
+        let (count, dim) = grid(&client, out.meta.num_elements() / vs);
+        macro_rules! go {
+            ($f:ty) => {
+                $($kernel)::+::launch::<$f, R>(
+                    &client,
+                    count,
+                    dim,
+                    vs,
+                    $($arg.into_tensor_arg(),)*
+                    out.clone().into_tensor_arg()
+                    $(, $scalar)*
+                )
+            };
+        }
+        match out.dtype {
+            DType::F16 => go!(half::f16),
+            DType::BF16 => go!(half::bf16),
+            _ => go!(f32),
+        }
+        out
+    }};
+}
+
 impl<R: CubeRuntime, BT: BoolElement> PeftKernels for Cube<R, BT> {
     const FUSED: bool = true;
     const SGMV: bool = true;
@@ -91,7 +121,7 @@ impl<R: CubeRuntime, BT: BoolElement> PeftKernels for Cube<R, BT> {
             prim(reference::gelu::<Self, 2>(tensor(x))),
             |x| {
                 let out = output(&x, dims(&x));
-                elementwise!(elementwise::gelu, out, [x])
+                vectorized!(elementwise::gelu, out, [x])
             }
         )
     }
@@ -103,7 +133,7 @@ impl<R: CubeRuntime, BT: BoolElement> PeftKernels for Cube<R, BT> {
             prim(reference::gelu_backward::<Self>(tensor(x), tensor(dy))),
             |x, dy| {
                 let out = output(&x, dims(&x));
-                elementwise!(elementwise::gelu_backward, out, [x, dy])
+                vectorized!(elementwise::gelu_backward, out, [x, dy])
             }
         )
     }
@@ -115,7 +145,7 @@ impl<R: CubeRuntime, BT: BoolElement> PeftKernels for Cube<R, BT> {
             prim(reference::silu_mul::<Self>(tensor(g), tensor(u))),
             |g, u| {
                 let out = output(&g, dims(&g));
-                elementwise!(elementwise::silu_mul, out, [g, u])
+                vectorized!(elementwise::silu_mul, out, [g, u])
             }
         )
     }
@@ -129,13 +159,15 @@ impl<R: CubeRuntime, BT: BoolElement> PeftKernels for Cube<R, BT> {
             Ok([g, u, dy]) => {
                 let (dg, du) = (output(&g, dims(&g)), output(&g, dims(&g)));
                 let client = g.client.clone();
-                let (count, dim) = grid(&client, dg.meta.num_elements());
+                let vs = vector_size(&dg);
+                let (count, dim) = grid(&client, dg.meta.num_elements() / vs);
                 macro_rules! go {
                     ($f:ty) => {
                         elementwise::silu_mul_backward::launch::<$f, R>(
                             &client,
                             count,
                             dim,
+                            vs,
                             g.into_tensor_arg(),
                             u.into_tensor_arg(),
                             dy.into_tensor_arg(),
@@ -166,7 +198,7 @@ impl<R: CubeRuntime, BT: BoolElement> PeftKernels for Cube<R, BT> {
             prim(reference::scale_cols::<Self>(tensor(x), tensor(l))),
             |x, l| {
                 let out = output(&x, dims(&x));
-                elementwise!(epilogue::scale_cols, out, [x, l])
+                vectorized!(epilogue::scale_cols, out, [x, l])
             }
         )
     }
@@ -197,7 +229,7 @@ impl<R: CubeRuntime, BT: BoolElement> PeftKernels for Cube<R, BT> {
             )),
             |y, base, delta, mag| {
                 let out = output(&y, dims(&y));
-                elementwise!(epilogue::dora_mix, out, [y, base, delta, mag])
+                vectorized!(epilogue::dora_mix, out, [y, base, delta, mag])
             }
         )
     }
@@ -231,7 +263,7 @@ impl<R: CubeRuntime, BT: BoolElement> PeftKernels for Cube<R, BT> {
             prim(reference::activation::<Self>(act, tensor(z))),
             |z| {
                 let out = output(&z, dims(&z));
-                elementwise!(elementwise::activation, out, [z], act_code(act))
+                vectorized!(elementwise::activation, out, [z], act_code(act))
             }
         )
     }
@@ -251,7 +283,7 @@ impl<R: CubeRuntime, BT: BoolElement> PeftKernels for Cube<R, BT> {
             )),
             |z, dh| {
                 let out = output(&z, dims(&z));
-                elementwise!(
+                vectorized!(
                     elementwise::activation_backward,
                     out,
                     [z, dh],
@@ -288,7 +320,7 @@ impl<R: CubeRuntime, BT: BoolElement> PeftKernels for Cube<R, BT> {
             ),
             |res, u, up_bias| {
                 let out = output(&res, dims(&res));
-                elementwise!(
+                vectorized!(
                     epilogue::adapter_out,
                     out,
                     [res, u, up_bias],
