@@ -52,60 +52,47 @@ macro_rules! fused_or {
     };
 }
 
-/// One unit per element of `out`, launched with the given tensor arguments,
-/// instantiated for `out`'s float dtype.
-macro_rules! elementwise {
-    ($($kernel:ident)::+, $out:expr, [$($arg:expr),*] $(, $scalar:expr)*) => {{
-        let out = $out;
-        let client = out.client.clone();
-        let (count, dim) = grid(&client, out.meta.num_elements());
-        macro_rules! go {
-            ($f:ty) => {
-                $($kernel)::+::launch::<$f, R>(
-                    &client,
-                    count,
-                    dim,
-                    $($arg.into_tensor_arg(),)*
-                    out.clone().into_tensor_arg()
-                    $(, $scalar)*
-                )
-            };
+/// `$go!(element type)` for a float dtype (f32 otherwise).
+macro_rules! by_dtype {
+    ($dtype:expr, $go:ident) => {
+        match $dtype {
+            DType::F16 => $go!(half::f16),
+            DType::BF16 => $go!(half::bf16),
+            _ => $go!(f32),
         }
-        match out.dtype {
-            DType::F16 => go!(half::f16),
-            DType::BF16 => go!(half::bf16),
-            _ => go!(f32),
-        }
-        out
-    }};
+    };
 }
 
-/// [`elementwise!`] for kernels over vectors of `N` elements: one unit per
-/// vector, `N` from [`vector_size`] passed at launch.
-macro_rules! vectorized {
-    ($($kernel:ident)::+, $out:expr, [$($arg:expr),*] $(, $scalar:expr)*) => {{
+/// Launches `$kernel` over `out` with the given tensor arguments (then the
+/// scalars), instantiated for `out`'s float dtype: one unit per element, or
+/// with `vectorized` one unit per vector of `N` elements, `N` from
+/// [`vector_size`] passed at launch.
+macro_rules! elementwise {
+    (vectorized $($kernel:ident)::+, $out:expr, [$($arg:expr),*] $(, $scalar:expr)*) => {{
         let out = $out;
         let client = out.client.clone();
         let vs = vector_size(&out);
         let (count, dim) = grid(&client, out.meta.num_elements() / vs);
         macro_rules! go {
             ($f:ty) => {
-                $($kernel)::+::launch::<$f, R>(
-                    &client,
-                    count,
-                    dim,
-                    vs,
-                    $($arg.into_tensor_arg(),)*
-                    out.clone().into_tensor_arg()
-                    $(, $scalar)*
-                )
+                $($kernel)::+::launch::<$f, R>(&client, count, dim, vs,
+                    $($arg.into_tensor_arg(),)* out.clone().into_tensor_arg() $(, $scalar)*)
             };
         }
-        match out.dtype {
-            DType::F16 => go!(half::f16),
-            DType::BF16 => go!(half::bf16),
-            _ => go!(f32),
+        by_dtype!(out.dtype, go);
+        out
+    }};
+    ($($kernel:ident)::+, $out:expr, [$($arg:expr),*] $(, $scalar:expr)*) => {{
+        let out = $out;
+        let client = out.client.clone();
+        let (count, dim) = grid(&client, out.meta.num_elements());
+        macro_rules! go {
+            ($f:ty) => {
+                $($kernel)::+::launch::<$f, R>(&client, count, dim,
+                    $($arg.into_tensor_arg(),)* out.clone().into_tensor_arg() $(, $scalar)*)
+            };
         }
+        by_dtype!(out.dtype, go);
         out
     }};
 }
@@ -121,7 +108,7 @@ impl<R: CubeRuntime, BT: BoolElement> PeftKernels for Cube<R, BT> {
             prim(reference::gelu::<Self, 2>(tensor(x))),
             |x| {
                 let out = output(&x, dims(&x));
-                vectorized!(elementwise::gelu, out, [x])
+                elementwise!(vectorized elementwise::gelu, out, [x])
             }
         )
     }
@@ -133,7 +120,7 @@ impl<R: CubeRuntime, BT: BoolElement> PeftKernels for Cube<R, BT> {
             prim(reference::gelu_backward::<Self>(tensor(x), tensor(dy))),
             |x, dy| {
                 let out = output(&x, dims(&x));
-                vectorized!(elementwise::gelu_backward, out, [x, dy])
+                elementwise!(vectorized elementwise::gelu_backward, out, [x, dy])
             }
         )
     }
@@ -145,7 +132,7 @@ impl<R: CubeRuntime, BT: BoolElement> PeftKernels for Cube<R, BT> {
             prim(reference::silu_mul::<Self>(tensor(g), tensor(u))),
             |g, u| {
                 let out = output(&g, dims(&g));
-                vectorized!(elementwise::silu_mul, out, [g, u])
+                elementwise!(vectorized elementwise::silu_mul, out, [g, u])
             }
         )
     }
@@ -176,11 +163,7 @@ impl<R: CubeRuntime, BT: BoolElement> PeftKernels for Cube<R, BT> {
                         )
                     };
                 }
-                match dg.dtype {
-                    DType::F16 => go!(half::f16),
-                    DType::BF16 => go!(half::bf16),
-                    _ => go!(f32),
-                }
+                by_dtype!(dg.dtype, go);
                 (dg, du)
             }
             Err((e, [g, u, dy])) => {
@@ -198,7 +181,7 @@ impl<R: CubeRuntime, BT: BoolElement> PeftKernels for Cube<R, BT> {
             prim(reference::scale_cols::<Self>(tensor(x), tensor(l))),
             |x, l| {
                 let out = output(&x, dims(&x));
-                vectorized!(epilogue::scale_cols, out, [x, l])
+                elementwise!(vectorized epilogue::scale_cols, out, [x, l])
             }
         )
     }
@@ -229,7 +212,7 @@ impl<R: CubeRuntime, BT: BoolElement> PeftKernels for Cube<R, BT> {
             )),
             |y, base, delta, mag| {
                 let out = output(&y, dims(&y));
-                vectorized!(epilogue::dora_mix, out, [y, base, delta, mag])
+                elementwise!(vectorized epilogue::dora_mix, out, [y, base, delta, mag])
             }
         )
     }
@@ -263,7 +246,7 @@ impl<R: CubeRuntime, BT: BoolElement> PeftKernels for Cube<R, BT> {
             prim(reference::activation::<Self>(act, tensor(z))),
             |z| {
                 let out = output(&z, dims(&z));
-                vectorized!(elementwise::activation, out, [z], act_code(act))
+                elementwise!(vectorized elementwise::activation, out, [z], act_code(act))
             }
         )
     }
@@ -283,8 +266,8 @@ impl<R: CubeRuntime, BT: BoolElement> PeftKernels for Cube<R, BT> {
             )),
             |z, dh| {
                 let out = output(&z, dims(&z));
-                vectorized!(
-                    elementwise::activation_backward,
+                elementwise!(
+                    vectorized elementwise::activation_backward,
                     out,
                     [z, dh],
                     act_code(act)
@@ -320,8 +303,8 @@ impl<R: CubeRuntime, BT: BoolElement> PeftKernels for Cube<R, BT> {
             ),
             |res, u, up_bias| {
                 let out = output(&res, dims(&res));
-                vectorized!(
-                    epilogue::adapter_out,
+                elementwise!(
+                    vectorized epilogue::adapter_out,
                     out,
                     [res, u, up_bias],
                     f.scale as f32
