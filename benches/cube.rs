@@ -18,6 +18,7 @@ use burn::tensor::{Distribution, Tensor};
 use peftc_compiler::methods::Activation;
 use peftc_runtime::burn;
 use peftc_runtime::kernels::{self, AdapterFn, AdapterParams, PeftKernels, reference};
+use peftc_runtime::model::dora_row_norm;
 use std::time::Instant;
 
 struct Peak {
@@ -91,6 +92,8 @@ fn run<B: PeftKernels>(device: B::Device, quick: bool) {
     let sync = |l: Tensor<A<B>, 1>| {
         let _ = l.backward();
     };
+    // The targets, checked against this run's figures, printed last.
+    let mut targets = Vec::new();
     for &(name, n, d, o, r) in shapes {
         let x = rand::<A<B>>([n, d], &device).require_grad();
         let w = rand::<A<B>>([o, d], &device);
@@ -98,16 +101,13 @@ fn run<B: PeftKernels>(device: B::Device, quick: bool) {
         let bm = rand::<A<B>>([o, r], &device).require_grad();
         let fused = time::<B>(&device, iters, || {
             let y = kernels::linear(x.clone(), w.clone(), None);
-            let u = x.clone().matmul(a.clone().transpose());
+            let u = kernels::linear(x.clone(), a.clone(), None);
             sync(kernels::lora_expand(y, u, bm.clone(), 2.0).sum());
         });
         let unfused = time::<B>(&device, iters, || {
             let y = x.clone().matmul(w.clone().transpose());
-            let delta = x
-                .clone()
-                .matmul(a.clone().transpose())
-                .matmul(bm.clone().transpose())
-                .mul_scalar(2.0);
+            let u = kernels::linear(x.clone(), a.clone(), None).mul_scalar(2.0);
+            let delta = kernels::linear(u, bm.clone(), None);
             sync((y + delta).sum());
         });
         // forward 2nod + backward dx 2nod (no weight gradient) + the thin products
@@ -120,6 +120,39 @@ fn run<B: PeftKernels>(device: B::Device, quick: bool) {
             unfused,
             format!("{tf:.2} TFLOP/s = {:.0}% of peak", 100.0 * tf / p.tflops),
         );
+        targets.push(verdict(
+            &format!("fused LoRA linear >= 1.3x unfused ({name})"),
+            unfused / fused,
+            |v| v >= 1.3,
+        ));
+        // DoRA's whole step on the same linear, as the model runs it: the LoRA
+        // delta, the row norm from ||W||² (kept from loading), W Aᵀ and A Aᵀ,
+        // then the magnitude mix.
+        let m = rand::<A<B>>([1, o], &device).require_grad();
+        let w_sq = w.clone().powf_scalar(2.0).sum_dim(1);
+        let dora = time::<B>(&device, iters, || {
+            let y = kernels::linear(x.clone(), w.clone(), None);
+            let u = kernels::linear(x.clone(), a.clone(), None).mul_scalar(2.0);
+            let delta = kernels::linear(u, bm.clone(), None);
+            let norm = dora_row_norm(
+                w.clone(),
+                w_sq.clone(),
+                a.clone().detach(),
+                bm.clone().detach(),
+                2.0,
+            );
+            sync(kernels::dora_mix(y.clone(), y, delta, m.clone() / norm).sum());
+        });
+        println!(
+            "{:<18} {name:<18} step  {dora:>9.3} ms = {:.2}x the fused LoRA step",
+            "dora_linear",
+            dora / fused
+        );
+        targets.push(verdict(
+            &format!("DoRA step <= 1.3x the LoRA step ({name})"),
+            dora / fused,
+            |v| v <= 1.3,
+        ));
 
         // DoRA's epilogue against LoRA's step on the same linear.
         let ylin = rand::<A<B>>([n, o], &device);
@@ -214,7 +247,29 @@ fn run<B: PeftKernels>(device: B::Device, quick: bool) {
                 f / one
             ),
         );
+        if adapters == 64 {
+            targets.push(verdict(
+                "SGMV, 64 adapters: <= 1.5x the 1-adapter time",
+                f / one,
+                |v| v <= 1.5,
+            ));
+            targets.push(verdict(
+                "SGMV, 64 adapters: >= 60% of the measured peak bandwidth",
+                gbs / p.gbs,
+                |v| v >= 0.6,
+            ));
+        }
     }
+    println!("targets:");
+    for t in targets {
+        println!("  {t}");
+    }
+}
+
+/// `what: value — met` or `— not met`.
+fn verdict(what: &str, value: f64, met: impl Fn(f64) -> bool) -> String {
+    let state = if met(value) { "met" } else { "NOT met" };
+    format!("{what}: {value:.2} — {state}")
 }
 
 fn main() {

@@ -14,6 +14,7 @@ use peftc_compiler::methods::Activation;
 use peftc_runtime::CpuTrain as B;
 use peftc_runtime::burn;
 use peftc_runtime::kernels::{self, AdapterFn, AdapterParams, AttnShape, reference};
+use peftc_runtime::model::dora_row_norm;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -121,7 +122,7 @@ fn main() {
             // expand-and-add onto its output (BLAS accumulation, no delta tensor).
             let fused = time(|| {
                 let y = kernels::linear(x.clone(), w.clone(), None);
-                let u = x.clone().matmul(a.clone().transpose());
+                let u = kernels::linear(x.clone(), a.clone(), None);
                 backward(kernels::lora_expand(y, u, b.clone(), 2.0))
             });
             let refr = time(|| {
@@ -132,6 +133,31 @@ fn main() {
             });
             let flops = 3.0 * 2.0 * (n * h * h) as f64;
             report("lora_linear", s.name, fused, refr, flops, true);
+            // DoRA's step on the same linear as the model runs it (no dropout):
+            // the LoRA delta, the row norm from ||W||² (kept from loading),
+            // W Aᵀ and A Aᵀ, then the magnitude mix.
+            let m = rand([1, h], true);
+            let w_sq = w.clone().powf_scalar(2.0).sum_dim(1);
+            let dora = time(|| {
+                let y = kernels::linear(x.clone(), w.clone(), None);
+                let u = kernels::linear(x.clone(), a.clone(), None).mul_scalar(2.0);
+                let delta = kernels::linear(u, b.clone(), None);
+                let norm = dora_row_norm(
+                    w.clone(),
+                    w_sq.clone(),
+                    a.clone().detach(),
+                    b.clone().detach(),
+                    2.0,
+                );
+                backward(kernels::dora_mix(y.clone(), y, delta, m.clone() / norm))
+            });
+            println!(
+                "{:<22} {:<16} step  {:>8.2} ms = {:.2}x the LoRA step (target <= 1.3x; HF PEFT's DoRA: about 2x)",
+                "dora_linear",
+                s.name,
+                dora * 1e3,
+                dora / fused
+            );
         }
         if want("ffn_linear") {
             let x = rand([n, h], true);

@@ -8,6 +8,7 @@ use super::params::pname;
 use crate::error::Result;
 use crate::kernels;
 use crate::kernels::{AdapterFn, AdapterParams, PeftKernels};
+use burn::tensor::backend::Backend;
 use burn::tensor::{Tensor, activation};
 use peftc_compiler::methods::{Activation, MethodConfig};
 use peftc_compiler::plan::Site;
@@ -230,16 +231,14 @@ impl<B: PeftKernels> SiteLinear<B> {
             site_id(&format!("{}.lora_dropout", self.path)),
         );
         let dropped = ctx.train && l.dropout > 0.0;
+        // Both thin products through the linear kernel (BLAS on the CPU, a
+        // hand-written backward), `a` and `b` being PyTorch-layout weights.
+        let u = linear_pt(xd.clone(), a.clone(), None); // [n, r]
         if !l.gated && !l.dora {
             // fused_lora_linear: the second product, scale and add in one op.
-            let u = xd.matmul(a.transpose());
             return Ok(kernels::lora_expand(y, u, b, l.scale));
         }
-        let mut delta = xd
-            .clone()
-            .matmul(a.clone().transpose())
-            .matmul(b.clone().transpose())
-            .mul_scalar(l.scale);
+        let mut delta = linear_pt(u.mul_scalar(l.scale), b.clone(), None);
         if l.gated {
             delta = delta * gate(&self.path, "lora", x.clone(), p)?;
         }
@@ -262,9 +261,7 @@ impl<B: PeftKernels> SiteLinear<B> {
         Ok(kernels::dora_mix(y, base_d, delta, mag))
     }
 
-    /// `||W + s BA||` per output row, `[1, out]`, without the `[out, in]` sum:
-    /// `||W_o||² + 2s Σ_k B_ok (W Aᵀ)_ok + s² Σ_k (B A Aᵀ)_ok B_ok`, with
-    /// `||W_o||²` kept from loading.
+    /// [`dora_row_norm`] with this layer's weight and kept row norms.
     fn dora_norm(&self, a: Tensor<B, 2>, b: Tensor<B, 2>, s: f64) -> Result<Tensor<B, 2>> {
         let w_sq = self.w_row_sq.clone().ok_or_else(|| {
             crate::error::RuntimeError::Invalid(format!(
@@ -272,13 +269,27 @@ impl<B: PeftKernels> SiteLinear<B> {
                 self.path
             ))
         })?;
-        let wa = self.w.clone().matmul(a.clone().transpose()); // [out, r]
-        let gram = a.clone().matmul(a.transpose()); // [r, r]
-        let cross = (b.clone() * wa).sum_dim(1); // [out, 1]
-        let quad = (b.clone().matmul(gram) * b).sum_dim(1); // [out, 1]
-        let sq = w_sq + cross.mul_scalar(2.0 * s) + quad.mul_scalar(s * s);
-        Ok(sq.sqrt().transpose())
+        Ok(dora_row_norm(self.w.clone(), w_sq, a, b, s))
     }
+}
+
+/// DoRA's `||W + s BA||` per output row, `[1, out]`, without the `[out, in]`
+/// sum: `||W_o||² + 2s Σ_k B_ok (W Aᵀ)_ok + s² Σ_k (B A Aᵀ)_ok B_ok`, with
+/// `w_row_sq = ||W_o||²: [out, 1]` kept from loading (`w: [out, in]`,
+/// `a: [r, in]`, `b: [out, r]`).
+pub fn dora_row_norm<B: Backend>(
+    w: Tensor<B, 2>,
+    w_row_sq: Tensor<B, 2>,
+    a: Tensor<B, 2>,
+    b: Tensor<B, 2>,
+    s: f64,
+) -> Tensor<B, 2> {
+    let wa = w.matmul(a.clone().transpose()); // [out, r]
+    let gram = a.clone().matmul(a.transpose()); // [r, r]
+    let cross = (b.clone() * wa).sum_dim(1); // [out, 1]
+    let quad = (b.clone().matmul(gram) * b).sum_dim(1); // [out, 1]
+    let sq = w_row_sq + cross.mul_scalar(2.0 * s) + quad.mul_scalar(s * s);
+    sq.sqrt().transpose()
 }
 
 /// `y` plus batched multi-adapter LoRA in one kernel per product

@@ -18,6 +18,7 @@ pub mod routes;
 
 pub use ctx::Ctx;
 pub use device_params::{Params, to_device};
+pub use linear::dora_row_norm;
 pub use params::{BaseLookup, Init, ParamSpec, ParamStore, param_specs};
 
 use crate::data::Batch;
