@@ -444,6 +444,9 @@ fn adapter_matches_reference_for_every_activation() {
             close(&format!("{what} {name}"), &g1, &g2, 1e-5);
         }
 
+        // One graph differentiated before the next is built: burn loses a
+        // reused leaf's gradient in the second of two graphs that are both
+        // alive when the first backward runs (plain burn ops too).
         let w = adapter_params(24, 6, 24, seed + 8);
         let y2 = reference::adapter(x.clone(), x.clone(), w.clone(), f).0;
         let b = loss(y2.clone(), seed + 9).backward();
