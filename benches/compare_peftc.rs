@@ -4,7 +4,7 @@
 //!
 //!     cargo bench --bench compare_peftc -- SPEC BATCHES.safetensors WARMUP STEPS
 
-use peftc_compiler::{CheckOptions, check, lower};
+use peftc_compiler::{CheckOptions, Plan, check, lower};
 use peftc_runtime::CpuTrain;
 use peftc_runtime::data::Batch;
 use peftc_runtime::model::PeftModel;
@@ -12,20 +12,52 @@ use peftc_runtime::session::Session;
 use peftc_runtime::train::optim::AdamW;
 use peftc_runtime::train::train_step;
 use safetensors::SafeTensors;
+use std::process::ExitCode;
 use std::time::Instant;
 
 /// The same allocator, with the same setting, as the `peftc` binary.
 #[path = "../src/alloc.rs"]
 mod alloc;
 
-fn ints(st: &SafeTensors, name: &str) -> (Vec<usize>, Vec<i64>) {
-    let t = st.tensor(name).unwrap_or_else(|e| panic!("{name}: {e}"));
+type R<T> = Result<T, String>;
+
+/// An i64 tensor of the prepared batches: its shape and values.
+fn ints(st: &SafeTensors, name: &str) -> R<(Vec<usize>, Vec<i64>)> {
+    let t = st
+        .tensor(name)
+        .map_err(|e| format!("batches: {name}: {e}"))?;
     let v = t
         .data()
         .chunks_exact(8)
-        .map(|c| i64::from_le_bytes(c.try_into().expect("8 bytes")))
+        .map(|c| i64::from_le_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]))
         .collect();
-    (t.shape().to_vec(), v)
+    Ok((t.shape().to_vec(), v))
+}
+
+/// The spec's default block, checked against its real model and lowered.
+fn plan(spec_path: &str) -> R<Plan> {
+    let text = std::fs::read_to_string(spec_path).map_err(|e| format!("{spec_path}: {e}"))?;
+    let file = peftc_grammar::parse(&text)
+        .map_err(|d| peftc_grammar::render_all(&[d], spec_path, &text))?;
+    let dir = std::path::Path::new(spec_path)
+        .parent()
+        .unwrap_or(std::path::Path::new("."))
+        .to_path_buf();
+    let options = CheckOptions {
+        spec_dir: dir,
+        model_override: None,
+    };
+    let c = check(&file, &options).map_err(|d| peftc_grammar::render_all(&d, spec_path, &text))?;
+    let render = |d| peftc_grammar::render_all(&[d], spec_path, &text);
+    let block = c.default_block().map_err(render)?;
+    lower(&c, block, None).map_err(render)
+}
+
+/// A number argument.
+fn num(args: &[String], i: usize, what: &str) -> R<usize> {
+    args[i]
+        .parse()
+        .map_err(|e| format!("{what} `{}`: {e}", args[i]))
 }
 
 fn peak_rss_bytes() -> u64 {
@@ -45,43 +77,40 @@ fn peak_rss_bytes() -> u64 {
         .unwrap_or(0)
 }
 
-fn main() {
+fn main() -> ExitCode {
     alloc::keep_freed_pages();
     let args: Vec<String> = std::env::args().filter(|a| a != "--bench").collect();
-    if args.get(1).map(String::as_str) == Some("--infer") {
-        return infer_mode(&args[1..]);
+    let run = if args.get(1).map(String::as_str) == Some("--infer") {
+        infer_mode(&args[1..])
+    } else {
+        train_mode(&args)
+    };
+    match run {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("compare_peftc: {e}");
+            ExitCode::FAILURE
+        }
     }
+}
+
+/// `SPEC BATCHES WARMUP STEPS`: trains the spec's block on the batches.
+fn train_mode(args: &[String]) -> R<()> {
     if args.len() < 5 {
-        eprintln!("usage: compare_peftc SPEC BATCHES WARMUP STEPS");
-        return;
+        return Err("usage: compare_peftc SPEC BATCHES WARMUP STEPS".into());
     }
-    let (spec_path, batches, warmup, steps) = (
-        &args[1],
-        &args[2],
-        args[3].parse::<usize>().expect("warmup"),
-        args[4].parse::<usize>().expect("steps"),
-    );
-    let text = std::fs::read_to_string(spec_path).expect("spec");
-    let file = peftc_grammar::parse(&text).expect("parse");
-    let dir = std::path::Path::new(spec_path)
-        .parent()
-        .expect("dir")
-        .to_path_buf();
-    let c = check(
-        &file,
-        &CheckOptions {
-            spec_dir: dir,
-            model_override: None,
-        },
-    )
-    .unwrap_or_else(|d| panic!("{}", peftc_grammar::render_all(&d, spec_path, &text)));
-    let plan = lower(&c, c.default_block().expect("block"), None).expect("lower");
-    let cfg = plan.train.clone().expect("train block");
-    let bytes = std::fs::read(batches).expect("batches");
-    let st = SafeTensors::deserialize(&bytes).expect("safetensors");
-    let (shape, ids) = ints(&st, "input_ids");
-    let (_, mask) = ints(&st, "attention_mask");
-    let (_, labels) = ints(&st, "labels");
+    let (spec_path, batches) = (&args[1], &args[2]);
+    let (warmup, steps) = (num(args, 3, "warmup")?, num(args, 4, "steps")?);
+    let plan = plan(spec_path)?;
+    let cfg = plan
+        .train
+        .clone()
+        .ok_or_else(|| format!("{spec_path}: no train block"))?;
+    let bytes = std::fs::read(batches).map_err(|e| format!("{batches}: {e}"))?;
+    let st = SafeTensors::deserialize(&bytes).map_err(|e| format!("{batches}: {e}"))?;
+    let (shape, ids) = ints(&st, "input_ids")?;
+    let (_, mask) = ints(&st, "attention_mask")?;
+    let (_, labels) = ints(&st, "labels")?;
     let (rows, seq) = (shape[0], shape[1]);
     let classify = labels.len() == rows;
     let per = cfg.batch;
@@ -107,10 +136,11 @@ fn main() {
             }
         })
         .collect();
-    let session = Session::open(plan.clone()).expect("session");
-    let mut store = session.init_params(cfg.seed).expect("params");
+    let session = Session::open(plan.clone()).map_err(|e| e.to_string())?;
+    let mut store = session.init_params(cfg.seed).map_err(|e| e.to_string())?;
     let device = Default::default();
-    let model = PeftModel::<CpuTrain>::load(&plan, session.weights, &device).expect("model");
+    let model =
+        PeftModel::<CpuTrain>::load(&plan, session.weights, &device).map_err(|e| e.to_string())?;
     let mut adam = AdamW::new(cfg.weight_decay as f32);
     let mut times = Vec::new();
     let mut loss = 0.0;
@@ -128,7 +158,7 @@ fn main() {
             cfg.lr,
             &device,
         )
-        .expect("step");
+        .map_err(|e| format!("step {i}: {e}"))?;
         let dt = t0.elapsed().as_secs_f64();
         loss = s.loss;
         if i >= warmup {
@@ -139,40 +169,35 @@ fn main() {
         "{}",
         serde_json::json!({ "side": "peftc", "step_times": times, "peak_rss_bytes": peak_rss_bytes(), "final_loss": loss })
     );
+    Ok(())
 }
 
 /// `--infer SPEC BATCHES ROWS WARMUP STEPS ADAPTERS_DIR`: scores the first
 /// ROWS rows of BATCHES in one batch, row `k` with the Hugging Face PEFT
 /// adapter `ADAPTERS_DIR/a{k}` (the routed multi-adapter path), and prints the
 /// per-batch wall times, peak RSS and the logits `hf_multi_lora.py` prints.
-fn infer_mode(args: &[String]) {
+fn infer_mode(args: &[String]) -> R<()> {
     use peftc_runtime::Cpu;
     use peftc_runtime::model::Params;
     use peftc_runtime::model::routes::Routes;
     if args.len() < 7 {
-        eprintln!("usage: compare_peftc --infer SPEC BATCHES ROWS WARMUP STEPS ADAPTERS_DIR");
-        return;
+        return Err(
+            "usage: compare_peftc --infer SPEC BATCHES ROWS WARMUP STEPS ADAPTERS_DIR".into(),
+        );
     }
-    let num = |i: usize| args[i].parse::<usize>().expect("number");
-    let (spec_path, batches, rows, warmup, steps) = (&args[1], &args[2], num(3), num(4), num(5));
+    let (spec_path, batches) = (&args[1], &args[2]);
+    let rows = num(args, 3, "rows")?;
+    let (warmup, steps) = (num(args, 4, "warmup")?, num(args, 5, "steps")?);
     let root = std::path::Path::new(&args[6]);
-    let text = std::fs::read_to_string(spec_path).expect("spec");
-    let file = peftc_grammar::parse(&text).expect("parse");
-    let dir = std::path::Path::new(spec_path).parent().expect("dir");
-    let c = check(
-        &file,
-        &CheckOptions {
-            spec_dir: dir.to_path_buf(),
-            model_override: None,
-        },
-    )
-    .unwrap_or_else(|d| panic!("{}", peftc_grammar::render_all(&d, spec_path, &text)));
-    let plan = lower(&c, c.default_block().expect("block"), None).expect("lower");
-    let bytes = std::fs::read(batches).expect("batches");
-    let st = SafeTensors::deserialize(&bytes).expect("safetensors");
-    let (shape, ids) = ints(&st, "input_ids");
-    let (_, mask) = ints(&st, "attention_mask");
+    let plan = plan(spec_path)?;
+    let bytes = std::fs::read(batches).map_err(|e| format!("{batches}: {e}"))?;
+    let st = SafeTensors::deserialize(&bytes).map_err(|e| format!("{batches}: {e}"))?;
+    let (shape, ids) = ints(&st, "input_ids")?;
+    let (_, mask) = ints(&st, "attention_mask")?;
     let seq = shape[1];
+    if ids.len() < rows * seq {
+        return Err(format!("{batches}: fewer than {rows} rows"));
+    }
     let batch = Batch {
         rows,
         seq,
@@ -180,17 +205,19 @@ fn infer_mode(args: &[String]) {
         mask: mask[..rows * seq].iter().map(|&v| v as u8).collect(),
         labels: vec![0; rows * seq],
     };
-    let session = Session::open(plan.clone()).expect("session");
-    let stores: Vec<_> = (0..rows)
+    let session = Session::open(plan.clone()).map_err(|e| e.to_string())?;
+    let stores = (0..rows)
         .map(|k| {
-            let mut s = session.init_params(0).expect("params");
-            peftc_runtime::adapter::load_into(&plan, &mut s, &root.join(format!("a{k}")))
-                .expect("adapter");
-            s
+            let mut s = session.init_params(0).map_err(|e| e.to_string())?;
+            let dir = root.join(format!("a{k}"));
+            peftc_runtime::adapter::load_into(&plan, &mut s, &dir)
+                .map_err(|e| format!("{}: {e}", dir.display()))?;
+            Ok(s)
         })
-        .collect();
+        .collect::<R<Vec<_>>>()?;
     let device = Default::default();
-    let model = PeftModel::<Cpu>::load(&plan, session.weights, &device).expect("model");
+    let model =
+        PeftModel::<Cpu>::load(&plan, session.weights, &device).map_err(|e| e.to_string())?;
     let refs: Vec<&_> = stores.iter().collect();
     let params = Params::<Cpu>::routed(&refs, &device);
     let mut ctx = model.ctx(&batch, false, 0);
@@ -205,7 +232,9 @@ fn infer_mode(args: &[String]) {
     let mut logits = None;
     for i in 0..warmup + steps {
         let t0 = Instant::now();
-        let out = model.forward(&batch, &params, &ctx).expect("forward");
+        let out = model
+            .forward(&batch, &params, &ctx)
+            .map_err(|e| e.to_string())?;
         let dt = t0.elapsed().as_secs_f64();
         if i >= warmup {
             times.push(dt);
@@ -213,10 +242,10 @@ fn infer_mode(args: &[String]) {
         logits = Some(out.logits);
     }
     let logits = logits
-        .expect("one pass")
+        .ok_or("no timed pass: STEPS + WARMUP is 0")?
         .into_data()
         .into_vec::<f32>()
-        .expect("f32");
+        .map_err(|e| format!("logits: {e:?}"))?;
     let vocab = logits.len() / (rows * seq);
     const CHECK_POSITION: usize = 10;
     let check: Vec<Vec<f32>> = (0..rows)
@@ -229,4 +258,5 @@ fn infer_mode(args: &[String]) {
         "{}",
         serde_json::json!({ "side": "peftc", "step_times": times, "peak_rss_bytes": peak_rss_bytes(), "check": check })
     );
+    Ok(())
 }
