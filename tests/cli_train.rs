@@ -233,35 +233,6 @@ fn killed_run_resumes_to_the_same_adapter() {
     assert!(a == b, "resumed adapter differs from the uninterrupted one");
 }
 
-/// Logits of `texts` through `peftc infer --json` with the given adapter flags.
-fn infer_logits(s: &Path, adapters: &[String], texts: &[String]) -> Vec<Vec<f64>> {
-    let mut args = vec![
-        "infer".to_string(),
-        s.display().to_string(),
-        "--json".into(),
-    ];
-    for a in adapters {
-        args.extend(["--adapter".into(), a.clone()]);
-    }
-    for t in texts {
-        args.extend(["--text".into(), t.clone()]);
-    }
-    let refs: Vec<&str> = args.iter().map(String::as_str).collect();
-    let j: Value = serde_json::from_str(&ok(&refs)).expect("json");
-    j["logits"]
-        .as_array()
-        .expect("logits")
-        .iter()
-        .map(|r| {
-            r.as_array()
-                .expect("row")
-                .iter()
-                .filter_map(Value::as_f64)
-                .collect()
-        })
-        .collect()
-}
-
 #[test]
 fn several_adapters_in_one_batch_match_each_alone() {
     let d = temp_dir("multi");
@@ -291,7 +262,14 @@ fn several_adapters_in_one_batch_match_each_alone() {
     .map(String::from);
     let alone: Vec<Vec<Vec<f64>>> = runs
         .iter()
-        .map(|r| infer_logits(&s, &[r.display().to_string()], &texts))
+        .map(|r| {
+            infer_logits(
+                &s,
+                &[r.display().to_string().as_str()],
+                &strs(&texts),
+                "cpu",
+            )
+        })
         .collect();
     assert_ne!(alone[0], alone[1], "the two adapters differ");
     // The adapter folded into the base weights gives the same logits.
@@ -328,7 +306,7 @@ fn several_adapters_in_one_batch_match_each_alone() {
         format!("a={}", runs[0].display()),
         format!("b={}", runs[1].display()),
     ];
-    let batched = infer_logits(&s, &adapters, &tagged);
+    let batched = infer_logits(&s, &strs(&adapters), &strs(&tagged), "cpu");
     for (row, &(k, t)) in batched.iter().zip(&order) {
         for (x, y) in row.iter().zip(&alone[k][t]) {
             assert!(
@@ -351,4 +329,8 @@ fn several_adapters_in_one_batch_match_each_alone() {
     ]);
     assert_eq!(out.status.code(), Some(2));
     assert!(stderr(&out).contains("NAME:TEXT"), "{}", stderr(&out));
+}
+
+fn strs(v: &[String]) -> Vec<&str> {
+    v.iter().map(String::as_str).collect()
 }

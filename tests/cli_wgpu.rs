@@ -51,29 +51,9 @@ fn logits(spec: &Path, adapter: &Path, device: &str) -> Vec<f64> {
     infer(spec, &[adapter], &texts, device)
 }
 
+/// [`infer_logits`], rows concatenated.
 fn infer(spec: &Path, adapters: &[&str], texts: &[&str], device: &str) -> Vec<f64> {
-    let mut args = vec![
-        "infer",
-        spec.to_str().unwrap(),
-        "--json",
-        "--device",
-        device,
-    ];
-    for a in adapters {
-        args.extend(["--adapter", a]);
-    }
-    for t in texts {
-        args.extend(["--text", t]);
-    }
-    let out = ok(&args);
-    let v: Value = serde_json::from_str(&out).expect("json");
-    v["logits"]
-        .as_array()
-        .expect("rows")
-        .iter()
-        .flat_map(|r| r.as_array().expect("row").clone())
-        .map(|x| x.as_f64().expect("logit"))
-        .collect()
+    infer_logits(spec, adapters, texts, device).concat()
 }
 
 #[test]

@@ -82,3 +82,29 @@ pub fn stdout(o: &Output) -> String {
 pub fn stderr(o: &Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
 }
+
+/// The logits of `texts` through `peftc infer --json` on `device`, one row
+/// per text, with each `adapters` entry passed as `--adapter`.
+pub fn infer_logits(spec: &Path, adapters: &[&str], texts: &[&str], device: &str) -> Vec<Vec<f64>> {
+    let spec = spec.display().to_string();
+    let mut args = vec!["infer", spec.as_str(), "--json", "--device", device];
+    for a in adapters {
+        args.extend(["--adapter", a]);
+    }
+    for t in texts {
+        args.extend(["--text", t]);
+    }
+    let out: serde_json::Value = serde_json::from_str(&ok(&args)).expect("json");
+    out["logits"]
+        .as_array()
+        .expect("logits")
+        .iter()
+        .map(|r| {
+            r.as_array()
+                .expect("row")
+                .iter()
+                .map(|x| x.as_f64().expect("logit"))
+                .collect()
+        })
+        .collect()
+}
