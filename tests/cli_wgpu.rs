@@ -26,6 +26,14 @@ fn spec_with(dir: &Path, name: &str, methods: &str, lr: &str) -> PathBuf {
     write(dir, name, &text)
 }
 
+/// `peftc train SPEC --out RUN --max-steps 3 EXTRA...`.
+fn train_steps(spec: &Path, run: &Path, extra: &[&str]) {
+    let (spec, run) = (spec.display().to_string(), run.display().to_string());
+    let mut args = vec!["train", &spec, "--out", &run, "--max-steps", "3"];
+    args.extend(extra);
+    ok(&args);
+}
+
 fn losses(run: &Path) -> Vec<f64> {
     std::fs::read_to_string(run.join("metrics.jsonl"))
         .expect("metrics")
@@ -62,16 +70,7 @@ fn wgpu_trains_and_infers_like_the_cpu() {
     let s = spec(&d);
     let train = |device: &str| {
         let run = d.join(format!("run-{device}"));
-        ok(&[
-            "train",
-            s.to_str().unwrap(),
-            "--out",
-            run.to_str().unwrap(),
-            "--max-steps",
-            "3",
-            "--device",
-            device,
-        ]);
+        train_steps(&s, &run, &["--device", device]);
         run
     };
     let (cpu, gpu) = (train("cpu"), train("wgpu"));
@@ -106,14 +105,7 @@ fn wgpu_serves_several_adapters_in_one_batch_like_the_cpu() {
     let train = |name: &str, lr: &str| {
         let s = spec_with(&d, &format!("{name}.peft"), qv, lr);
         let run = d.join(name);
-        ok(&[
-            "train",
-            s.to_str().unwrap(),
-            "--out",
-            run.to_str().unwrap(),
-            "--max-steps",
-            "3",
-        ]);
+        train_steps(&s, &run, &[]);
         (s, run)
     };
     let (s, one) = train("one", "5e-3");

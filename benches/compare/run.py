@@ -53,36 +53,14 @@ def main():
         est = json.loads(subprocess.run([peftc, "compile", spec, "--emit", "json"], capture_output=True, text=True, check=True).stdout)
         small = w["task"] == "causal_lm"
         warmup, steps = (1, 3) if a.quick and small else (2, 8) if a.quick else (2, 10) if small else (3, 20)
-        hf_times, pf_times, hf_rss, pf_rss = [], [], [], []
-        rounds = 3
-        for rep in range(rounds):
-            print(f"{name}: round {rep + 1}/{rounds} (hf, peftc)", file=sys.stderr)
-            h = run_json([sys.executable, os.path.join(HERE, "hf_step.py"), name, batches, str(warmup), str(steps)])
-            p = run_json([bench, spec, batches, str(warmup), str(steps)])
-            hf_times += h["step_times"]
-            pf_times += p["step_times"]
-            hf_rss.append(h["peak_rss_bytes"])
-            pf_rss.append(p["peak_rss_bytes"])
-        hf_t, pf_t = statistics.median(hf_times), statistics.median(pf_times)
-        flops = est["flops_per_step"]
-        r = {
-            "workload": name,
-            "batch": w["batch"],
-            "seq": w["seq"],
-            "peftc_steps_per_s": 1 / pf_t,
-            "hf_steps_per_s": 1 / hf_t,
-            "speed_ratio": hf_t / pf_t,
-            "peftc_peak_rss_bytes": max(pf_rss),
-            "hf_peak_rss_bytes": max(hf_rss),
-            "rss_ratio": max(pf_rss) / max(hf_rss),
-            "estimated_bytes": est["memory_bytes"]["peak"],
-            "estimate_error": est["memory_bytes"]["peak"] / max(pf_rss) - 1,
-            "flops_per_step": flops,
-            "sgemm_gflops": sgemm,
-            "roofline_fraction": flops / pf_t / (sgemm * 1e9),
-            "hf_roofline_fraction": flops / hf_t / (sgemm * 1e9),
-            "steps_measured": len(pf_times),
-        }
+        h, p = alternate(
+            name,
+            [sys.executable, os.path.join(HERE, "hf_step.py"), name, batches, str(warmup), str(steps)],
+            [bench, spec, batches, str(warmup), str(steps)],
+        )
+        r = summarize(name, w, h, p, est["flops_per_step"], sgemm)
+        r["estimated_bytes"] = est["memory_bytes"]["peak"]
+        r["estimate_error"] = est["memory_bytes"]["peak"] / r["peftc_peak_rss_bytes"] - 1
         results.append(r)
         print(json.dumps(r), file=sys.stderr)
     for name, w in INFER_WORKLOADS.items():
@@ -103,6 +81,45 @@ def main():
     print(f"\n2-thread sgemm limit: {sgemm:.0f} GFLOP/s; wrote {out}")
 
 
+def alternate(name, hf_cmd, peftc_cmd, rounds=3):
+    """Runs the two stacks' commands alternately (HF, peftc) `rounds` times;
+    returns each side's JSON outputs in order."""
+    hf, pf = [], []
+    for rep in range(rounds):
+        print(f"{name}: round {rep + 1}/{rounds} (hf, peftc)", file=sys.stderr)
+        hf.append(run_json(hf_cmd))
+        pf.append(run_json(peftc_cmd))
+    return hf, pf
+
+
+def summarize(name, w, hf, pf, flops, sgemm):
+    """Median step time and peak RSS of each side over all rounds, their
+    ratios, and each side's fraction of the sgemm limit for `flops` per step.
+    The compiler's memory estimate is training's: workloads set it themselves."""
+    hf_times = [t for o in hf for t in o["step_times"]]
+    pf_times = [t for o in pf for t in o["step_times"]]
+    hf_t, pf_t = statistics.median(hf_times), statistics.median(pf_times)
+    hf_rss, pf_rss = max(o["peak_rss_bytes"] for o in hf), max(o["peak_rss_bytes"] for o in pf)
+    return {
+        "workload": name,
+        "batch": w["batch"],
+        "seq": w["seq"],
+        "peftc_steps_per_s": 1 / pf_t,
+        "hf_steps_per_s": 1 / hf_t,
+        "speed_ratio": hf_t / pf_t,
+        "peftc_peak_rss_bytes": pf_rss,
+        "hf_peak_rss_bytes": hf_rss,
+        "rss_ratio": pf_rss / hf_rss,
+        "estimated_bytes": None,
+        "estimate_error": None,
+        "flops_per_step": flops,
+        "sgemm_gflops": sgemm,
+        "roofline_fraction": flops / pf_t / (sgemm * 1e9),
+        "hf_roofline_fraction": flops / hf_t / (sgemm * 1e9),
+        "steps_measured": len(pf_times),
+    }
+
+
 def infer_workload(name, w, quick, work, peftc, bench, sgemm):
     """Batches/s of scoring one mixed-adapter batch, both stacks alternately, and a
     check that both give the same logits."""
@@ -114,39 +131,20 @@ def infer_workload(name, w, quick, work, peftc, bench, sgemm):
     est = json.loads(subprocess.run([peftc, "compile", spec, "--emit", "json"], capture_output=True, text=True, check=True).stdout)
     n = str(w["adapters"])
     warmup, steps = ("1", "3") if quick else ("2", "8")
-    hf_times, pf_times, hf_rss, pf_rss, diff = [], [], [], [], 0.0
-    for rep in range(3):
-        print(f"{name}: round {rep + 1}/3 (hf, peftc)", file=sys.stderr)
-        h = run_json([sys.executable, os.path.join(HERE, "hf_multi_lora.py"), adapters, batches, n, warmup, steps])
-        p = run_json([bench, "--infer", spec, batches, n, warmup, steps, adapters])
-        hf_times += h["step_times"]
-        pf_times += p["step_times"]
-        hf_rss.append(h["peak_rss_bytes"])
-        pf_rss.append(p["peak_rss_bytes"])
-        diff = max(diff, max(abs(x - y) for a, b in zip(h["check"], p["check"]) for x, y in zip(a, b)))
-    hf_t, pf_t = statistics.median(hf_times), statistics.median(pf_times)
-    flops = est["flops"]["forward"]
-    r = {
-        "workload": name,
-        "batch": w["batch"],
-        "seq": w["seq"],
-        "adapters": w["adapters"],
-        "peftc_steps_per_s": 1 / pf_t,
-        "hf_steps_per_s": 1 / hf_t,
-        "speed_ratio": hf_t / pf_t,
-        "peftc_peak_rss_bytes": max(pf_rss),
-        "hf_peak_rss_bytes": max(hf_rss),
-        "rss_ratio": max(pf_rss) / max(hf_rss),
-        # The compiler estimates training memory; scoring has no estimate of its own.
-        "estimated_bytes": None,
-        "estimate_error": None,
-        "flops_per_step": flops,
-        "sgemm_gflops": sgemm,
-        "roofline_fraction": flops / pf_t / (sgemm * 1e9),
-        "hf_roofline_fraction": flops / hf_t / (sgemm * 1e9),
-        "steps_measured": len(pf_times),
-        "logits_max_abs_diff": diff,
-    }
+    h, p = alternate(
+        name,
+        [sys.executable, os.path.join(HERE, "hf_multi_lora.py"), adapters, batches, n, warmup, steps],
+        [bench, "--infer", spec, batches, n, warmup, steps, adapters],
+    )
+    r = summarize(name, w, h, p, est["flops"]["forward"], sgemm)
+    r["adapters"] = w["adapters"]
+    # Both stacks' logits at the checked positions, every round.
+    r["logits_max_abs_diff"] = max(
+        abs(x - y)
+        for hr, pr in zip(h, p)
+        for a, b in zip(hr["check"], pr["check"])
+        for x, y in zip(a, b)
+    )
     print(json.dumps(r), file=sys.stderr)
     return r
 
