@@ -10,7 +10,7 @@ use peftc_runtime::data::Batch;
 use peftc_runtime::model::PeftModel;
 use peftc_runtime::session::Session;
 use peftc_runtime::train::optim::AdamW;
-use peftc_runtime::train::train_step;
+use peftc_runtime::train::{NonFinitePolicy, train_step};
 use safetensors::SafeTensors;
 use std::process::ExitCode;
 use std::time::Instant;
@@ -44,6 +44,7 @@ fn plan(spec_path: &str) -> R<Plan> {
         .unwrap_or(std::path::Path::new("."))
         .to_path_buf();
     let options = CheckOptions {
+        lenient_data: false,
         spec_dir: dir,
         model_override: None,
     };
@@ -156,6 +157,7 @@ fn train_mode(args: &[String]) -> R<()> {
             i,
             i,
             cfg.lr,
+            NonFinitePolicy::Stop,
             &device,
         )
         .map_err(|e| format!("step {i}: {e}"))?;

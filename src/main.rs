@@ -8,8 +8,18 @@ use std::process::ExitCode;
 
 fn main() -> ExitCode {
     alloc::keep_freed_pages();
+    // Rust ignores SIGPIPE, so a closed pipe (`peftc ... | head`) would make
+    // every print fail; end quietly instead, as other command-line tools do.
+    #[cfg(unix)]
+    // SAFETY: called before any other thread exists; SIG_DFL is always valid.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
     let args = cli::Cli::parse();
-    match cli::run(args) {
+    // No panic escapes as a crash: one inside peftc or a backend (burn,
+    // cubecl, a driver) becomes an internal error, exit 1.
+    let result = cli::panics::contain(|| cli::run(args));
+    match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             e.report();

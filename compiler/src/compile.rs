@@ -29,8 +29,8 @@ pub fn compile_block(
     let graph = build_graph(&plan)
         .map_err(|e| Diagnostic::error(format!("internal compiler error: {e}")))?;
     let params = params(&plan);
-    let memory = memory(&graph, &workload);
-    let flops = flops_per_step(&graph, &workload);
+    let memory = memory(&graph, &workload).map_err(|e| Diagnostic::error(e.to_string()))?;
+    let flops = flops_per_step(&graph, &workload).map_err(|e| Diagnostic::error(e.to_string()))?;
     Ok(CompileOutput {
         plan,
         graph,

@@ -12,7 +12,7 @@
 
 pub mod check;
 mod compile;
-pub mod data_probe;
+pub mod data;
 pub mod estimate;
 pub mod glob;
 pub mod ir;

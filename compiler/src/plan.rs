@@ -57,6 +57,26 @@ pub struct Plan {
 }
 
 impl Plan {
+    /// Tokens of text one sequence may hold: unbounded with rotary
+    /// positions; with a learned position table (BERT), what the table leaves
+    /// after the longest soft prompt.
+    pub fn text_positions(&self) -> usize {
+        let d = &self.model.dims;
+        if d.rope_theta != 0.0 {
+            return usize::MAX;
+        }
+        let prompt = self
+            .sites
+            .iter()
+            .filter_map(|s| match &s.method {
+                MethodConfig::Prompt(p) => Some(p.len),
+                _ => None,
+            })
+            .max()
+            .unwrap_or(0);
+        d.max_positions.saturating_sub(prompt)
+    }
+
     pub fn sites_at<'a>(&'a self, module: &'a str) -> impl Iterator<Item = &'a Site> + 'a {
         self.sites.iter().filter(move |s| s.module == module)
     }

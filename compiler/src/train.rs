@@ -13,6 +13,18 @@ const fn int(min: i64) -> ArgType {
         zero_absent: false,
     }
 }
+/// Largest batch and sequence length a spec may ask for: beyond them no
+/// machine trains, and the estimates' arithmetic stays exact.
+pub const MAX_BATCH: i64 = 1 << 20;
+pub const MAX_SEQ: i64 = 1 << 24;
+
+const fn int_to(min: i64, max: i64) -> ArgType {
+    ArgType::Int {
+        min,
+        max,
+        zero_absent: false,
+    }
+}
 const POSITIVE: ArgType = ArgType::Float {
     lo: 0.0,
     hi: f64::INFINITY,
@@ -78,7 +90,7 @@ pub const TRAIN_KEYS: &[ArgSpec] = &[
     },
     ArgSpec {
         name: "batch",
-        ty: int(1),
+        ty: int_to(1, MAX_BATCH),
         default: Some(Default::Int(16)),
         doc: "sequences per micro-batch",
     },
@@ -90,7 +102,7 @@ pub const TRAIN_KEYS: &[ArgSpec] = &[
     },
     ArgSpec {
         name: "seq_len",
-        ty: int(1),
+        ty: int_to(1, MAX_SEQ),
         default: Some(Default::Int(128)),
         doc: "tokens per sequence (truncated / padded)",
     },

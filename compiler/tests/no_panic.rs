@@ -126,6 +126,7 @@ fn random_edits_never_panic() {
                 return (false, false);
             };
             let opts = CheckOptions {
+                lenient_data: false,
                 spec_dir: configs.clone(),
                 model_override: Some(model.clone()),
             };

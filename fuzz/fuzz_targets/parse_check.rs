@@ -4,9 +4,9 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use peftc_compiler::{CheckOptions, check, compile_block};
 use peftc_compiler::estimate::Workload;
 use peftc_compiler::train::{DType, OptimizerKind};
+use peftc_compiler::{CheckOptions, check, compile_block};
 use std::path::PathBuf;
 
 fn configs() -> PathBuf {
@@ -14,7 +14,9 @@ fn configs() -> PathBuf {
 }
 
 fuzz_target!(|data: &[u8]| {
-    let Some((&which, rest)) = data.split_first() else { return };
+    let Some((&which, rest)) = data.split_first() else {
+        return;
+    };
     let text = String::from_utf8_lossy(rest);
     let file = match peftc_grammar::parse(&text) {
         Ok(f) => f,
@@ -23,11 +25,24 @@ fuzz_target!(|data: &[u8]| {
             return;
         }
     };
-    let model = configs().join(if which % 2 == 0 { "minilm-l6" } else { "smollm2-135m" });
-    let opts = CheckOptions { spec_dir: configs(), model_override: Some(model) };
+    let model = configs().join(if which % 2 == 0 {
+        "minilm-l6"
+    } else {
+        "smollm2-135m"
+    });
+    let opts = CheckOptions {
+        spec_dir: configs(),
+        model_override: Some(model),
+        lenient_data: true,
+    };
     match check(&file, &opts) {
         Ok(c) => {
-            let w = Workload { batch: 2, seq: 16, dtype: DType::F32, optimizer: OptimizerKind::Adamw };
+            let w = Workload {
+                batch: 2,
+                seq: 16,
+                dtype: DType::F32,
+                optimizer: OptimizerKind::Adamw,
+            };
             for b in &c.blocks {
                 if let Err(d) = compile_block(&c, b, None, w) {
                     let _ = d.render("fuzz.peft", &text);

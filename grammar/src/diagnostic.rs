@@ -10,7 +10,7 @@
 //!   = help: did you mean `lora`?
 //! ```
 
-use crate::span::{LineIndex, Span};
+use crate::span::{LineIndex, Span, ceil_to_char_boundary, clamp_to_char_boundary};
 use std::fmt::Write as _;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -112,7 +112,12 @@ impl Diagnostic {
     pub fn render(&self, path: &str, source: &str) -> String {
         let index = LineIndex::new(source);
         let mut out = String::new();
-        let _ = writeln!(out, "{}: {}", self.severity.word(), self.message);
+        let _ = writeln!(
+            out,
+            "{}: {}",
+            self.severity.word(),
+            printable(&self.message)
+        );
 
         let mut labels: Vec<(&Label, bool)> = Vec::new();
         if let Some(p) = &self.primary {
@@ -151,16 +156,21 @@ impl Diagnostic {
                 let line = lines[i];
                 let text = index.line_text(source, line);
                 let line_start = index.line_start(line);
-                let start = label.span.start.min(source.len());
-                let end = label.span.end.min(line_start + text.len()).max(start);
+                // A span may end inside a multi-byte character (a one-byte
+                // span at a parse error): widen it to whole characters.
+                let start = clamp_to_char_boundary(source, label.span.start).max(line_start);
+                let end = ceil_to_char_boundary(source, label.span.end)
+                    .min(line_start + text.len())
+                    .max(start);
                 let col = source[line_start..start].chars().count();
                 let len = source[start..end].chars().count().max(1);
+                let (shown, col, len) = window(text, col, len);
                 let mark = if primary { "^" } else { "-" };
-                let _ = writeln!(out, "{:>width$} | {}", line + 1, expand_tabs(text));
+                let _ = writeln!(out, "{:>width$} | {shown}", line + 1);
                 let mut under = format!("{pad} | {}{}", " ".repeat(col), mark.repeat(len));
                 if !label.message.is_empty() {
                     under.push(' ');
-                    under.push_str(&label.message);
+                    under.push_str(&printable(&label.message));
                 }
                 let _ = writeln!(out, "{}", under.trim_end());
             }
@@ -169,18 +179,65 @@ impl Diagnostic {
             let _ = writeln!(out, "{pad} |");
         }
         for n in &self.notes {
-            let _ = writeln!(out, "{pad} = note: {n}");
+            let _ = writeln!(out, "{pad} = note: {}", printable(n));
         }
         if let Some(h) = &self.help {
-            let _ = writeln!(out, "{pad} = help: {h}");
+            let _ = writeln!(out, "{pad} = help: {}", printable(h));
         }
         out
     }
 }
 
-/// Tabs would shift the carets; show them as one space each (carets count chars).
-fn expand_tabs(s: &str) -> String {
-    s.replace('\t', " ")
+/// Characters of a source line shown around a span; longer lines are cut
+/// to a window with `…` at the cut ends.
+const WINDOW: usize = 120;
+/// Characters of context kept before the span in a cut line.
+const LEAD: usize = 40;
+/// Longest message shown; a message quoting a huge token is cut.
+const MAX_MESSAGE: usize = 300;
+
+/// One character as shown: a tab as a space, other control characters (a
+/// NUL, an escape) as their Unicode control pictures (`␀`, `␛`), so every
+/// character takes one column and the carets stay aligned.
+fn shown_char(c: char) -> char {
+    match c {
+        '\t' => ' ',
+        '\u{7f}' => '\u{2421}',
+        c if (c as u32) < 0x20 => char::from_u32(0x2400 + c as u32).unwrap_or('?'),
+        c => c,
+    }
+}
+
+/// `text` with control characters made visible and cut to [`MAX_MESSAGE`].
+fn printable(text: &str) -> String {
+    let mut out: String = text.chars().take(MAX_MESSAGE).map(shown_char).collect();
+    if text.chars().nth(MAX_MESSAGE).is_some() {
+        out.push('…');
+    }
+    out
+}
+
+/// The part of `line` to show for a span at char column `col` of `len`
+/// chars, and the span's column and length within what is shown.
+fn window(line: &str, col: usize, len: usize) -> (String, usize, usize) {
+    let chars: Vec<char> = line.chars().map(shown_char).collect();
+    if chars.len() <= WINDOW {
+        return (chars.into_iter().collect(), col, len);
+    }
+    let start = col.saturating_sub(LEAD).min(chars.len());
+    let end = (start + WINDOW).min(chars.len());
+    let mut shown = String::new();
+    let mut new_col = col - start;
+    if start > 0 {
+        shown.push('…');
+        new_col += 1;
+    }
+    shown.extend(&chars[start..end]);
+    if end < chars.len() {
+        shown.push('…');
+    }
+    let new_len = len.min(end.saturating_sub(col)).max(1);
+    (shown, new_col, new_len)
 }
 
 /// Renders several diagnostics separated by blank lines.
@@ -214,6 +271,46 @@ error: unknown method `lorra`
   = help: did you mean `lora`?
 ";
         assert_eq!(text, expected);
+    }
+
+    #[test]
+    fn long_lines_are_cut_around_the_span_and_controls_shown() {
+        let mut src = String::from("peft a {\n    ");
+        src.push_str(&"x".repeat(5000));
+        src.push_str(" lorra(r=8)");
+        src.push_str(&"y".repeat(5000));
+        src.push_str("\n}\n");
+        let start = src.find("lorra").unwrap();
+        let d = Diagnostic::error(format!("unknown method `{}`", "z".repeat(10_000)))
+            .at(Span::new(start, start + 5), "here");
+        let text = d.render("x.peft", &src);
+        assert!(text.len() < 1200, "{} bytes", text.len());
+        let lines: Vec<&str> = text.lines().collect();
+        let code = lines.iter().find(|l| l.contains("lorra")).unwrap();
+        let caret = lines.iter().find(|l| l.contains("^^^^^")).unwrap();
+        let column = |l: &str, pat: &str| l.find(pat).map(|b| l[..b].chars().count());
+        assert_eq!(column(code, "lorra"), column(caret, "^^^^^"), "{text}");
+        assert!(code.contains('…'));
+
+        let src = "peft a {\n    lo\0ra(r=8) on attn.q\n}\n";
+        let start = src.find("lo").unwrap();
+        let d = Diagnostic::error("unknown method `lo\0ra`").at(Span::new(start, start + 5), "");
+        let text = d.render("x.peft", src);
+        assert!(!text.contains('\0'));
+        assert!(text.contains("lo\u{2400}ra"), "{text}");
+        assert!(text.contains("    ^^^^^"), "{text}");
+    }
+
+    /// Found by `fuzz/fuzz_targets/parse_check.rs`: a one-byte span inside
+    /// a two-byte character (U+0085) sliced the source mid-character.
+    #[test]
+    fn spans_inside_a_character_are_widened() {
+        let src = "\u{85}";
+        let d = Diagnostic::error("unexpected").at(Span::new(0, 1), "here");
+        let text = d.render("x.peft", src);
+        assert!(text.contains("^ here"), "{text}");
+        let d = Diagnostic::error("unexpected").at(Span::new(1, 2), "");
+        let _ = d.render("x.peft", src);
     }
 
     #[test]

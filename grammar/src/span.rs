@@ -105,10 +105,20 @@ impl LineIndex {
     }
 }
 
-fn clamp_to_char_boundary(text: &str, mut offset: usize) -> usize {
+/// `offset`, moved back to the start of the character it falls in.
+pub fn clamp_to_char_boundary(text: &str, mut offset: usize) -> usize {
     offset = offset.min(text.len());
     while !text.is_char_boundary(offset) {
         offset -= 1;
+    }
+    offset
+}
+
+/// `offset`, moved on to the end of the character it falls in.
+pub fn ceil_to_char_boundary(text: &str, mut offset: usize) -> usize {
+    offset = offset.min(text.len());
+    while !text.is_char_boundary(offset) {
+        offset += 1;
     }
     offset
 }

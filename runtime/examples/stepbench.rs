@@ -20,6 +20,7 @@ fn main() {
     let text = std::fs::read_to_string(&spec_path).expect("spec");
     let file = peftc_grammar::parse(&text).expect("parse");
     let opts = CheckOptions {
+        lenient_data: false,
         spec_dir: spec_path.parent().expect("dir").to_path_buf(),
         model_override: None,
     };

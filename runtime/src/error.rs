@@ -6,7 +6,9 @@ use std::path::PathBuf;
 #[derive(Debug, thiserror::Error)]
 pub enum RuntimeError {
     #[error("cannot read `{path}`: {reason}")]
-    Io { path: PathBuf, reason: String },
+    Read { path: PathBuf, reason: String },
+    #[error("cannot write `{path}`: {reason}")]
+    Write { path: PathBuf, reason: String },
     #[error("`{path}`: {what}")]
     Format { path: PathBuf, what: String },
     #[error("`{file}`: tensor `{tensor}` {what}")]
@@ -41,16 +43,45 @@ pub enum RuntimeError {
     #[error("{0}")]
     Invalid(String),
     #[error(
-        "the loss became {value} at step {step}; stopping (nothing written after the last checkpoint)"
+        "{what} at step {step}; stopping (nothing was written after the last checkpoint). Lower `lr`, keep `max_grad_norm` on, or pass --skip-nonfinite to skip such steps"
     )]
-    NonFinite { step: usize, value: f32 },
+    NonFinite { step: usize, what: String },
+    /// A failure that is not the input's fault: a backend that failed, an
+    /// invariant of peftc's own that did not hold.
+    #[error("internal error: {0}")]
+    Internal(String),
 }
 
 impl RuntimeError {
-    pub fn io(path: impl Into<PathBuf>, e: impl std::fmt::Display) -> RuntimeError {
-        RuntimeError::Io {
+    pub fn read(path: impl Into<PathBuf>, e: impl std::fmt::Display) -> RuntimeError {
+        RuntimeError::Read {
             path: path.into(),
             reason: e.to_string(),
+        }
+    }
+
+    pub fn write(path: impl Into<PathBuf>, e: impl std::fmt::Display) -> RuntimeError {
+        RuntimeError::Write {
+            path: path.into(),
+            reason: e.to_string(),
+        }
+    }
+
+    /// Whether the error is about the user's input (a file, a spec, a flag)
+    /// rather than a failure of peftc or of the machine.
+    pub fn is_user_error(&self) -> bool {
+        match self {
+            RuntimeError::Read { .. }
+            | RuntimeError::Format { .. }
+            | RuntimeError::Tensor { .. }
+            | RuntimeError::Shape { .. }
+            | RuntimeError::MissingTensor { .. }
+            | RuntimeError::Data { .. }
+            | RuntimeError::Tokenizer(_)
+            | RuntimeError::Adapter { .. }
+            | RuntimeError::Invalid(_)
+            | RuntimeError::NonFinite { .. } => true,
+            RuntimeError::Write { .. } | RuntimeError::Internal(_) => false,
         }
     }
 

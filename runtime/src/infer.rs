@@ -65,6 +65,7 @@ fn run<B: crate::kernels::PeftKernels>(
     max_len: usize,
     routing: Option<(&[usize], usize)>,
 ) -> Result<Vec<Vec<f32>>> {
+    let max_len = max_len.min(model.plan.text_positions());
     let mut seqs = Vec::with_capacity(texts.len());
     for t in texts {
         let ids = if model.plan.task.kind == TaskKind::CausalLm {
@@ -88,6 +89,13 @@ fn run<B: crate::kernels::PeftKernels>(
     }
     let out = model.forward(&batch, p, &ctx)?;
     let logits = host(out.logits);
+    if let Some(i) = logits.iter().position(|x| !x.is_finite()) {
+        return Err(RuntimeError::Invalid(format!(
+            "the model computed a non-finite logit ({}) for text {}; the base weights or the adapter hold values that overflow",
+            logits[i],
+            i / (logits.len() / batch.rows.max(1)).max(1) + 1
+        )));
+    }
     Ok(match model.plan.task.kind {
         TaskKind::CausalLm => {
             let v = logits.len() / (batch.rows * out.seq_out).max(1);

@@ -7,7 +7,9 @@
 
 pub mod atomic;
 pub mod data;
+pub mod devices;
 pub mod error;
+pub mod faults;
 pub mod model;
 pub mod rng;
 pub mod tokenizer;

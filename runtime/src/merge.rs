@@ -2,7 +2,6 @@
 //! weights and writing a full checkpoint that transformers loads
 //! (`model.safetensors` + `config.json` + tokenizer files).
 
-use crate::atomic::replace_dir;
 use crate::error::{Result, RuntimeError};
 use crate::model::ParamStore;
 use crate::weights::{HostTensor, Weights, write_safetensors};
@@ -117,16 +116,15 @@ pub fn merged_weights(
     Ok(w)
 }
 
-/// Writes the merged checkpoint to `out` (staged, then renamed into place).
+/// Writes the merged checkpoint into the folder `out` (the caller stages it
+/// and puts it in place: see the binary's `cli/output.rs`).
 pub fn write_merged(
     plan: &Plan,
     merged: BTreeMap<String, HostTensor>,
     label_names: &[String],
     out: &Path,
 ) -> Result<()> {
-    let staged = out.with_extension(format!("partial-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&staged);
-    std::fs::create_dir_all(&staged).map_err(|e| RuntimeError::io(&staged, e))?;
+    std::fs::create_dir_all(out).map_err(|e| RuntimeError::write(out, e))?;
     let bert_cls = plan.model.family == Family::Bert && plan.task.kind == TaskKind::Classify;
     let tied = plan.model.dims.tied_embeddings;
     let tensors: BTreeMap<String, HostTensor> = merged
@@ -142,14 +140,14 @@ pub fn write_merged(
         })
         .collect();
     write_safetensors(
-        &staged.join("model.safetensors"),
+        &out.join("model.safetensors"),
         &tensors,
         Some([("format".to_string(), "pt".to_string())].into()),
     )?;
     let config = merged_config(plan, label_names)?;
     let text =
         serde_json::to_vec_pretty(&config).map_err(|e| RuntimeError::Invalid(e.to_string()))?;
-    crate::atomic::write_atomic(&staged.join("config.json"), &text)?;
+    crate::atomic::write_atomic(&out.join("config.json"), &text)?;
     let src_dir = match &plan.model.source {
         ModelSource::ConfigJson(p) | ModelSource::Gguf(p) => p.parent().map(Path::to_path_buf),
     };
@@ -161,12 +159,12 @@ pub fn write_merged(
             "special_tokens_map.json",
         ] {
             if dir.join(f).is_file() {
-                std::fs::copy(dir.join(f), staged.join(f))
-                    .map_err(|e| RuntimeError::io(dir.join(f), e))?;
+                std::fs::copy(dir.join(f), out.join(f))
+                    .map_err(|e| RuntimeError::write(out.join(f), e))?;
             }
         }
     }
-    replace_dir(&staged, out)
+    Ok(())
 }
 
 fn merged_config(plan: &Plan, label_names: &[String]) -> Result<Value> {
@@ -179,8 +177,10 @@ fn merged_config(plan: &Plan, label_names: &[String]) -> Result<Value> {
     };
     let d = &plan.model.dims;
     let mut c: Value = match cfg_path {
-        Some(p) => serde_json::from_slice(&std::fs::read(&p).map_err(|e| RuntimeError::io(&p, e))?)
-            .map_err(|e| RuntimeError::format(&p, e.to_string()))?,
+        Some(p) => {
+            serde_json::from_slice(&std::fs::read(&p).map_err(|e| RuntimeError::read(&p, e))?)
+                .map_err(|e| RuntimeError::format(&p, e.to_string()))?
+        }
         None => json!({
             "model_type": plan.model.model_type,
             "hidden_size": d.hidden, "intermediate_size": d.intermediate, "num_hidden_layers": d.layers,

@@ -48,6 +48,8 @@ pub fn cost_of(text: &str, spec_dir: &Path) -> Result<Cost, String> {
     let render = |d: Vec<peftc_grammar::Diagnostic>| render_all(&d, "configuration", text);
     let file = peftc_grammar::parse(text).map_err(|d| render(vec![d]))?;
     let opts = CheckOptions {
+        // Pricing needs no data; the study read it when it opened.
+        lenient_data: true,
         spec_dir: spec_dir.to_path_buf(),
         model_override: None,
     };

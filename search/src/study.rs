@@ -89,6 +89,7 @@ impl Study {
         let opts = CheckOptions {
             spec_dir: spec_dir.clone(),
             model_override: None,
+            lenient_data: false,
         };
         let checked =
             check(&file, &opts).map_err(|d| SearchError::Spec(render_all(&d, &name, &source)))?;

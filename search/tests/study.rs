@@ -146,6 +146,7 @@ fn tpe_trains_every_feasible_point_once_and_finds_the_optimum() {
         &peftc_compiler::CheckOptions {
             spec_dir: study.dir.clone(),
             model_override: None,
+            lenient_data: false,
         },
     )
     .expect("best.peft checks from the study folder");

@@ -11,7 +11,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 pub fn run(spec_path: &Path, model: Option<PathBuf>) -> Result<(), CliError> {
-    let spec = spec::load(spec_path, model)?;
+    let spec = spec::load(spec_path, model, spec::Data::Reads)?;
     let c = &spec.checked;
     println!("ok: {}", spec.path);
     println!("{}", describe_model(c));

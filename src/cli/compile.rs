@@ -17,10 +17,10 @@ pub struct CompileArgs {
     #[arg(long)]
     pub block: Option<String>,
     /// Sequences per step (default: the train block's, else 8).
-    #[arg(long)]
+    #[arg(long, value_parser = super::flags::count_to(peftc_compiler::train::MAX_BATCH as u64))]
     pub batch: Option<u64>,
     /// Tokens per sequence (default: the train block's seq_len, else 128).
-    #[arg(long)]
+    #[arg(long, value_parser = super::flags::count_to(peftc_compiler::train::MAX_SEQ as u64))]
     pub seq: Option<u64>,
     #[arg(long, value_enum)]
     pub dtype: Option<DTypeArg>,
@@ -46,7 +46,7 @@ pub enum DTypeArg {
 }
 
 pub fn run(args: CompileArgs) -> Result<(), CliError> {
-    let spec = spec::load(&args.spec, args.model.clone())?;
+    let spec = spec::load(&args.spec, args.model.clone(), spec::Data::Estimates)?;
     let c = &spec.checked;
     let block = match &args.block {
         Some(name) => c.block(name).ok_or_else(|| {
@@ -70,13 +70,11 @@ pub fn run(args: CompileArgs) -> Result<(), CliError> {
         batch: args
             .batch
             .or(train.as_ref().map(|t| t.batch as u64))
-            .unwrap_or(8)
-            .max(1),
+            .unwrap_or(8),
         seq: args
             .seq
             .or(train.as_ref().map(|t| t.seq_len as u64))
-            .unwrap_or(128)
-            .max(1),
+            .unwrap_or(128),
         dtype: match args.dtype {
             Some(DTypeArg::Bf16) => DType::Bf16,
             Some(DTypeArg::F32) => DType::F32,
@@ -88,6 +86,20 @@ pub fn run(args: CompileArgs) -> Result<(), CliError> {
             .unwrap_or(OptimizerKind::Adamw),
     };
     let out = compile_block(c, block, None, workload).map_err(|d| spec.fail(d))?;
+    let room = out.plan.text_positions();
+    if workload.seq as usize > room {
+        return Err(CliError::Input(format!(
+            "--seq {} does not fit the model: {} has {} positions{}, so sequences hold at most {room} tokens",
+            workload.seq,
+            out.plan.model.model_type,
+            out.plan.model.dims.max_positions,
+            if room < out.plan.model.dims.max_positions {
+                " and the soft prompt takes the rest"
+            } else {
+                ""
+            }
+        )));
+    }
     match args.emit {
         Emit::Json => {
             let text = serde_json::to_string_pretty(&to_json(&spec, &out))

@@ -68,3 +68,28 @@ macro_rules! with_backend {
         }
     }};
 }
+
+/// Checks that `dev` exists before any work: a missing device is an error
+/// that says what to install, not a panic inside the backend.
+pub fn ensure(dev: DeviceArg) -> Result<(), super::CliError> {
+    match dev {
+        DeviceArg::Cpu => Ok(()),
+        DeviceArg::Wgpu => peftc_runtime::devices::wgpu_adapter()
+            .map(|_| ())
+            .map_err(Into::into),
+        #[cfg(feature = "cuda")]
+        DeviceArg::Cuda => {
+            // cudarc loads libcuda at its first call and panics without it.
+            let probe = std::panic::catch_unwind(|| {
+                use peftc_runtime::burn::tensor::Tensor;
+                let device = Default::default();
+                Tensor::<Cuda, 1>::zeros([1], &device).into_data()
+            });
+            probe.map(|_| ()).map_err(|_| {
+                super::CliError::Input(
+                    "--device cuda: no CUDA device or driver (libcuda) found; install the NVIDIA driver, or use --device cpu".into(),
+                )
+            })
+        }
+    }
+}

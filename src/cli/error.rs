@@ -35,19 +35,27 @@ impl CliError {
                 diagnostics,
             } => render_all(diagnostics, path, source),
             CliError::Rendered(t) => t.clone(),
-            CliError::Input(m) | CliError::Internal(m) => format!("error: {m}"),
+            CliError::Input(m) => format!("error: {m}"),
+            CliError::Internal(m) => format!("error (internal, not caused by the input): {m}"),
         }
     }
 
     pub fn report(&self) {
         match self {
             CliError::Rendered(t) => eprint!("{t}"),
-            CliError::Spec {
-                path,
-                source,
-                diagnostics,
-            } => eprint!("{}", render_all(diagnostics, path, source)),
-            CliError::Input(m) | CliError::Internal(m) => eprintln!("error: {m}"),
+            CliError::Spec { .. } => eprint!("{}", self.message()),
+            CliError::Input(_) | CliError::Internal(_) => eprintln!("{}", self.message()),
+        }
+    }
+}
+
+/// A runtime error is the input's fault (exit 2) or not (exit 1).
+impl From<peftc_runtime::RuntimeError> for CliError {
+    fn from(e: peftc_runtime::RuntimeError) -> CliError {
+        if e.is_user_error() {
+            CliError::Input(e.to_string())
+        } else {
+            CliError::Internal(e.to_string())
         }
     }
 }

@@ -24,28 +24,33 @@ pub struct EvalArgs {
     #[arg(long)]
     pub model: Option<PathBuf>,
     /// Sequences per evaluation batch (default: the train block's batch).
-    #[arg(long)]
-    pub batch: Option<usize>,
+    #[arg(long, value_parser = super::flags::count)]
+    pub batch: Option<u64>,
 }
 
 pub fn run(a: EvalArgs) -> Result<(), CliError> {
-    let (_spec, plan) = plans::from_spec(&a.spec, a.block.as_deref(), a.model.clone())?;
+    let (_spec, plan) = plans::from_spec(
+        &a.spec,
+        a.block.as_deref(),
+        a.model.clone(),
+        super::spec::Data::Reads,
+    )?;
     let cfg = plan.train.clone().ok_or_else(|| {
         CliError::Input("the spec has no `train` block naming the data to evaluate on".into())
     })?;
-    let fail = |e: peftc_runtime::RuntimeError| CliError::Input(e.to_string());
-    let session = Session::open(plan.clone()).map_err(fail)?;
-    let mut store = session.init_params(cfg.seed).map_err(fail)?;
+    super::device::ensure(a.device)?;
+    let session = Session::open(plan.clone())?;
+    let mut store = session.init_params(cfg.seed)?;
     if let Some(dir) = &a.adapter {
-        peftc_runtime::adapter::load_into(&plan, &mut store, dir).map_err(fail)?;
+        peftc_runtime::adapter::load_into(&plan, &mut store, dir)?;
     }
-    let data = prepare(&plan, &cfg, &session.tokenizer).map_err(fail)?;
+    let data = prepare(&plan, &cfg, &session.tokenizer)?;
     let pad = session.tokenizer.pad_id;
-    let batch = a.batch.unwrap_or(cfg.batch);
+    let batch = a.batch.map_or(cfg.batch, |b| b as usize);
     let result = crate::with_backend!(a.device, infer, |B, dev| {
-        let model = PeftModel::<B>::load(&plan, session.weights, &dev).map_err(fail)?;
+        let model = PeftModel::<B>::load(&plan, session.weights, &dev)?;
         let params = Params::<B>::constant(&store, &dev);
-        evaluate(&model, &params, &data.eval, batch, pad).map_err(fail)
+        evaluate(&model, &params, &data.eval, batch, pad)
     })?;
     if a.json {
         println!(

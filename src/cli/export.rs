@@ -1,6 +1,7 @@
 //! `peftc export RUN|DIR --format hf --out DIR`: a run's adapter in Hugging
 //! Face PEFT's format (or peftc's own).
 
+use super::output::{Kind, Staged};
 use super::{CliError, plans};
 use clap::{Args, ValueEnum};
 use peftc_runtime::model::{ParamStore, param_specs};
@@ -20,13 +21,17 @@ pub struct ExportArgs {
     pub run: PathBuf,
     #[arg(long, value_enum, default_value_t = Format::Hf)]
     pub format: Format,
+    /// A new folder, or an older export of the same format to replace.
     #[arg(long)]
     pub out: PathBuf,
+    /// Write into a non-empty folder peftc did not write, beside what is there
+    /// (nothing there is replaced or removed).
+    #[arg(long)]
+    pub force: bool,
 }
 
 pub fn run(a: ExportArgs) -> Result<(), CliError> {
     let (meta, plan) = plans::from_run(&a.run)?;
-    let fail = |e: peftc_runtime::RuntimeError| CliError::Input(e.to_string());
     let mut store = ParamStore::default();
     for s in param_specs(&plan) {
         store.values.insert(
@@ -34,24 +39,27 @@ pub fn run(a: ExportArgs) -> Result<(), CliError> {
             peftc_runtime::weights::HostTensor::zeros(s.shape),
         );
     }
-    peftc_runtime::adapter::load_into(&plan, &mut store, &a.run).map_err(fail)?;
+    peftc_runtime::adapter::load_into(&plan, &mut store, &a.run)?;
+    let kind = match a.format {
+        Format::Hf => Kind::ExportHf,
+        Format::Peftc => Kind::ExportPeftc,
+    };
+    if a.format == Format::Hf {
+        // Refused before anything is staged.
+        peftc_runtime::adapter::hf::exportable(&plan).map_err(CliError::Input)?;
+    }
+    let out = Staged::begin(&a.out, kind, a.force, &[&a.run])?;
     match a.format {
         Format::Hf => {
-            let base = match &plan.model.source {
-                peftc_compiler::model::ModelSource::ConfigJson(p)
-                | peftc_compiler::model::ModelSource::Gguf(p) => p
-                    .parent()
-                    .and_then(|d| d.file_name())
-                    .map(|n| n.to_string_lossy().into_owned())
-                    .unwrap_or_default(),
-            };
-            peftc_runtime::adapter::hf::export(&plan, &store.values, &base, &a.out)
-                .map_err(fail)?;
+            let base = plans::model_dir(&plan)
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            peftc_runtime::adapter::hf::export(&plan, &store.values, &base, out.path())?;
         }
-        Format::Peftc => {
-            peftc_runtime::adapter::native::save(&a.out, &meta, &store.values).map_err(fail)?
-        }
+        Format::Peftc => peftc_runtime::adapter::native::save(out.path(), &meta, &store.values)?,
     }
+    out.commit()?;
     println!("wrote {}", a.out.display());
     Ok(())
 }

@@ -35,17 +35,22 @@ pub struct InferArgs {
 }
 
 pub fn run(a: InferArgs) -> Result<(), CliError> {
-    let (_spec, plan) = plans::from_spec(&a.spec, a.block.as_deref(), a.model.clone())?;
-    let fail = |e: peftc_runtime::RuntimeError| CliError::Input(e.to_string());
+    let (_spec, plan) = plans::from_spec(
+        &a.spec,
+        a.block.as_deref(),
+        a.model.clone(),
+        super::spec::Data::Estimates,
+    )?;
     let seed = plan.train.as_ref().map(|t| t.seed).unwrap_or(0);
     let max_len = plan.train.as_ref().map(|t| t.seq_len).unwrap_or(512);
-    let session = Session::open(plan.clone()).map_err(fail)?;
+    super::device::ensure(a.device)?;
+    let session = Session::open(plan.clone())?;
     let routing = Routing::parse(&a.adapter, &a.texts)?;
     let mut stores = Vec::new();
     for dir in routing.dirs() {
-        let mut store = session.init_params(seed).map_err(fail)?;
+        let mut store = session.init_params(seed)?;
         if let Some(dir) = dir {
-            peftc_runtime::adapter::load_into(&plan, &mut store, dir).map_err(fail)?;
+            peftc_runtime::adapter::load_into(&plan, &mut store, dir)?;
         }
         stores.push(store);
     }
@@ -59,8 +64,7 @@ pub fn run(a: InferArgs) -> Result<(), CliError> {
                 "--merged folds one adapter into the base: give exactly one --adapter".into(),
             ));
         }
-        let merged = peftc_runtime::merge::merged_weights(&plan, &stores[0], session.weights)
-            .map_err(fail)?;
+        let merged = peftc_runtime::merge::merged_weights(&plan, &stores[0], session.weights)?;
         // The plain base with the merged weights; the head stays a parameter.
         let mut base = plan.clone();
         base.sites.clear();
@@ -72,7 +76,7 @@ pub fn run(a: InferArgs) -> Result<(), CliError> {
     };
     let texts = &routing.texts;
     let logits = crate::with_backend!(a.device, infer, |B, dev| {
-        let model = PeftModel::<B>::load(&model_plan, weights, &dev).map_err(fail)?;
+        let model = PeftModel::<B>::load(&model_plan, weights, &dev)?;
         if routing.names.len() > 1 {
             let refs: Vec<&_> = stores.iter().collect();
             let params = Params::<B>::routed(&refs, &dev);
@@ -85,10 +89,9 @@ pub fn run(a: InferArgs) -> Result<(), CliError> {
                 &routing.adapter_of,
                 refs.len(),
             )
-            .map_err(fail)
         } else {
             let params = Params::<B>::constant(&stores[0], &dev);
-            peftc_runtime::infer::infer(&model, &params, &tokenizer, texts, max_len).map_err(fail)
+            peftc_runtime::infer::infer(&model, &params, &tokenizer, texts, max_len)
         }
     })?;
     let argmax = |row: &Vec<f32>| {

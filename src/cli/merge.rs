@@ -1,6 +1,7 @@
 //! `peftc merge RUN|DIR --out DIR`: the base model with the adapter folded in,
 //! as a full checkpoint transformers loads.
 
+use super::output::{Kind, Staged};
 use super::{CliError, plans};
 use clap::Args;
 use peftc_runtime::session::Session;
@@ -10,17 +11,22 @@ use std::path::PathBuf;
 pub struct MergeArgs {
     /// A run folder or a peftc adapter folder (or an HF adapter with --spec).
     pub run: PathBuf,
+    /// A new folder, or an older `peftc merge` output to replace.
     #[arg(long)]
     pub out: PathBuf,
     /// For a Hugging Face adapter folder: the spec whose model and block it belongs to.
     #[arg(long)]
     pub spec: Option<PathBuf>,
+    /// Write into a non-empty folder peftc did not write, beside what is there
+    /// (nothing there is replaced or removed).
+    #[arg(long)]
+    pub force: bool,
 }
 
 pub fn run(a: MergeArgs) -> Result<(), CliError> {
     let (plan, labels) = match &a.spec {
         Some(spec) => {
-            let (_, plan) = plans::from_spec(spec, None, None)?;
+            let (_, plan) = plans::from_spec(spec, None, None, super::spec::Data::Estimates)?;
             let labels = plan.label_names.clone().unwrap_or_default();
             (plan, labels)
         }
@@ -29,14 +35,15 @@ pub fn run(a: MergeArgs) -> Result<(), CliError> {
             (plan, meta.label_names)
         }
     };
-    let fail = |e: peftc_runtime::RuntimeError| CliError::Input(e.to_string());
     peftc_runtime::merge::mergeable(&plan).map_err(CliError::Input)?;
-    let session = Session::open(plan.clone()).map_err(fail)?;
-    let mut store = session.init_params(0).map_err(fail)?;
-    peftc_runtime::adapter::load_into(&plan, &mut store, &a.run).map_err(fail)?;
-    let merged =
-        peftc_runtime::merge::merged_weights(&plan, &store, session.weights).map_err(fail)?;
-    peftc_runtime::merge::write_merged(&plan, merged, &labels, &a.out).map_err(fail)?;
+    let base = plans::model_dir(&plan);
+    let out = Staged::begin(&a.out, Kind::Merge, a.force, &[&a.run, &base])?;
+    let session = Session::open(plan.clone())?;
+    let mut store = session.init_params(0)?;
+    peftc_runtime::adapter::load_into(&plan, &mut store, &a.run)?;
+    let merged = peftc_runtime::merge::merged_weights(&plan, &store, session.weights)?;
+    peftc_runtime::merge::write_merged(&plan, merged, &labels, out.path())?;
+    out.commit()?;
     println!("wrote {}", a.out.display());
     Ok(())
 }

@@ -10,8 +10,9 @@ pub fn from_spec(
     spec_path: &Path,
     block: Option<&str>,
     model: Option<PathBuf>,
+    data: spec::Data,
 ) -> Result<(spec::LoadedSpec, Plan), CliError> {
-    let s = spec::load(spec_path, model)?;
+    let s = spec::load(spec_path, model, data)?;
     let c = &s.checked;
     let b = match block {
         Some(name) => c.block(name).ok_or_else(|| {
@@ -35,7 +36,7 @@ pub fn meta_of(path: &Path) -> Result<AdapterMeta, CliError> {
     } else {
         path.join("adapter")
     };
-    let (meta, _) = native::load(&dir).map_err(|e| CliError::Input(e.to_string()))?;
+    let (meta, _) = native::load(&dir)?;
     Ok(meta)
 }
 
@@ -50,6 +51,8 @@ pub fn from_run(path: &Path) -> Result<(AdapterMeta, Plan), CliError> {
     let opts = CheckOptions {
         spec_dir: PathBuf::from(&meta.spec_dir),
         model_override: None,
+        // Exporting or merging a run needs its adapter, not its data.
+        lenient_data: true,
     };
     let checked = check(&file, &opts).map_err(|diagnostics| CliError::Spec {
         path: format!("{} (recorded spec)", path.display()),
@@ -61,4 +64,15 @@ pub fn from_run(path: &Path) -> Result<(AdapterMeta, Plan), CliError> {
     })?;
     let plan = lower(&checked, block, None).map_err(|d| CliError::Input(d.message))?;
     Ok((meta, plan))
+}
+
+/// The folder the plan's model lives in (a checkpoint folder, or the folder
+/// of a `.gguf` / `config.json`).
+pub fn model_dir(plan: &Plan) -> PathBuf {
+    match &plan.model.source {
+        peftc_compiler::model::ModelSource::ConfigJson(p)
+        | peftc_compiler::model::ModelSource::Gguf(p) => {
+            p.parent().map(Path::to_path_buf).unwrap_or_default()
+        }
+    }
 }

@@ -16,11 +16,15 @@ pub struct SearchArgs {
     #[arg(long)]
     pub study: PathBuf,
     /// Trials in all (overrides the search block's `trials`).
-    #[arg(long)]
+    #[arg(long, value_parser = super::flags::count)]
     pub trials: Option<u64>,
     /// Worker processes to run at once (overrides `workers`).
-    #[arg(long)]
+    #[arg(long, value_parser = super::flags::count)]
     pub workers: Option<u64>,
+    /// Keep the study in a non-empty folder peftc did not write, beside what
+    /// is there (nothing there is replaced or removed).
+    #[arg(long)]
+    pub force: bool,
     #[arg(long, value_enum, default_value_t = DeviceArg::Cpu)]
     pub device: DeviceArg,
     /// Run as one extra worker of a study another process leads.
@@ -37,9 +41,11 @@ fn fail(e: SearchError) -> CliError {
 }
 
 pub fn run(a: SearchArgs) -> Result<(), CliError> {
+    super::output::open_in_place(&a.study, super::output::Kind::Search, a.force, &[&a.spec])?;
+    super::device::ensure(a.device)?;
     let study = Study::open(&a.spec, &a.study, a.trials).map_err(fail)?;
     let s = &study.settings;
-    let workers = a.workers.unwrap_or(s.workers).max(1);
+    let workers = a.workers.unwrap_or(s.workers);
     let mut children = Vec::new();
     if !a.worker {
         let fit = study.preflight().map_err(fail)?;
@@ -130,7 +136,8 @@ impl Evaluator for RuntimeEvaluator {
         report: &mut dyn FnMut(u64, &Metrics) -> bool,
     ) -> Result<TrialResult, String> {
         let (spec, mut plan) =
-            plans::from_spec(&job.spec_path, None, None).map_err(|e| e.message())?;
+            plans::from_spec(&job.spec_path, None, None, super::spec::Data::Reads)
+                .map_err(|e| e.message())?;
         if let Some(t) = plan.train.as_mut()
             && let Some(every) = job.eval_every
         {
@@ -144,6 +151,8 @@ impl Evaluator for RuntimeEvaluator {
             resume: true,
             seed: None,
             spec_text: spec.source.clone(),
+            // A trial that diverges fails; the study goes on.
+            skip_nonfinite: false,
         };
         let mut observe = |step: usize, r: &EvalResult| report(step as u64, &metrics_of(r));
         // A panic inside training fails this trial, not the study.

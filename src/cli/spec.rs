@@ -24,7 +24,15 @@ impl LoadedSpec {
     }
 }
 
-pub fn load(spec: &Path, model: Option<PathBuf>) -> Result<LoadedSpec, CliError> {
+/// Whether the command reads the train block's data (then a problem with it
+/// is an error) or only estimates (a warning).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Data {
+    Reads,
+    Estimates,
+}
+
+pub fn load(spec: &Path, model: Option<PathBuf>, data: Data) -> Result<LoadedSpec, CliError> {
     let path = spec.display().to_string();
     let source = std::fs::read_to_string(spec)
         .map_err(|e| CliError::Input(format!("cannot read `{path}`: {e}")))?;
@@ -38,6 +46,7 @@ pub fn load(spec: &Path, model: Option<PathBuf>) -> Result<LoadedSpec, CliError>
     let opts = CheckOptions {
         spec_dir,
         model_override: model,
+        lenient_data: data == Data::Estimates,
     };
     let checked = check(&file, &opts).map_err(fail)?;
     if !checked.warnings.is_empty() {

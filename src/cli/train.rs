@@ -1,6 +1,7 @@
 //! `peftc train SPEC`: fine-tune the spec's block on its data.
 
 use super::device::DeviceArg;
+use super::output::{self, Kind, Opened};
 use super::{CliError, plans};
 use clap::Args;
 use peftc_runtime::train::{TrainOptions, train};
@@ -12,14 +13,22 @@ pub struct TrainArgs {
     /// Run folder (default: runs/<spec name>-<block>).
     #[arg(long)]
     pub out: Option<PathBuf>,
-    #[arg(long)]
-    pub max_steps: Option<usize>,
+    #[arg(long, value_parser = super::flags::count)]
+    pub max_steps: Option<u64>,
     /// Checkpoint every N optimizer steps.
-    #[arg(long)]
-    pub save_every: Option<usize>,
+    #[arg(long, value_parser = super::flags::count)]
+    pub save_every: Option<u64>,
     /// Continue the run in --out from its newest checkpoint.
     #[arg(long)]
     pub resume: bool,
+    /// Start the run in --out over (only the run's own files are removed), or
+    /// write a run into a non-empty folder peftc did not write, beside what is there.
+    #[arg(long)]
+    pub force: bool,
+    /// A step whose loss or gradients are not finite is skipped (no update)
+    /// instead of stopping the run.
+    #[arg(long)]
+    pub skip_nonfinite: bool,
     #[arg(long, value_enum, default_value_t = DeviceArg::Cpu)]
     pub device: DeviceArg,
     #[arg(long)]
@@ -31,7 +40,12 @@ pub struct TrainArgs {
 }
 
 pub fn run(a: TrainArgs) -> Result<(), CliError> {
-    let (spec, plan) = plans::from_spec(&a.spec, a.block.as_deref(), a.model.clone())?;
+    let (spec, plan) = plans::from_spec(
+        &a.spec,
+        a.block.as_deref(),
+        a.model.clone(),
+        super::spec::Data::Reads,
+    )?;
     let out = a.out.clone().unwrap_or_else(|| {
         let stem = a
             .spec
@@ -40,16 +54,39 @@ pub fn run(a: TrainArgs) -> Result<(), CliError> {
             .unwrap_or_else(|| "run".into());
         PathBuf::from("runs").join(format!("{stem}-{}", plan.block))
     });
+    let data = plan.train.as_ref().and_then(|t| t.data.clone());
+    let model = plans::model_dir(&plan);
+    let mut inputs = vec![a.spec.as_path(), model.as_path()];
+    inputs.extend(data.as_deref());
+    let opened = output::open_in_place(&out, Kind::Train, a.force, &inputs)?;
+    if opened == Opened::Existing && out.join("checkpoints").exists() && !a.resume {
+        if !a.force {
+            return Err(CliError::Input(format!(
+                "`{}` already holds a run; pass --resume to continue it, --force to start it over, or choose another --out",
+                out.display()
+            )));
+        }
+        output::clear_owned(&out, Kind::Train)?;
+    }
+    super::device::ensure(a.device)?;
     let opts = TrainOptions {
         out: out.clone(),
-        max_steps: a.max_steps,
-        save_every: a.save_every,
+        max_steps: a.max_steps.map(|n| n as usize),
+        save_every: a.save_every.map(|n| n as usize),
         resume: a.resume,
         seed: a.seed,
         spec_text: spec.source.clone(),
+        skip_nonfinite: a.skip_nonfinite,
     };
-    let summary = crate::with_backend!(a.device, train, |B, dev| train::<B>(plan, &opts, &dev))
-        .map_err(|e| CliError::Input(e.to_string()))?;
+    let summary = crate::with_backend!(a.device, train, |B, dev| train::<B>(plan, &opts, &dev))?;
+    if summary.already_done {
+        println!(
+            "already trained {} steps; adapter in {}",
+            summary.steps,
+            summary.adapter.display()
+        );
+        return Ok(());
+    }
     let eval = summary
         .eval
         .as_ref()

@@ -56,11 +56,16 @@ pub fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
     p
 }
 
+/// The binary under test: this build's `peftc`, or `PEFTC_BIN` (to run the
+/// tests against another build, such as an older release).
+pub fn bin() -> PathBuf {
+    std::env::var_os("PEFTC_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_peftc")))
+}
+
 pub fn peftc(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_peftc"))
-        .args(args)
-        .output()
-        .expect("run peftc")
+    Command::new(bin()).args(args).output().expect("run peftc")
 }
 
 /// Runs `peftc args`, asserts it succeeded, and returns its stdout.

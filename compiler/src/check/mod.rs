@@ -2,6 +2,7 @@
 //! a [`Checked`] — the proof that every name resolves, every value is in range
 //! and every method sits where it can go. Errors carry spans into the spec.
 
+mod positions;
 mod statement;
 mod targets;
 
@@ -25,6 +26,9 @@ pub struct CheckOptions {
     pub spec_dir: PathBuf,
     /// `--model PATH`: replaces the spec's `model`.
     pub model_override: Option<PathBuf>,
+    /// Problems with the train block's data are warnings, not errors (for
+    /// `peftc compile`, which estimates without reading the data).
+    pub lenient_data: bool,
 }
 
 /// A checked `peft` block.
@@ -146,6 +150,8 @@ pub fn check(file: &SpecFile, opts: &CheckOptions) -> Result<Checked, Vec<Diagno
                 &mut errors,
                 &mut label_names,
             );
+        } else {
+            check_corpus(train.as_ref(), opts, &mut warnings, &mut errors);
         }
     }
     let modules: Vec<Module> = match &model {
@@ -290,6 +296,10 @@ pub fn check(file: &SpecFile, opts: &CheckOptions) -> Result<Checked, Vec<Diagno
         }
     }
 
+    if let Some(m) = &model {
+        positions::check(m, train.as_ref(), &blocks, &mut errors, &mut warnings);
+    }
+
     errors.sort_by_key(|d| d.primary.as_ref().map(|l| l.span.start).unwrap_or(0));
     match (errors.is_empty(), model) {
         (true, Some(model)) => Ok(Checked {
@@ -409,6 +419,10 @@ fn check_train(file: &SpecFile, errors: &mut Vec<Diagnostic>) -> Option<CheckedT
     }
 }
 
+/// Reads the train block's data (existence, format, classes; no
+/// tokenizing) and returns the class count for a classifier head. Problems
+/// are errors, or warnings under `opts.lenient_data` (`peftc compile`
+/// estimates without the data).
 fn resolve_labels(
     train: Option<&CheckedTrain>,
     opts: &CheckOptions,
@@ -417,49 +431,100 @@ fn resolve_labels(
     names: &mut Option<Vec<String>>,
 ) -> Option<usize> {
     let t = train?;
-    let data = t
-        .args
-        .fixed("data")
-        .and_then(|v| v.as_str())
-        .map(|d| resolve_path(&opts.spec_dir, d));
-    if let Some(path) = &data {
-        match crate::data_probe::labels(path) {
-            Ok(found) => {
-                let n = found.len();
-                if let Some(given) = t.args.fixed("labels").and_then(|v| v.as_i64())
-                    && given as usize != n
-                {
-                    errors.push(
-                        Diagnostic::error(format!(
-                            "`labels = {given}`, but the data has {n} classes ({})",
-                            found.join(", ")
-                        ))
-                        .at(
-                            t.args.span("labels").unwrap_or(t.span),
-                            "does not match the data",
-                        )
-                        .with_help(format!("write `labels = {n}`, or leave it out")),
-                    );
-                }
-                *names = Some(found);
-                return Some(n);
+    let given = t.args.fixed("labels").and_then(|v| v.as_i64());
+    let Some(path) = data_path(t, opts) else {
+        return Some(given.map_or(2, |n| n as usize));
+    };
+    let span = t.args.span("data").unwrap_or(t.span);
+    match crate::data::read_labelled(&path) {
+        Ok(read) => {
+            data_warnings(&read.warnings, span, warnings);
+            let found = read.labels();
+            let n = found.len();
+            if let Some(given) = given
+                && given as usize != n
+            {
+                errors.push(
+                    Diagnostic::error(format!(
+                        "`labels = {given}`, but the data has {n} classes ({})",
+                        found.join(", ")
+                    ))
+                    .at(
+                        t.args.span("labels").unwrap_or(t.span),
+                        "does not match the data",
+                    )
+                    .with_help(format!("write `labels = {n}`, or leave it out")),
+                );
             }
-            Err(why) => {
-                if t.args.fixed("labels").is_none() {
-                    warnings.push(
-                        Diagnostic::warning(format!(
-                            "cannot count the classes ({why}); assuming 2"
-                        ))
-                        .at(t.args.span("data").unwrap_or(t.span), "")
-                        .with_help("set `labels = N` in `train`"),
-                    );
-                }
-            }
+            *names = Some(found);
+            Some(n)
+        }
+        Err(e) => {
+            data_problem(e, span, opts, given.is_some(), errors, warnings);
+            Some(given.map_or(2, |n| n as usize))
         }
     }
+}
+
+/// The data a causal LM or feature task trains on must hold text.
+fn check_corpus(
+    train: Option<&CheckedTrain>,
+    opts: &CheckOptions,
+    warnings: &mut Vec<Diagnostic>,
+    errors: &mut Vec<Diagnostic>,
+) {
+    let Some(t) = train else { return };
+    let Some(path) = data_path(t, opts) else {
+        return;
+    };
+    let span = t.args.span("data").unwrap_or(t.span);
+    match crate::data::read_documents(&path) {
+        Ok(read) => data_warnings(&read.warnings, span, warnings),
+        Err(e) => data_problem(e, span, opts, true, errors, warnings),
+    }
+}
+
+fn data_path(t: &CheckedTrain, opts: &CheckOptions) -> Option<PathBuf> {
     t.args
-        .fixed("labels")
-        .and_then(|v| v.as_i64())
-        .map(|n| n as usize)
-        .or(Some(2))
+        .fixed("data")
+        .and_then(|v| v.as_str())
+        .map(|d| resolve_path(&opts.spec_dir, d))
+}
+
+fn data_warnings(found: &[String], span: Span, warnings: &mut Vec<Diagnostic>) {
+    for w in found.iter().take(3) {
+        warnings.push(Diagnostic::warning(w.clone()).at(span, "read from here"));
+    }
+    if found.len() > 3 {
+        warnings.push(
+            Diagnostic::warning(format!(
+                "{} more files hold bytes that are not UTF-8",
+                found.len() - 3
+            ))
+            .at(span, ""),
+        );
+    }
+}
+
+fn data_problem(
+    e: crate::data::DataError,
+    span: Span,
+    opts: &CheckOptions,
+    labels_given: bool,
+    errors: &mut Vec<Diagnostic>,
+    warnings: &mut Vec<Diagnostic>,
+) {
+    if opts.lenient_data {
+        let mut d = Diagnostic::warning(format!("{e}; estimating without the data")).at(span, "");
+        if !labels_given {
+            d = d.with_help("set `labels = N` in `train` to size the classifier");
+        }
+        warnings.push(d);
+    } else {
+        errors.push(
+            Diagnostic::error(e.to_string())
+                .at(span, "the data `train` would read")
+                .with_note("paths in a spec are relative to the spec's folder"),
+        );
+    }
 }

@@ -43,17 +43,40 @@ pub struct MemoryReport {
 /// LoRA / DoRA / (IA)³ / prompt, SmolLM2 LoRA) fall within ±10% of the peak RSS.
 const RUNTIME_OVERHEAD: u64 = 96 << 20;
 
-pub fn memory(g: &Graph, w: &Workload) -> MemoryReport {
-    let act_bytes = w.dtype.bytes();
-    let mut frozen = 0u64;
-    let mut trainable = 0u64;
+/// An estimate too large for 64 bits: what it was and at which workload.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error(
+    "{what} ({value}) does not fit in 64 bits at batch {batch} x seq {seq}: the workload or the model's dimensions are too large to estimate"
+)]
+pub struct Overflow {
+    pub what: &'static str,
+    pub value: u128,
+    pub batch: u64,
+    pub seq: u64,
+}
+
+/// `v` as a reported u64, or the overflow naming `what`.
+pub(super) fn fit(v: u128, what: &'static str, w: &Workload) -> Result<u64, Overflow> {
+    u64::try_from(v).map_err(|_| Overflow {
+        what,
+        value: v,
+        batch: w.batch,
+        seq: w.seq,
+    })
+}
+
+/// Training memory of one step, or the component that does not fit 64 bits.
+pub fn memory(g: &Graph, w: &Workload) -> Result<MemoryReport, Overflow> {
+    let act_bytes = w.dtype.bytes() as u128;
+    let mut frozen = 0u128;
+    let mut trainable = 0u128;
     for n in g.g.node_indices() {
-        frozen += g.g[n].frozen_params;
-        trainable += g.g[n].trainable_params;
+        frozen += g.g[n].frozen_params as u128;
+        trainable += g.g[n].trainable_params as u128;
     }
     let numel = |n: NodeId| g.g[n].shape.numel(w.batch, w.seq);
     let mut saved: BTreeSet<NodeId> = BTreeSet::new();
-    let mut extra = 0u64; // saved tensors that are not a node's output (probabilities, stats)
+    let mut extra = 0u128; // saved tensors that are not a node's output (probabilities, stats)
     // The logits a next-token loss reads take their own gradient in place
     // (the runtime's cross-entropy backward writes over them): they are saved
     // activations, not workspace.
@@ -62,7 +85,7 @@ pub fn memory(g: &Graph, w: &Workload) -> MemoryReport {
             .filter(|&n| matches!(g.g[n].op, Op::Loss(LossKind::NextToken { .. })))
             .filter_map(|n| g.inputs(n).first().copied())
             .collect();
-    let mut largest = 0u64;
+    let mut largest = 0u128;
     for n in g.g.node_indices() {
         let node = &g.g[n];
         if !in_place.contains(&n) {
@@ -104,7 +127,7 @@ pub fn memory(g: &Graph, w: &Workload) -> MemoryReport {
                     .get(3)
                     .map(|&p| g.g[p].shape.0[1].eval(w.batch, w.seq))
                     .unwrap_or(0);
-                extra += w.batch * *heads as u64 * s * (s + prefix);
+                extra += w.batch as u128 * *heads as u128 * s * (s + prefix);
             }
             Op::LoraDelta { r, .. } | Op::Dora { r, .. } => {
                 saved.extend(ins.iter().take(2));
@@ -115,7 +138,7 @@ pub fn memory(g: &Graph, w: &Workload) -> MemoryReport {
                     .map(|d| d.eval(1, 1))
                     .unwrap_or(1)
                     .max(1);
-                extra += x / in_f * *r as u64;
+                extra += x / in_f * *r as u128;
             }
             Op::Adapter { bottleneck, .. } => {
                 saved.extend(ins.first());
@@ -126,14 +149,14 @@ pub fn memory(g: &Graph, w: &Workload) -> MemoryReport {
                     .map(|d| d.eval(1, 1))
                     .unwrap_or(1)
                     .max(1);
-                extra += x / d_in * *bottleneck as u64;
+                extra += x / d_in * *bottleneck as u128;
             }
-            Op::Loss(LossKind::Classify { classes }) => extra += w.batch * *classes as u64,
+            Op::Loss(LossKind::Classify { classes }) => extra += w.batch as u128 * *classes as u128,
             Op::Loss(LossKind::NextToken { .. }) => saved.extend(ins.first()),
             _ => {}
         }
     }
-    let activations = (saved.iter().map(|&n| numel(n)).sum::<u64>() + extra) * act_bytes;
+    let activations = (saved.iter().map(|&n| numel(n)).sum::<u128>() + extra) * act_bytes;
     let trainable_bytes = trainable * 4;
     let optimizer_state = match w.optimizer {
         OptimizerKind::Adamw => 2 * trainable * 4,
@@ -142,21 +165,21 @@ pub fn memory(g: &Graph, w: &Workload) -> MemoryReport {
     // Backward holds a gradient and a scratch buffer the size of the largest
     // activation (but for logits, see `in_place`) beside the saved tensors.
     let workspace = 2 * largest * act_bytes;
-    let frozen_weights = frozen * w.dtype.bytes();
+    let frozen_weights = frozen * act_bytes;
     let peak = frozen_weights
         + trainable_bytes * 2
         + optimizer_state
         + activations
         + workspace
-        + RUNTIME_OVERHEAD;
-    MemoryReport {
-        frozen_weights,
-        trainable_weights: trainable_bytes,
-        gradients: trainable_bytes,
-        optimizer_state,
-        activations,
-        workspace,
+        + RUNTIME_OVERHEAD as u128;
+    Ok(MemoryReport {
+        frozen_weights: fit(frozen_weights, "the frozen weights' bytes", w)?,
+        trainable_weights: fit(trainable_bytes, "the trainable weights' bytes", w)?,
+        gradients: fit(trainable_bytes, "the gradients' bytes", w)?,
+        optimizer_state: fit(optimizer_state, "the optimizer state's bytes", w)?,
+        activations: fit(activations, "the saved activations' bytes", w)?,
+        workspace: fit(workspace, "the backward workspace's bytes", w)?,
         runtime_overhead: RUNTIME_OVERHEAD,
-        peak,
-    }
+        peak: fit(peak, "the peak memory of one step", w)?,
+    })
 }

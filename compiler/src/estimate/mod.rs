@@ -6,5 +6,5 @@ mod memory;
 mod params;
 
 pub use flops::{FlopReport, flops_per_step};
-pub use memory::{MemoryReport, Workload, memory};
+pub use memory::{MemoryReport, Overflow, Workload, memory};
 pub use params::{ParamReport, SiteParams, params, site_params};

@@ -16,12 +16,13 @@ pub enum Dim {
 impl Dim {
     pub const SEQ: Dim = Dim::Seq { extra: 0 };
 
-    /// The value at batch `b`, sequence length `s`.
-    pub fn eval(self, b: u64, s: u64) -> u64 {
+    /// The value at batch `b`, sequence length `s` (wide: estimates multiply
+    /// several of these, and report an overflow of 64 bits rather than wrap).
+    pub fn eval(self, b: u64, s: u64) -> u128 {
         match self {
-            Dim::Batch => b,
-            Dim::Seq { extra } => s + extra as u64,
-            Dim::Const(n) => n as u64,
+            Dim::Batch => b as u128,
+            Dim::Seq { extra } => s as u128 + extra as u128,
+            Dim::Const(n) => n as u128,
         }
     }
 }
@@ -41,8 +42,12 @@ impl fmt::Display for Dim {
 pub struct Shape(pub Vec<Dim>);
 
 impl Shape {
-    pub fn numel(&self, b: u64, s: u64) -> u64 {
-        self.0.iter().map(|d| d.eval(b, s)).product()
+    /// Elements at batch `b`, sequence length `s`; saturates instead of
+    /// wrapping (the estimates then report an overflow).
+    pub fn numel(&self, b: u64, s: u64) -> u128 {
+        self.0
+            .iter()
+            .fold(1u128, |acc, d| acc.saturating_mul(d.eval(b, s)))
     }
 
     pub fn last(&self) -> Option<Dim> {

@@ -12,7 +12,7 @@ pub(super) fn dims(cfg: &HfConfig) -> Result<Dims, ConfigError> {
         layers: cfg.dim("num_hidden_layers")?,
         heads,
         kv_heads: heads,
-        head_dim: hidden / heads,
+        head_dim: cfg.head_dim(hidden, heads)?,
         intermediate: cfg.dim("intermediate_size")?,
         vocab: cfg.dim("vocab_size")?,
         max_positions: cfg.usize_opt("max_position_embeddings")?.unwrap_or(512),

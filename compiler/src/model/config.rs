@@ -12,6 +12,8 @@ pub enum ConfigError {
     NotJson { path: PathBuf, reason: String },
     #[error("`{path}`: key `{key}` is missing")]
     Missing { path: PathBuf, key: String },
+    #[error("`{path}`: {what}")]
+    Inconsistent { path: PathBuf, what: String },
     #[error("`{path}`: key `{key}` should be {expected}, found `{found}`")]
     WrongType {
         path: PathBuf,
@@ -84,6 +86,21 @@ impl HfConfig {
     }
 
     /// A required positive integer.
+    /// `hidden / heads` when `hidden` divides into `heads` equal heads, else
+    /// the error transformers raises for such a config.
+    pub fn head_dim(&self, hidden: usize, heads: usize) -> Result<usize, ConfigError> {
+        if hidden.is_multiple_of(heads) {
+            Ok(hidden / heads)
+        } else {
+            Err(ConfigError::Inconsistent {
+                path: self.path.clone(),
+                what: format!(
+                    "hidden_size ({hidden}) is not a multiple of num_attention_heads ({heads}): the heads would not split the hidden state evenly"
+                ),
+            })
+        }
+    }
+
     pub fn dim(&self, key: &str) -> Result<usize, ConfigError> {
         match self.usize_opt(key)? {
             Some(0) => Err(self.wrong(key, "a positive integer", &Value::from(0))),

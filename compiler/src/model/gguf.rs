@@ -210,6 +210,8 @@ pub struct GgufError {
 const MAX_STRING: u64 = 1 << 26;
 const MAX_ARRAY: u64 = 1 << 26;
 const MAX_ITEMS: u64 = 1 << 24;
+/// Elements one tensor may hold (2^44: 70 TB of f32, far past any model).
+const MAX_ELEMENTS: u64 = 1 << 44;
 const MAX_DIMS: u32 = 8;
 
 struct Cursor<R> {
@@ -335,14 +337,15 @@ pub fn parse_header<R: Read>(reader: R, name: &str) -> Result<GgufHeader, GgufEr
         ));
     }
     let mut budget = MAX_ARRAY * 2;
-    let mut metadata = Vec::with_capacity(n_kv as usize);
+    let mut metadata = Vec::with_capacity(n_kv.min(4096) as usize);
     for _ in 0..n_kv {
         let key = c.string()?;
         let ty = c.u32()?;
         let v = c.value(ty, &mut budget)?;
         metadata.push((key, v));
     }
-    let mut tensors = Vec::with_capacity(n_tensors as usize);
+    // Capacity from the counts only up to a small bound: a hostile header may lie.
+    let mut tensors = Vec::with_capacity(n_tensors.min(4096) as usize);
     for _ in 0..n_tensors {
         let name = c.string()?;
         let n_dims = c.u32()?;
@@ -352,6 +355,19 @@ pub fn parse_header<R: Read>(reader: R, name: &str) -> Result<GgufHeader, GgufEr
         let mut dims = Vec::with_capacity(n_dims as usize);
         for _ in 0..n_dims {
             dims.push(c.u64()?);
+        }
+        if dims.contains(&0) {
+            return c.fail(format!("tensor `{name}` has a zero dimension: {dims:?}"));
+        }
+        // Every count below derives from this product; keep it far from overflow.
+        let elements = dims
+            .iter()
+            .try_fold(1u64, |acc, &d| acc.checked_mul(d))
+            .filter(|&n| n <= MAX_ELEMENTS);
+        if elements.is_none() {
+            return c.fail(format!(
+                "tensor `{name}` has dimensions {dims:?}, more than {MAX_ELEMENTS} elements"
+            ));
         }
         let ty = GgmlType::from_id(c.u32()?);
         let offset = c.u64()?;
@@ -366,8 +382,12 @@ pub fn parse_header<R: Read>(reader: R, name: &str) -> Result<GgufHeader, GgufEr
         .iter()
         .find(|(k, _)| k == "general.alignment")
         .and_then(|(_, v)| v.as_u64())
-        .unwrap_or(32)
-        .max(1);
+        .unwrap_or(32);
+    if !alignment.is_power_of_two() || alignment > 1 << 16 {
+        return c.fail(format!(
+            "general.alignment is {alignment}; GGUF needs a power of two (32 by default)"
+        ));
+    }
     let data_offset = c.offset.div_ceil(alignment) * alignment;
     Ok(GgufHeader {
         version,
@@ -432,5 +452,41 @@ mod tests {
         b.extend(u64::MAX.to_le_bytes()); // absurd key length
         let e = parse_header(&b[..], "x").expect_err("absurd string");
         assert!(e.what.contains("implausibly long"), "{e}");
+    }
+
+    /// Found by `fuzz/fuzz_targets/gguf_file.rs`: dimensions whose product
+    /// overflows made the element count wrap, and the runtime's buffer for
+    /// it a capacity overflow.
+    #[test]
+    fn overflowing_dimensions_and_bad_alignment_are_errors() {
+        let header = |dims: &[u64], alignment: Option<u64>| {
+            let mut b = b"GGUF".to_vec();
+            b.extend(3u32.to_le_bytes());
+            b.extend(1u64.to_le_bytes());
+            b.extend((alignment.is_some() as u64).to_le_bytes());
+            if let Some(a) = alignment {
+                put_str(&mut b, "general.alignment");
+                b.extend(10u32.to_le_bytes()); // u64
+                b.extend(a.to_le_bytes());
+            }
+            put_str(&mut b, "t");
+            b.extend((dims.len() as u32).to_le_bytes());
+            for d in dims {
+                b.extend(d.to_le_bytes());
+            }
+            b.extend(0u32.to_le_bytes()); // f32
+            b.extend(0u64.to_le_bytes());
+            b
+        };
+        assert!(parse_header(&header(&[4, 8], None)[..], "x").is_ok());
+        // A zero dimension made a Q weight of 2^40 empty rows that took
+        // minutes to "unpermute" (a fuzz timeout).
+        let e = parse_header(&header(&[0, 1 << 40], None)[..], "x").expect_err("zero");
+        assert!(e.what.contains("zero dimension"), "{e}");
+        let e = parse_header(&header(&[1 << 33, 1 << 33], None)[..], "x").expect_err("wraps");
+        assert!(e.what.contains("more than"), "{e}");
+        let e = parse_header(&header(&[4], Some(u64::MAX))[..], "x").expect_err("alignment");
+        assert!(e.what.contains("power of two"), "{e}");
+        assert!(parse_header(&header(&[4], Some(64))[..], "x").is_ok());
     }
 }

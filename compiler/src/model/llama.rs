@@ -9,7 +9,10 @@ pub(super) fn dims(cfg: &HfConfig, model_type: &str) -> Result<Dims, ConfigError
     let hidden = cfg.dim("hidden_size")?;
     let heads = cfg.dim("num_attention_heads")?;
     let kv_heads = cfg.usize_opt("num_key_value_heads")?.unwrap_or(heads);
-    let head_dim = cfg.usize_opt("head_dim")?.unwrap_or(hidden / heads);
+    let head_dim = match cfg.usize_opt("head_dim")? {
+        Some(d) => d,
+        None => cfg.head_dim(hidden, heads)?,
+    };
     let attention_bias = cfg.bool_opt("attention_bias")?.unwrap_or(false);
     Ok(Dims {
         hidden,

@@ -163,8 +163,24 @@ fn validate(path: &Path, d: &Dims) -> Result<(), ModelError> {
             d.heads, d.kv_heads
         ));
     }
-    if d.hidden > 1 << 20 || d.intermediate > 1 << 22 || d.layers > 4096 || d.vocab > 1 << 24 {
-        return bad("dimensions are implausibly large".into());
+    // Bounds that keep every estimate's arithmetic far from overflowing and
+    // hold for any real checkpoint (LLaMA-3-405B: hidden 16384, 126 layers).
+    let limits = [
+        ("hidden size", d.hidden, 1 << 20),
+        ("intermediate size", d.intermediate, 1 << 22),
+        ("layer count", d.layers, 4096),
+        ("vocabulary", d.vocab, 1 << 24),
+        ("attention heads", d.heads, 1 << 14),
+        ("head size", d.head_dim, 1 << 14),
+        ("position table", d.max_positions, 1 << 24),
+        ("token types", d.type_vocab, 1 << 16),
+    ];
+    for (what, value, max) in limits {
+        if value > max {
+            return bad(format!(
+                "the {what} ({value}) is implausibly large (peftc takes at most {max})"
+            ));
+        }
     }
     Ok(())
 }
@@ -253,7 +269,18 @@ fn gguf_dims(path: &Path, h: &GgufHeader, arch: &str, qwen: bool) -> Result<Dims
         layers: req("block_count")?,
         heads,
         kv_heads,
-        head_dim: req("attention.key_length").unwrap_or(hidden / heads),
+        head_dim: match req("attention.key_length") {
+            Ok(d) => d,
+            Err(_) if hidden.is_multiple_of(heads) => hidden / heads,
+            Err(_) => {
+                return Err(ModelError::Invalid {
+                    path: path.to_path_buf(),
+                    what: format!(
+                        "embedding_length ({hidden}) is not a multiple of attention.head_count ({heads}), and no attention.key_length says the head size"
+                    ),
+                });
+            }
+        },
         intermediate: req("feed_forward_length")?,
         vocab,
         max_positions: req("context_length").unwrap_or(2048),

@@ -2,10 +2,11 @@
 //! `adapter_model.safetensors`): reading them into a plan's parameters and
 //! writing a plan's parameters out so `PeftModel.from_pretrained` loads them.
 
+use super::hf_config::{peft_type, task_type};
 use super::hf_names::{from_hf, hf_module, to_hf};
 use crate::atomic::write_atomic;
 use crate::error::{Result, RuntimeError};
-use crate::weights::{HostTensor, read_safetensors, write_safetensors};
+use crate::weights::{HostTensor, read_safetensors_all_float, write_safetensors};
 use peftc_compiler::methods::MethodConfig;
 use peftc_compiler::model::Family;
 use peftc_compiler::plan::Plan;
@@ -26,19 +27,19 @@ pub struct HfAdapter {
 pub fn read(dir: &Path) -> Result<HfAdapter> {
     let cfg_path = dir.join("adapter_config.json");
     let config: Value = serde_json::from_slice(
-        &std::fs::read(&cfg_path).map_err(|e| RuntimeError::io(&cfg_path, e))?,
+        &std::fs::read(&cfg_path).map_err(|e| RuntimeError::read(&cfg_path, e))?,
     )
     .map_err(|e| RuntimeError::format(&cfg_path, format!("not JSON: {e}")))?;
     let file = dir.join("adapter_model.safetensors");
     if !file.is_file() {
-        return Err(RuntimeError::io(
+        return Err(RuntimeError::read(
             &file,
             "no such file (adapter_model.bin is not supported; save with safetensors)",
         ));
     }
     Ok(HfAdapter {
         config,
-        tensors: read_safetensors(&file)?,
+        tensors: read_safetensors_all_float(&file)?,
     })
 }
 
@@ -46,72 +47,8 @@ pub fn read(dir: &Path) -> Result<HfAdapter> {
 /// config describes the same method as the plan.
 pub fn import(plan: &Plan, dir: &Path) -> Result<BTreeMap<String, HostTensor>> {
     let a = read(dir)?;
-    check_config(plan, &a.config, dir)?;
+    super::hf_config::check(plan, &a.config, dir)?;
     from_hf(plan, a.tensors, dir)
-}
-
-fn check_config(plan: &Plan, cfg: &Value, dir: &Path) -> Result<()> {
-    let err = |what: String| {
-        Err(RuntimeError::Adapter {
-            dir: dir.to_path_buf(),
-            what,
-        })
-    };
-    let peft_type = cfg["peft_type"].as_str().unwrap_or("");
-    if let Some(task) = cfg["task_type"].as_str()
-        && task != task_type(plan)
-    {
-        return err(format!(
-            "adapter_config.json has task_type `{task}`; the spec's task ({}) needs `{}` — an adapter for another model or task",
-            plan.task.kind.name(),
-            task_type(plan)
-        ));
-    }
-    let want = peft_type_of(plan);
-    if peft_type != want {
-        return err(format!(
-            "adapter_config.json has peft_type `{peft_type}`, the spec's block is `{want}`"
-        ));
-    }
-    if let Some(l) = plan.sites.iter().find_map(|s| match &s.method {
-        MethodConfig::Lora(l) => Some(l),
-        _ => None,
-    }) {
-        let alpha = cfg["lora_alpha"].as_f64().unwrap_or(8.0);
-        if (alpha - l.alpha).abs() > 1e-9 {
-            return err(format!(
-                "lora_alpha is {alpha} in adapter_config.json, the spec says alpha={}",
-                l.alpha
-            ));
-        }
-        let rs = cfg["use_rslora"].as_bool().unwrap_or(false);
-        if rs != l.rslora {
-            return err(format!(
-                "use_rslora is {rs} in adapter_config.json, the spec says rslora={}",
-                l.rslora
-            ));
-        }
-        let dora = cfg["use_dora"].as_bool().unwrap_or(false);
-        if dora != l.dora {
-            return err(format!(
-                "use_dora is {dora} in adapter_config.json; the spec {} DoRA",
-                if l.dora { "uses" } else { "does not use" }
-            ));
-        }
-    }
-    Ok(())
-}
-
-fn peft_type_of(plan: &Plan) -> &'static str {
-    let mut kinds = plan.sites.iter().map(|s| &s.method);
-    match kinds.next() {
-        Some(MethodConfig::Lora(_)) | None => "LORA",
-        Some(MethodConfig::Ia3) => "IA3",
-        Some(MethodConfig::Prompt(_)) => "PROMPT_TUNING",
-        Some(MethodConfig::Prefix(_)) => "PREFIX_TUNING",
-        Some(MethodConfig::Adapter(_)) => "BOTTLENECK_ADAPTER",
-        Some(MethodConfig::Bitfit) => "BITFIT",
-    }
 }
 
 /// Whether HF PEFT can represent the plan as one adapter: a single method
@@ -155,7 +92,7 @@ pub fn export(
     exportable(plan).map_err(RuntimeError::Invalid)?;
     let tensors = to_hf(plan, values)?;
     let config = config_json(plan, base_name);
-    std::fs::create_dir_all(dir).map_err(|e| RuntimeError::io(dir, e))?;
+    std::fs::create_dir_all(dir).map_err(|e| RuntimeError::write(dir, e))?;
     write_safetensors(
         &dir.join("adapter_model.safetensors"),
         &tensors,
@@ -164,14 +101,6 @@ pub fn export(
     let text =
         serde_json::to_vec_pretty(&config).map_err(|e| RuntimeError::Invalid(e.to_string()))?;
     write_atomic(&dir.join("adapter_config.json"), &text)
-}
-
-fn task_type(plan: &Plan) -> &'static str {
-    match plan.task.kind {
-        TaskKind::Classify => "SEQ_CLS",
-        TaskKind::CausalLm => "CAUSAL_LM",
-        TaskKind::Feature => "FEATURE_EXTRACTION",
-    }
 }
 
 /// HF module names of the plan's sites, as an exact-match regex.
@@ -198,7 +127,7 @@ fn config_json(plan: &Plan, base_name: &str) -> Value {
         _ => Value::Null,
     };
     let mut c = json!({
-        "peft_type": peft_type_of(plan),
+        "peft_type": peft_type(plan),
         "task_type": task_type(plan),
         "base_model_name_or_path": base_name,
         "inference_mode": true,

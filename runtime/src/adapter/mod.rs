@@ -1,6 +1,7 @@
 //! Adapters on disk: peftc's own format and Hugging Face PEFT's.
 
 pub mod hf;
+pub mod hf_config;
 pub mod hf_names;
 pub mod native;
 

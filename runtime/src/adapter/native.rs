@@ -5,7 +5,7 @@
 
 use crate::atomic::write_atomic;
 use crate::error::{Result, RuntimeError};
-use crate::weights::{HostTensor, read_safetensors, write_safetensors};
+use crate::weights::{HostTensor, read_safetensors_all_float, write_safetensors};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -31,7 +31,7 @@ pub struct AdapterMeta {
 }
 
 pub fn save(dir: &Path, meta: &AdapterMeta, params: &BTreeMap<String, HostTensor>) -> Result<()> {
-    std::fs::create_dir_all(dir).map_err(|e| RuntimeError::io(dir, e))?;
+    std::fs::create_dir_all(dir).map_err(|e| RuntimeError::write(dir, e))?;
     write_safetensors(
         &dir.join("adapter.safetensors"),
         params,
@@ -48,7 +48,7 @@ pub fn is_native(dir: &Path) -> bool {
 pub fn load(dir: &Path) -> Result<(AdapterMeta, BTreeMap<String, HostTensor>)> {
     let meta_path = dir.join("adapter.json");
     let meta: AdapterMeta = serde_json::from_slice(
-        &std::fs::read(&meta_path).map_err(|e| RuntimeError::io(&meta_path, e))?,
+        &std::fs::read(&meta_path).map_err(|e| RuntimeError::read(&meta_path, e))?,
     )
     .map_err(|e| {
         RuntimeError::format(&meta_path, format!("not a peftc adapter description: {e}"))
@@ -59,6 +59,6 @@ pub fn load(dir: &Path) -> Result<(AdapterMeta, BTreeMap<String, HostTensor>)> {
             format!("format is `{}`, expected `{FORMAT}`", meta.format),
         ));
     }
-    let params = read_safetensors(&dir.join("adapter.safetensors"))?;
+    let params = read_safetensors_all_float(&dir.join("adapter.safetensors"))?;
     Ok((meta, params))
 }

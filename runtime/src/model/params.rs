@@ -296,30 +296,60 @@ impl ParamStore {
         self.values.values().map(HostTensor::numel).sum()
     }
 
-    /// Replaces values from `other` (an imported adapter), checking names and shapes.
+    /// Replaces every value with `other`'s (an adapter or a checkpoint read
+    /// from `origin`): `other` must hold exactly this store's tensors, each
+    /// with its shape and finite values. Nothing is replaced when it does not.
     pub fn load_from(
         &mut self,
         other: BTreeMap<String, HostTensor>,
         origin: &std::path::Path,
     ) -> Result<()> {
-        for (k, v) in other {
-            let Some(slot) = self.values.get_mut(&k) else {
-                return Err(RuntimeError::Adapter {
-                    dir: origin.to_path_buf(),
-                    what: format!("tensor `{k}` does not belong to this spec's adapter"),
-                });
-            };
-            if slot.shape != v.shape {
-                return Err(RuntimeError::Adapter {
-                    dir: origin.to_path_buf(),
-                    what: format!(
-                        "tensor `{k}` has shape {:?}, the spec needs {:?}",
-                        v.shape, slot.shape
-                    ),
-                });
-            }
-            *slot = v;
+        let fail = |what: String| {
+            Err(RuntimeError::Adapter {
+                dir: origin.to_path_buf(),
+                what,
+            })
+        };
+        if let Some(k) = other.keys().find(|k| !self.values.contains_key(*k)) {
+            return fail(format!(
+                "tensor `{k}` does not belong to this spec's adapter"
+            ));
         }
+        let missing: Vec<&String> = self
+            .values
+            .keys()
+            .filter(|k| !other.contains_key(*k))
+            .collect();
+        if !missing.is_empty() {
+            let shown: Vec<String> = missing.iter().take(6).map(|k| format!("`{k}`")).collect();
+            let more = if missing.len() > shown.len() {
+                format!(" and {} more", missing.len() - shown.len())
+            } else {
+                String::new()
+            };
+            return fail(format!(
+                "lacks {} of the {} tensors the spec's block trains: {}{more} — an adapter for other modules, or a partial file",
+                missing.len(),
+                self.values.len(),
+                shown.join(", ")
+            ));
+        }
+        for (k, v) in &other {
+            let slot = &self.values[k];
+            if slot.shape != v.shape {
+                return fail(format!(
+                    "tensor `{k}` has shape {:?}, the spec needs {:?}",
+                    v.shape, slot.shape
+                ));
+            }
+            if let Some(i) = v.data.iter().position(|x| !x.is_finite()) {
+                return fail(format!(
+                    "tensor `{k}` holds a non-finite value ({} at index {i}); refusing a diverged adapter",
+                    v.data[i]
+                ));
+            }
+        }
+        self.values = other;
         Ok(())
     }
 }

@@ -39,7 +39,7 @@ impl TextTokenizer {
         let gguf = match gguf {
             Some(g) => g,
             None => find_gguf(&dir).ok_or_else(|| {
-                RuntimeError::io(
+                RuntimeError::read(
                     &json,
                     "no tokenizer.json, and no .gguf file to read a vocabulary from",
                 )

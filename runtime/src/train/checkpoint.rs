@@ -6,7 +6,7 @@
 use super::optim::AdamW;
 use crate::atomic::write_atomic;
 use crate::error::{Result, RuntimeError};
-use crate::weights::{HostTensor, read_safetensors, write_safetensors};
+use crate::weights::{HostTensor, read_safetensors_all_float, write_safetensors};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -43,38 +43,44 @@ pub fn save(
 ) -> Result<PathBuf> {
     let root = run.join("checkpoints");
     let name = dir_name(state.step);
-    let staged = root.join(format!(".{name}.partial-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&staged);
-    std::fs::create_dir_all(&staged).map_err(|e| RuntimeError::io(&staged, e))?;
-    write_safetensors(&staged.join("params.safetensors"), params, None)?;
-    let mut opt = BTreeMap::new();
-    for (k, m) in &adam.m {
-        opt.insert(format!("m.{k}"), HostTensor::new(vec![m.len()], m.clone()));
-    }
-    for (k, v) in &adam.v {
-        opt.insert(format!("v.{k}"), HostTensor::new(vec![v.len()], v.clone()));
-    }
-    write_safetensors(&staged.join("optimizer.safetensors"), &opt, None)?;
-    let json =
-        serde_json::to_vec_pretty(state).map_err(|e| RuntimeError::Invalid(e.to_string()))?;
-    write_atomic(&staged.join("state.json"), &json)?;
     let dest = root.join(&name);
-    crate::atomic::replace_dir(&staged, &dest)?;
+    crate::atomic::replace_dir_with(&dest, |staged| {
+        write_safetensors(&staged.join("params.safetensors"), params, None)?;
+        let mut opt = BTreeMap::new();
+        for (k, m) in &adam.m {
+            opt.insert(format!("m.{k}"), HostTensor::new(vec![m.len()], m.clone()));
+        }
+        for (k, v) in &adam.v {
+            opt.insert(format!("v.{k}"), HostTensor::new(vec![v.len()], v.clone()));
+        }
+        write_safetensors(&staged.join("optimizer.safetensors"), &opt, None)?;
+        let json =
+            serde_json::to_vec_pretty(state).map_err(|e| RuntimeError::Internal(e.to_string()))?;
+        write_atomic(&staged.join("state.json"), &json)
+    })?;
     write_atomic(&root.join("latest"), name.as_bytes())?;
     prune(&root, state.step);
     Ok(dest)
 }
 
-fn prune(root: &Path, newest: usize) {
+/// Steps of the complete checkpoint folders under `root`, ascending.
+fn complete_steps(root: &Path) -> Vec<usize> {
     let Ok(rd) = std::fs::read_dir(root) else {
-        return;
+        return Vec::new();
     };
     let mut steps: Vec<usize> = rd
         .filter_map(|e| e.ok())
         .filter_map(|e| e.file_name().to_str()?.strip_prefix("step-")?.parse().ok())
-        .filter(|&s| s < newest)
         .collect();
     steps.sort_unstable();
+    steps
+}
+
+fn prune(root: &Path, newest: usize) {
+    let steps: Vec<usize> = complete_steps(root)
+        .into_iter()
+        .filter(|&s| s < newest)
+        .collect();
     let drop = steps.len().saturating_sub(KEEP);
     for s in &steps[..drop] {
         let _ = std::fs::remove_dir_all(root.join(dir_name(*s)));
@@ -84,17 +90,39 @@ fn prune(root: &Path, newest: usize) {
 /// The newest complete checkpoint of `run`, if any.
 pub fn load_latest(run: &Path, weight_decay: f32) -> Result<Option<Checkpoint>> {
     let root = run.join("checkpoints");
-    let Ok(name) = std::fs::read_to_string(root.join("latest")) else {
-        return Ok(None);
+    let name = match std::fs::read_to_string(root.join("latest")) {
+        Ok(name) => name,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            // No pointer: a fresh run, unless complete checkpoints are there
+            // (then the pointer was lost, and starting over would discard them).
+            let steps = complete_steps(&root);
+            return match steps.last() {
+                None => Ok(None),
+                Some(&s) => Err(RuntimeError::Adapter {
+                    dir: root.clone(),
+                    what: format!(
+                        "holds checkpoints ({}) but no `latest` pointer; restore it (`echo {} > {}`) to resume, or start over with --force",
+                        steps
+                            .iter()
+                            .map(|s| dir_name(*s))
+                            .collect::<Vec<_>>()
+                            .join(", "),
+                        dir_name(s),
+                        root.join("latest").display()
+                    ),
+                }),
+            };
+        }
+        Err(e) => return Err(RuntimeError::read(root.join("latest"), e)),
     };
     let dir = root.join(name.trim());
     let state: CheckpointState = serde_json::from_slice(
         &std::fs::read(dir.join("state.json"))
-            .map_err(|e| RuntimeError::io(dir.join("state.json"), e))?,
+            .map_err(|e| RuntimeError::read(dir.join("state.json"), e))?,
     )
     .map_err(|e| RuntimeError::format(dir.join("state.json"), e.to_string()))?;
-    let params = read_safetensors(&dir.join("params.safetensors"))?;
-    let opt = read_safetensors(&dir.join("optimizer.safetensors"))?;
+    let params = read_safetensors_all_float(&dir.join("params.safetensors"))?;
+    let opt = read_safetensors_all_float(&dir.join("optimizer.safetensors"))?;
     let mut adam = AdamW::new(weight_decay);
     adam.t = state.adam_t;
     for (k, t) in opt {

@@ -8,7 +8,7 @@ use burn::tensor::backend::Backend;
 use peftc_compiler::task::TaskKind;
 use serde::Serialize;
 
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, serde::Deserialize, PartialEq)]
 pub struct EvalResult {
     pub loss: f64,
     #[serde(skip_serializing_if = "Option::is_none")]

@@ -46,8 +46,8 @@ impl Metrics {
             .create(true)
             .append(true)
             .open(&self.path)
-            .map_err(|e| RuntimeError::io(&self.path, e))?;
-        writeln!(f, "{row}").map_err(|e| RuntimeError::io(&self.path, e))?;
+            .map_err(|e| RuntimeError::write(&self.path, e))?;
+        writeln!(f, "{row}").map_err(|e| RuntimeError::write(&self.path, e))?;
         self.rows.push(row);
         Ok(())
     }

@@ -11,4 +11,4 @@ mod step;
 
 pub use evaluate::{EvalResult, evaluate, host};
 pub use run::{TrainOptions, TrainSummary, train, train_observed};
-pub use step::{StepStats, train_step};
+pub use step::{NonFinitePolicy, StepStats, first_non_finite, train_step};

@@ -8,7 +8,7 @@ use super::metrics::Metrics;
 use super::optim::AdamW;
 use super::progress::Progress;
 use super::schedule;
-use super::step::train_step;
+use super::step::{NonFinitePolicy, train_step};
 use crate::adapter::native::{self, AdapterMeta};
 use crate::data::{Batch, TaskData, prepare};
 use crate::error::{Result, RuntimeError};
@@ -32,6 +32,9 @@ pub struct TrainOptions {
     pub seed: Option<u64>,
     /// The spec's text, kept with the adapter.
     pub spec_text: String,
+    /// Skip a step whose loss, gradients or update are not finite, instead of
+    /// stopping with an error.
+    pub skip_nonfinite: bool,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -42,6 +45,9 @@ pub struct TrainSummary {
     pub adapter: PathBuf,
     pub seconds: f64,
     pub tokens: usize,
+    /// The run had already finished these steps: nothing was trained now.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub already_done: bool,
     /// The step at which the observer stopped the run (a pruned search trial);
     /// no adapter is written then.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -110,7 +116,7 @@ pub fn train_observed<B: AutodiffBackend + crate::kernels::PeftKernels>(
     ));
 
     let fp = fingerprint(&opts.spec_text, &plan, cfg.seed);
-    std::fs::create_dir_all(&opts.out).map_err(|e| RuntimeError::io(&opts.out, e))?;
+    std::fs::create_dir_all(&opts.out).map_err(|e| RuntimeError::write(&opts.out, e))?;
     let mut store = session.init_params(cfg.seed)?;
     let mut adam = AdamW::new(cfg.weight_decay as f32);
     let mut start = 0usize;
@@ -123,9 +129,24 @@ pub fn train_observed<B: AutodiffBackend + crate::kernels::PeftKernels>(
                 opts.out.display()
             )));
         }
+        if ck.state.step > total {
+            return Err(RuntimeError::Invalid(format!(
+                "`{}` is already at step {}, past the {total} steps asked for; nothing was changed (ask for at least {} steps, or train into another --out)",
+                opts.out.display(),
+                ck.state.step,
+                ck.state.step
+            )));
+        }
         store.load_from(ck.params, &opts.out)?;
         adam = ck.adam;
         start = ck.state.step;
+        if start == total && opts.out.join("adapter").join("adapter.json").is_file() {
+            print(format!(
+                "`{}` already finished its {total} steps; nothing to do",
+                opts.out.display()
+            ));
+            return finished_summary(&opts.out, total);
+        }
         print(format!("resuming from step {start}"));
     } else if !opts.resume && opts.out.join("checkpoints").exists() {
         return Err(RuntimeError::Invalid(format!(
@@ -140,6 +161,11 @@ pub fn train_observed<B: AutodiffBackend + crate::kernels::PeftKernels>(
     let mut last_loss = f32::NAN;
     let mut progress = Progress::new(total, start);
     let mut last_eval = None;
+    let policy = if opts.skip_nonfinite {
+        NonFinitePolicy::Skip
+    } else {
+        NonFinitePolicy::Stop
+    };
     for step in start..total {
         let lr = cfg.lr * schedule::factor(cfg.schedule, step, warmup, total);
         let t_step = Instant::now();
@@ -161,22 +187,29 @@ pub fn train_observed<B: AutodiffBackend + crate::kernels::PeftKernels>(
             step * cfg.grad_accum,
             step,
             lr,
+            policy,
             device,
         )?;
-        let (loss_sum, step_tokens) = (stats.loss, stats.tokens);
-        tokens_seen += step_tokens;
-        last_loss = loss_sum;
-        let dt = t_step.elapsed().as_secs_f64();
-        let tps = step_tokens as f64 / dt.max(1e-9);
         let done = step + 1;
-        metrics.push(Metrics::train_point(
-            done,
-            loss_sum,
-            lr,
-            tps,
-            t0.elapsed().as_secs_f64(),
-        ))?;
-        progress.update(done, format!("loss {loss_sum:.4}  {tps:.0} tok/s"));
+        if let Some(why) = &stats.skipped {
+            progress.println(format!("step {done}: skipped, no update ({why})"));
+            metrics.push(json!({ "step": done, "skipped": why }))?;
+            progress.update(done, "skipped".into());
+        } else {
+            let (loss_sum, step_tokens) = (stats.loss, stats.tokens);
+            tokens_seen += step_tokens;
+            last_loss = loss_sum;
+            let dt = t_step.elapsed().as_secs_f64();
+            let tps = step_tokens as f64 / dt.max(1e-9);
+            metrics.push(Metrics::train_point(
+                done,
+                loss_sum,
+                lr,
+                tps,
+                t0.elapsed().as_secs_f64(),
+            ))?;
+            progress.update(done, format!("loss {loss_sum:.4}  {tps:.0} tok/s"));
+        }
         if let Some(every) = cfg.eval_every
             && done % every == 0
             && done < total
@@ -198,6 +231,7 @@ pub fn train_observed<B: AutodiffBackend + crate::kernels::PeftKernels>(
                     seconds: t0.elapsed().as_secs_f64(),
                     tokens: tokens_seen,
                     stopped_at: Some(done),
+                    already_done: false,
                 });
             }
         }
@@ -230,11 +264,10 @@ pub fn train_observed<B: AutodiffBackend + crate::kernels::PeftKernels>(
     };
     checkpoint::save(&opts.out, &state, &store.values, &adam)?;
     let adapter_dir = opts.out.join("adapter");
-    native::save(
-        &adapter_dir,
-        &meta(&plan, &data, &opts.spec_text),
-        &store.values,
-    )?;
+    let meta = meta(&plan, &data, &opts.spec_text);
+    crate::atomic::replace_dir_with(&adapter_dir, |staged| {
+        native::save(staged, &meta, &store.values)
+    })?;
     metrics.plot(
         &opts.out,
         &format!("{} — {}", plan.model.model_type, plan.block),
@@ -247,11 +280,33 @@ pub fn train_observed<B: AutodiffBackend + crate::kernels::PeftKernels>(
         seconds: t0.elapsed().as_secs_f64(),
         tokens: tokens_seen,
         stopped_at: None,
+        already_done: false,
     };
     let json =
         serde_json::to_vec_pretty(&summary).map_err(|e| RuntimeError::Invalid(e.to_string()))?;
     crate::atomic::write_atomic(&opts.out.join("summary.json"), &json)?;
     Ok(summary)
+}
+
+/// The summary of a run that had already finished, from its `summary.json`.
+fn finished_summary(run: &std::path::Path, total: usize) -> Result<TrainSummary> {
+    let path = run.join("summary.json");
+    let v: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&path).map_err(|e| RuntimeError::read(&path, e))?)
+            .map_err(|e| RuntimeError::format(&path, e.to_string()))?;
+    let eval = v
+        .get("eval")
+        .and_then(|e| serde_json::from_value(e.clone()).ok());
+    Ok(TrainSummary {
+        steps: total,
+        final_loss: v["final_loss"].as_f64().unwrap_or(f64::NAN) as f32,
+        eval,
+        adapter: run.join("adapter"),
+        seconds: 0.0,
+        tokens: 0,
+        stopped_at: None,
+        already_done: true,
+    })
 }
 
 fn meta(plan: &Plan, data: &TaskData, spec: &str) -> AdapterMeta {

@@ -18,6 +18,25 @@ pub struct StepStats {
     pub loss: f32,
     /// Real (unpadded) tokens processed.
     pub tokens: usize,
+    /// Why the step made no update (`skip_nonfinite`), if it made none.
+    pub skipped: Option<String>,
+}
+
+/// What to do with a step whose loss, gradients or update are not finite.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NonFinitePolicy {
+    /// Stop training with an error naming the step.
+    Stop,
+    /// Leave the parameters and optimizer state as they were, and go on.
+    Skip,
+}
+
+/// The first tensor of `tensors` holding a NaN or an infinity.
+pub fn first_non_finite(tensors: &BTreeMap<String, HostTensor>) -> Option<&str> {
+    tensors
+        .iter()
+        .find(|(_, t)| t.data.iter().any(|x| !x.is_finite()))
+        .map(|(k, _)| k.as_str())
 }
 
 /// Trains on `micro` (one group of gradient accumulation) at learning rate
@@ -33,8 +52,19 @@ pub fn train_step<B: AutodiffBackend + PeftKernels>(
     first_micro: usize,
     step: usize,
     lr: f64,
+    policy: NonFinitePolicy,
     device: &B::Device,
 ) -> Result<StepStats> {
+    let refuse = |what: String| -> Result<StepStats> {
+        match policy {
+            NonFinitePolicy::Stop => Err(RuntimeError::NonFinite { step, what }),
+            NonFinitePolicy::Skip => Ok(StepStats {
+                loss: f32::NAN,
+                tokens: 0,
+                skipped: Some(what),
+            }),
+        }
+    };
     let mut grads: Option<BTreeMap<String, HostTensor>> = None;
     let mut loss_sum = 0f32;
     let mut tokens = 0usize;
@@ -54,7 +84,7 @@ pub fn train_step<B: AutodiffBackend + PeftKernels>(
         drop(out);
         let value = super::host(loss.clone())[0];
         if !value.is_finite() {
-            return Err(RuntimeError::NonFinite { step, value });
+            return refuse(format!("the loss became {value}"));
         }
         loss_sum += value;
         let g = params.grads(&loss.backward(), store);
@@ -71,9 +101,15 @@ pub fn train_step<B: AutodiffBackend + PeftKernels>(
         });
     }
     let mut grads = grads.unwrap_or_default();
+    if let Some(name) = first_non_finite(&grads) {
+        return refuse(format!("the gradient of `{name}` became non-finite"));
+    }
     if let Some(max) = cfg.max_grad_norm.filter(|&m| m > 0.0) {
         clip_grad_norm(&mut grads, max as f32);
     }
+    // Finite gradients can still overflow the update (a huge `lr`): keep what
+    // a skipped step restores.
+    let before = (policy == NonFinitePolicy::Skip).then(|| (store.values.clone(), adam.clone()));
     match cfg.optimizer {
         OptimizerKind::Adamw => adam.step(&mut store.values, &grads, lr as f32),
         OptimizerKind::Sgd => sgd_step(
@@ -83,8 +119,23 @@ pub fn train_step<B: AutodiffBackend + PeftKernels>(
             cfg.weight_decay as f32,
         ),
     }
+    let overflowed = grads.keys().find(|k| {
+        store
+            .values
+            .get(*k)
+            .is_some_and(|t| t.data.iter().any(|x| !x.is_finite()))
+    });
+    if let Some(name) = overflowed {
+        let what = format!("the update made `{name}` non-finite");
+        if let Some((values, state)) = before {
+            store.values = values;
+            *adam = state;
+        }
+        return refuse(what);
+    }
     Ok(StepStats {
         loss: loss_sum,
         tokens,
+        skipped: None,
     })
 }

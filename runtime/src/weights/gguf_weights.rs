@@ -6,7 +6,7 @@
 use super::HostTensor;
 use super::dequant::dequantize;
 use crate::error::{Result, RuntimeError};
-use peftc_compiler::model::gguf::{GgufHeader, GgufTensorInfo, read_header};
+use peftc_compiler::model::gguf::{GgufHeader, GgufTensorInfo, parse_header};
 use rayon::prelude::*;
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -68,22 +68,49 @@ pub fn read_gguf_weights(
     heads: usize,
     kv_heads: usize,
 ) -> Result<BTreeMap<String, HostTensor>> {
-    let header = read_header(path).map_err(|e| RuntimeError::format(path, e.what.clone()))?;
-    let file = std::fs::File::open(path).map_err(|e| RuntimeError::io(path, e))?;
+    let file = std::fs::File::open(path).map_err(|e| RuntimeError::read(path, e))?;
     // SAFETY: read-only map, dropped before returning; see read_safetensors.
-    let map = unsafe { memmap2::Mmap::map(&file) }.map_err(|e| RuntimeError::io(path, e))?;
+    let map = unsafe { memmap2::Mmap::map(&file) }.map_err(|e| RuntimeError::read(path, e))?;
+    decode_gguf(&map, path, heads, kv_heads)
+}
+
+/// [`read_gguf_weights`] of a file's bytes (`path` names it in errors).
+pub fn decode_gguf(
+    map: &[u8],
+    path: &Path,
+    heads: usize,
+    kv_heads: usize,
+) -> Result<BTreeMap<String, HostTensor>> {
+    let header = parse_header(map, &path.display().to_string())
+        .map_err(|e| RuntimeError::format(path, e.what.clone()))?;
     let decoded: Vec<Result<(String, HostTensor)>> = header
         .tensors
         .par_iter()
         .filter_map(|info| hf_name(&info.name).map(|name| (name, info)))
         .map(|(name, info)| {
-            let t = decode(path, &header, info, &map)?;
-            let t = if name.ends_with("self_attn.q_proj.weight") {
-                unpermute_rows(&t, heads)
+            let t = decode(path, &header, info, map)?;
+            let heads_of = if name.ends_with("self_attn.q_proj.weight") {
+                Some(heads)
             } else if name.ends_with("self_attn.k_proj.weight") {
-                unpermute_rows(&t, kv_heads)
+                Some(kv_heads)
             } else {
-                t
+                None
+            };
+            let t = match heads_of {
+                Some(h) => {
+                    let rows = t.rows();
+                    if h == 0 || rows % h != 0 || (rows / h) % 2 != 0 {
+                        return Err(RuntimeError::Tensor {
+                            file: path.to_path_buf(),
+                            tensor: info.name.clone(),
+                            what: format!(
+                                "has {rows} rows, which do not split into {h} heads of an even size (the model's head count)"
+                            ),
+                        });
+                    }
+                    unpermute_rows(&t, h)
+                }
+                None => t,
             };
             Ok((name, t))
         })

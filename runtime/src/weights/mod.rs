@@ -7,9 +7,11 @@ mod gguf_weights;
 mod host;
 mod safetensors_file;
 
-pub use gguf_weights::{hf_name, read_gguf_weights, unpermute_rows};
+pub use gguf_weights::{decode_gguf, hf_name, read_gguf_weights, unpermute_rows};
 pub use host::HostTensor;
-pub use safetensors_file::{read_safetensors, write_safetensors};
+pub use safetensors_file::{
+    parse_safetensors_all_float, read_safetensors, read_safetensors_all_float, write_safetensors,
+};
 
 use crate::error::{Result, RuntimeError};
 use peftc_compiler::model::{Family, ModelDesc, ModelSource};
@@ -44,7 +46,7 @@ impl Weights {
                         let t = read_gguf_weights(&gguf, model.dims.heads, model.dims.kv_heads)?;
                         return Ok(Weights::from_map(gguf, t));
                     }
-                    return Err(RuntimeError::io(
+                    return Err(RuntimeError::read(
                         &file,
                         "no such file (and no .gguf beside the config)",
                     ));

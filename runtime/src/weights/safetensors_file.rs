@@ -10,12 +10,41 @@ use std::path::Path;
 /// Every floating-point tensor of a safetensors file, converted to f32.
 /// Integer tensors (such as BERT's `position_ids` buffer) are skipped.
 pub fn read_safetensors(path: &Path) -> Result<BTreeMap<String, HostTensor>> {
-    let file = std::fs::File::open(path).map_err(|e| RuntimeError::io(path, e))?;
+    read(path, NonFloat::Skip)
+}
+
+/// Every tensor of an adapter or checkpoint file, converted to f32; a tensor
+/// that is not floating point is an error naming it (an adapter has no
+/// integer tensors to skip).
+pub fn read_safetensors_all_float(path: &Path) -> Result<BTreeMap<String, HostTensor>> {
+    read(path, NonFloat::Refuse)
+}
+
+#[derive(Clone, Copy, PartialEq)]
+enum NonFloat {
+    Skip,
+    Refuse,
+}
+
+fn read(path: &Path, non_float: NonFloat) -> Result<BTreeMap<String, HostTensor>> {
+    let file = std::fs::File::open(path).map_err(|e| RuntimeError::read(path, e))?;
     // SAFETY: the map is read-only and lives only inside this function; a file
     // changed underneath would at worst give wrong values, which the shape and
     // finiteness checks downstream report.
-    let map = unsafe { memmap2::Mmap::map(&file) }.map_err(|e| RuntimeError::io(path, e))?;
-    let st = SafeTensors::deserialize(&map)
+    let map = unsafe { memmap2::Mmap::map(&file) }.map_err(|e| RuntimeError::read(path, e))?;
+    parse(&map, path, non_float)
+}
+
+/// [`read_safetensors_all_float`] of a file's bytes (`path` names it in errors).
+pub fn parse_safetensors_all_float(
+    bytes: &[u8],
+    path: &Path,
+) -> Result<BTreeMap<String, HostTensor>> {
+    parse(bytes, path, NonFloat::Refuse)
+}
+
+fn parse(map: &[u8], path: &Path, non_float: NonFloat) -> Result<BTreeMap<String, HostTensor>> {
+    let st = SafeTensors::deserialize(map)
         .map_err(|e| RuntimeError::format(path, format!("not a valid safetensors file: {e}")))?;
     let mut out = BTreeMap::new();
     for (name, view) in st.tensors() {
@@ -40,7 +69,19 @@ pub fn read_safetensors(path: &Path) -> Result<BTreeMap<String, HostTensor>> {
                     f64::from_le_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]) as f32
                 })
                 .collect(),
-            _ => continue,
+            other if non_float == NonFloat::Skip => {
+                let _ = other;
+                continue;
+            }
+            other => {
+                return Err(RuntimeError::Tensor {
+                    file: path.to_path_buf(),
+                    tensor: name,
+                    what: format!(
+                        "has dtype {other:?}; adapter tensors are floating point (F32, F16, BF16)"
+                    ),
+                });
+            }
         };
         if data.len() != shape.iter().product::<usize>() {
             return Err(RuntimeError::Tensor {

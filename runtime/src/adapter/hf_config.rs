@@ -1,0 +1,273 @@
+//! Checking a Hugging Face PEFT `adapter_config.json` against the spec's
+//! block before any tensor is read: the method and task, the method's
+//! hyperparameters (`r`, `lora_alpha`, `use_rslora`, `use_dora`,
+//! `num_virtual_tokens`, ...) and the modules it targets, matched the way HF
+//! PEFT matches them (`check_target_module_exists`: a string is a regex that
+//! must match a module's whole name; a list matches a name or a dotted
+//! suffix of it).
+
+use super::hf_names::hf_module;
+use crate::error::{Result, RuntimeError};
+use peftc_compiler::methods::MethodConfig;
+use peftc_compiler::model::{ModuleKind, Role};
+use peftc_compiler::plan::Plan;
+use peftc_compiler::task::TaskKind;
+use serde_json::Value;
+use std::collections::BTreeSet;
+use std::path::Path;
+
+/// HF's `task_type` for the plan's task.
+pub fn task_type(plan: &Plan) -> &'static str {
+    match plan.task.kind {
+        TaskKind::Classify => "SEQ_CLS",
+        TaskKind::CausalLm => "CAUSAL_LM",
+        TaskKind::Feature => "FEATURE_EXTRACTION",
+    }
+}
+
+/// HF's `peft_type` for the plan's (single) method.
+pub fn peft_type(plan: &Plan) -> &'static str {
+    match plan.sites.first().map(|s| &s.method) {
+        Some(MethodConfig::Lora(_)) | None => "LORA",
+        Some(MethodConfig::Ia3) => "IA3",
+        Some(MethodConfig::Prompt(_)) => "PROMPT_TUNING",
+        Some(MethodConfig::Prefix(_)) => "PREFIX_TUNING",
+        Some(MethodConfig::Adapter(_)) => "BOTTLENECK_ADAPTER",
+        Some(MethodConfig::Bitfit) => "BITFIT",
+    }
+}
+
+/// Checks `cfg` (read from `dir`) against `plan`.
+pub fn check(plan: &Plan, cfg: &Value, dir: &Path) -> Result<()> {
+    fields(plan, cfg).map_err(|what| RuntimeError::Adapter {
+        dir: dir.join("adapter_config.json"),
+        what,
+    })
+}
+
+fn fields(plan: &Plan, cfg: &Value) -> std::result::Result<(), String> {
+    if !cfg.is_object() {
+        return Err("is not a JSON object".into());
+    }
+    let peft_type_found = cfg["peft_type"].as_str().unwrap_or("");
+    let want = peft_type(plan);
+    if peft_type_found != want {
+        return Err(format!(
+            "has peft_type `{peft_type_found}`, the spec's block is `{want}`"
+        ));
+    }
+    if let Some(task) = cfg["task_type"].as_str()
+        && task != task_type(plan)
+    {
+        return Err(format!(
+            "has task_type `{task}`; the spec's task ({}) needs `{}` — an adapter for another model or task",
+            plan.task.kind.name(),
+            task_type(plan)
+        ));
+    }
+    match plan.sites.first().map(|s| &s.method) {
+        Some(MethodConfig::Lora(l)) => {
+            let flag = |key: &str| cfg[key].as_bool().unwrap_or(false);
+            let alpha = cfg["lora_alpha"].as_f64().unwrap_or(8.0);
+            if (alpha - l.alpha).abs() > 1e-9 {
+                return Err(format!(
+                    "has lora_alpha {alpha}, the spec says alpha={}",
+                    l.alpha
+                ));
+            }
+            if flag("use_rslora") != l.rslora {
+                return Err(format!(
+                    "has use_rslora {}, the spec says rslora={}",
+                    flag("use_rslora"),
+                    l.rslora
+                ));
+            }
+            if flag("use_dora") != l.dora {
+                return Err(format!(
+                    "has use_dora {}; the spec {} DoRA",
+                    flag("use_dora"),
+                    if l.dora { "uses" } else { "does not use" }
+                ));
+            }
+            check_ranks(plan, cfg)?;
+            check_targets(plan, cfg, "target_modules", |_| true)
+        }
+        Some(MethodConfig::Ia3) => {
+            check_targets(plan, cfg, "target_modules", |_| true)?;
+            check_targets(plan, cfg, "feedforward_modules", |s| s.feedforward)
+        }
+        Some(MethodConfig::Prompt(p)) => virtual_tokens(cfg, p.len),
+        Some(MethodConfig::Prefix(p)) => {
+            virtual_tokens(cfg, p.len)?;
+            let projected = cfg["prefix_projection"].as_bool().unwrap_or(false);
+            if projected != (p.projection > 0) {
+                return Err(format!(
+                    "has prefix_projection {projected}; the spec's prefix {} a projection",
+                    if p.projection > 0 { "has" } else { "has no" }
+                ));
+            }
+            Ok(())
+        }
+        Some(MethodConfig::Adapter(_) | MethodConfig::Bitfit) | None => Ok(()),
+    }
+}
+
+/// A prompt-learning config's `num_virtual_tokens` against the spec's `len`.
+fn virtual_tokens(cfg: &Value, len: usize) -> std::result::Result<(), String> {
+    if cfg["num_virtual_tokens"].as_u64() == Some(len as u64) {
+        Ok(())
+    } else {
+        Err(format!(
+            "has num_virtual_tokens {}, the spec says len={len}",
+            shown(&cfg["num_virtual_tokens"])
+        ))
+    }
+}
+
+fn shown(v: &Value) -> String {
+    if v.is_null() {
+        "(missing)".into()
+    } else {
+        v.to_string()
+    }
+}
+
+/// `r`, and any per-module `rank_pattern`, against each LoRA site's rank.
+fn check_ranks(plan: &Plan, cfg: &Value) -> std::result::Result<(), String> {
+    let default_r = cfg["r"].as_u64().unwrap_or(8) as usize;
+    let pattern: Vec<(String, usize)> = cfg["rank_pattern"]
+        .as_object()
+        .map(|m| {
+            m.iter()
+                .filter_map(|(k, v)| Some((k.clone(), v.as_u64()? as usize)))
+                .collect()
+        })
+        .unwrap_or_default();
+    let sites: Vec<(String, usize)> = plan
+        .sites
+        .iter()
+        .filter_map(|s| match &s.method {
+            MethodConfig::Lora(l) => Some((hf_module(plan, &s.module), l.r)),
+            _ => None,
+        })
+        .collect();
+    for (key, _) in &pattern {
+        if !sites.iter().any(|(name, _)| pattern_matches(key, name)) {
+            return Err(format!(
+                "has a rank_pattern entry `{key}`, which names no module of the spec's block"
+            ));
+        }
+    }
+    for (name, r) in &sites {
+        let found = pattern
+            .iter()
+            .find(|(k, _)| pattern_matches(k, name))
+            .map_or(default_r, |(_, r)| *r);
+        if found != *r {
+            return Err(format!("gives `{name}` rank {found}, the spec says r={r}"));
+        }
+    }
+    Ok(())
+}
+
+/// HF's `rank_pattern` keys match a module whose name ends with the key
+/// (after a dot), or fully as a regex.
+fn pattern_matches(key: &str, name: &str) -> bool {
+    name == key
+        || name.ends_with(&format!(".{key}"))
+        || regex::Regex::new(&format!("^(?:{key})$")).is_ok_and(|re| re.is_match(name))
+}
+
+/// The modules `cfg[key]` selects, among the model's linear layers (not the
+/// task head), against the plan's sites that satisfy `want`.
+fn check_targets(
+    plan: &Plan,
+    cfg: &Value,
+    key: &str,
+    want: impl Fn(&peftc_compiler::plan::Site) -> bool,
+) -> std::result::Result<(), String> {
+    let spec: BTreeSet<String> = plan
+        .sites
+        .iter()
+        .filter(|s| want(s))
+        .map(|s| hf_module(plan, &s.module))
+        .collect();
+    let selector = &cfg[key];
+    let matcher: Box<dyn Fn(&str) -> bool> = match selector {
+        // Absent: nothing to compare (an older or hand-written config).
+        Value::Null => return Ok(()),
+        Value::String(re) => {
+            let re = regex::Regex::new(&format!("^(?:{re})$")).map_err(|e| {
+                format!("has a `{key}` regex peftc cannot read ({e}); write it as a list of module names")
+            })?;
+            Box::new(move |name: &str| re.is_match(name))
+        }
+        Value::Array(items) => {
+            let names: Vec<String> = items
+                .iter()
+                .filter_map(|v| v.as_str().map(str::to_string))
+                .collect();
+            Box::new(move |name: &str| {
+                names
+                    .iter()
+                    .any(|n| name == n || name.ends_with(&format!(".{n}")))
+            })
+        }
+        other => {
+            return Err(format!(
+                "has `{key}` {other}, expected a regex or a list of names"
+            ));
+        }
+    };
+    let layers: Option<BTreeSet<usize>> = match &cfg["layers_to_transform"] {
+        Value::Number(n) => n.as_u64().map(|l| [l as usize].into()),
+        Value::Array(a) => Some(
+            a.iter()
+                .filter_map(|v| v.as_u64())
+                .map(|l| l as usize)
+                .collect(),
+        ),
+        _ => None,
+    };
+    let config: BTreeSet<String> = plan
+        .modules
+        .iter()
+        .filter(|m| matches!(m.kind, ModuleKind::Linear { .. }) && m.role != Some(Role::Head))
+        .filter(|m| {
+            layers.as_ref().is_none_or(|ls| {
+                m.role
+                    .and_then(Role::layer)
+                    .is_some_and(|l| ls.contains(&l))
+            })
+        })
+        .map(|m| hf_module(plan, &m.path))
+        .filter(|name| matcher(name))
+        .collect();
+    let list = |set: Vec<&String>| {
+        let mut shown: Vec<String> = set.iter().take(4).map(|n| format!("`{n}`")).collect();
+        if set.len() > 4 {
+            shown.push(format!("and {} more", set.len() - 4));
+        }
+        shown.join(", ")
+    };
+    let extra: Vec<&String> = config.difference(&spec).collect();
+    if !extra.is_empty() {
+        return Err(format!(
+            "has `{key}` selecting {}, which the spec's block does not",
+            list(extra)
+        ));
+    }
+    let missing: Vec<&String> = spec.difference(&config).collect();
+    if !missing.is_empty() {
+        return Err(format!(
+            "has `{key}` leaving out {}, which the spec's block {}",
+            list(missing),
+            if key == "feedforward_modules" {
+                "treats as feed-forward"
+            } else {
+                "targets"
+            }
+        ));
+    }
+    Ok(())
+}
