@@ -4,7 +4,8 @@
 
 use crate::check::resolve_path;
 use crate::check::{Checked, CheckedBlock};
-use crate::methods::{ArgValue, MethodConfig, MethodKind, Scalar};
+use crate::ir::FusedOp;
+use crate::methods::{ArgValue, MethodConfig, Scalar};
 use crate::model::{LayerRole, ModelDesc, Module, ModuleKind, Role};
 use crate::task::Task;
 use crate::train::TrainConfig;
@@ -31,6 +32,10 @@ pub struct Site {
     /// Width of the tensor the method reads and the one it writes.
     pub in_dim: usize,
     pub out_dim: usize,
+    /// The fused kernel that runs this site, as the fusion pass decided
+    /// (`None`: the method's reference composition runs).
+    #[serde(default)]
+    pub fusion: Option<FusedOp>,
 }
 
 impl Site {
@@ -127,42 +132,13 @@ pub fn lower(
         } else {
             st.args.clone()
         };
-        let parallel = st.placement == Placement::Beside;
-        let Some(config) = MethodConfig::from_args(st.kind, &args, parallel) else {
+        let spec = st.kind.spec();
+        let Some(config) = (spec.configure)(&args, st.placement) else {
             continue; // size 0 at this point: the method is absent
         };
-        if let MethodConfig::Lora(l) = &config {
-            match l.bias {
-                crate::methods::BiasMode::None => {}
-                crate::methods::BiasMode::LoraOnly => {
-                    biases.extend(
-                        st.targets
-                            .iter()
-                            .map(|&t| &checked.modules[t])
-                            .filter(|m| m.kind.bias_len().is_some())
-                            .map(|m| m.path.clone()),
-                    );
-                }
-                crate::methods::BiasMode::All => {
-                    biases.extend(
-                        checked
-                            .modules
-                            .iter()
-                            .filter(|m| m.kind.bias_len().is_some() && m.role != Some(Role::Head))
-                            .map(|m| m.path.clone()),
-                    );
-                }
-            }
-        }
-        if st.kind == MethodKind::Bitfit {
-            for &t in &st.targets {
-                let m = &checked.modules[t];
-                for b in crate::check::biases_under(m, &checked.modules) {
-                    if b.role != Some(Role::Head) {
-                        biases.insert(b.path.clone());
-                    }
-                }
-            }
+        let targets: Vec<&Module> = st.targets.iter().map(|&t| &checked.modules[t]).collect();
+        biases.extend(config.biases(&targets, &checked.modules));
+        if !config.places_sites() {
             continue;
         }
         for &t in &st.targets {
@@ -175,11 +151,12 @@ pub fn lower(
                 kind: m.kind.clone(),
                 placement: st.placement,
                 gated: st.gated,
-                feedforward: st.kind == MethodKind::Ia3
+                feedforward: spec.scales_ffn_input
                     && m.role.and_then(Role::layer_role) == Some(LayerRole::MlpDown),
                 statement: si,
                 in_dim,
                 out_dim,
+                fusion: None,
             });
         }
     }
@@ -207,7 +184,7 @@ pub fn lower(
         }
         None => None,
     };
-    Ok(Plan {
+    let mut plan = Plan {
         block: block.name.clone(),
         model: model.clone(),
         task: checked.task,
@@ -217,7 +194,24 @@ pub fn lower(
         train,
         label_names: checked.label_names.clone(),
         spec_dir: checked.spec_dir.clone(),
-    })
+    };
+    record_fusions(&mut plan)?;
+    Ok(plan)
+}
+
+/// Runs the fusion pass on the plan's graph and records, on each site, the
+/// fused kernel that covers it: the one decision the runtime then follows.
+fn record_fusions(plan: &mut Plan) -> Result<(), Diagnostic> {
+    let graph = crate::ir::build_graph(plan)
+        .map_err(|e| Diagnostic::error(format!("internal compiler error: {e}")))?;
+    for f in &graph.fusions {
+        for &n in &f.nodes {
+            if let Some(site) = graph.g[n].site.and_then(|i| plan.sites.get_mut(i)) {
+                site.fusion = Some(f.op);
+            }
+        }
+    }
+    Ok(())
 }
 
 fn first_value(dim: &ArgValue) -> Scalar {

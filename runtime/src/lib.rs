@@ -26,5 +26,6 @@ pub mod adapter;
 pub mod infer;
 pub mod kernels;
 pub mod merge;
+pub mod methods;
 pub mod session;
 pub mod train;

@@ -5,7 +5,6 @@
 use crate::error::{Result, RuntimeError};
 use crate::model::ParamStore;
 use crate::weights::{HostTensor, Weights, write_safetensors};
-use peftc_compiler::methods::MethodConfig;
 use peftc_compiler::model::{Family, ModelSource};
 use peftc_compiler::plan::Plan;
 use peftc_compiler::task::TaskKind;
@@ -13,19 +12,17 @@ use serde_json::{Value, json};
 use std::collections::BTreeMap;
 use std::path::Path;
 
-/// Whether every method of the plan can be folded into the base weights.
+/// Whether every method of the plan can be folded into the base weights (the
+/// compiler's capabilities say which can).
 pub fn mergeable(plan: &Plan) -> std::result::Result<(), String> {
     for s in &plan.sites {
-        match &s.method {
-            MethodConfig::Lora(_) | MethodConfig::Ia3 | MethodConfig::Bitfit if !s.gated => {}
-            m => {
-                return Err(format!(
-                    "`{}` at `{}` cannot be folded into the weights{}; export the adapter instead",
-                    m.name(),
-                    s.module,
-                    if s.gated { " (gated)" } else { "" }
-                ));
-            }
+        if !s.method.site().capabilities(s).merge {
+            return Err(format!(
+                "`{}` at `{}` cannot be folded into the weights{}; export the adapter instead",
+                s.method.name(),
+                s.module,
+                if s.gated { " (gated)" } else { "" }
+            ));
         }
     }
     Ok(())
@@ -47,61 +44,14 @@ pub fn merged_weights(
     for s in &plan.sites {
         let m = &s.module;
         let wname = format!("{m}.weight");
-        let Some(base) = w.get_mut(&wname) else {
+        let Some(mut base) = w.remove(&wname) else {
             return Err(RuntimeError::Invalid(format!(
                 "base weight `{wname}` missing"
             )));
         };
-        let (out, inp) = (base.rows(), base.cols());
-        match &s.method {
-            MethodConfig::Lora(l) => {
-                let a = get(&format!("{m}.lora_A.weight"))?;
-                let b = get(&format!("{m}.lora_B.weight"))?;
-                let s_ = l.scale() as f32;
-                let mut merged = base.data.clone();
-                for o in 0..out {
-                    for k in 0..l.r {
-                        let bok = b.data[o * l.r + k] * s_;
-                        if bok != 0.0 {
-                            let arow = &a.data[k * inp..(k + 1) * inp];
-                            for (x, av) in merged[o * inp..(o + 1) * inp].iter_mut().zip(arow) {
-                                *x += bok * av;
-                            }
-                        }
-                    }
-                }
-                if l.dora {
-                    let mag = get(&format!("{m}.lora_magnitude_vector"))?;
-                    for o in 0..out {
-                        let row = &mut merged[o * inp..(o + 1) * inp];
-                        let norm = row.iter().map(|v| v * v).sum::<f32>().sqrt();
-                        let f = mag.data[o] / norm;
-                        row.iter_mut().for_each(|v| *v *= f);
-                    }
-                }
-                base.data = merged;
-            }
-            MethodConfig::Ia3 => {
-                let l = get(&format!("{m}.ia3_l"))?;
-                if s.feedforward {
-                    for o in 0..out {
-                        for (x, f) in base.data[o * inp..(o + 1) * inp].iter_mut().zip(&l.data) {
-                            *x *= f;
-                        }
-                    }
-                } else {
-                    for o in 0..out {
-                        base.data[o * inp..(o + 1) * inp]
-                            .iter_mut()
-                            .for_each(|x| *x *= l.data[o]);
-                    }
-                    if let Some(bias) = w.get_mut(&format!("{m}.bias")) {
-                        bias.data.iter_mut().zip(&l.data).for_each(|(x, f)| *x *= f);
-                    }
-                }
-            }
-            _ => {}
-        }
+        let result = crate::methods::merge(s, &mut base, w.get_mut(&format!("{m}.bias")), store);
+        w.insert(wname, base);
+        result?;
     }
     // Trained biases and the classification head replace the originals.
     for b in &plan.trainable_biases {

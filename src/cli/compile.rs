@@ -182,7 +182,7 @@ pub fn to_json(spec: &spec::LoadedSpec, out: &CompileOutput) -> serde_json::Valu
 fn fused_counts(g: &peftc_compiler::ir::Graph) -> std::collections::BTreeMap<&'static str, usize> {
     let mut m = std::collections::BTreeMap::new();
     for f in &g.fusions {
-        *m.entry(f.rule).or_default() += 1;
+        *m.entry(f.op.name()).or_default() += 1;
     }
     m
 }

@@ -47,27 +47,12 @@ pub fn check_statement(
             None
         }
     };
-    if let Some(a) = &args
-        && a.fixed("init").and_then(|v| v.as_str()) == Some("text")
-        && a.fixed("text").and_then(|v| v.as_str()).is_none()
-    {
-        errors.push(
-            Diagnostic::error("`init=text` needs the text to start from")
-                .at(a.span("init").unwrap_or(st.call_span), "no `text`")
-                .with_help("add `text=\"Classify the message:\"`"),
-        );
+    if let Some(a) = &args {
+        errors.extend((spec.check)(a, st.call_span));
     }
     if !spec.placements.contains(&st.placement.node) {
         let allowed: Vec<&str> = spec.placements.iter().map(|p| p.keyword()).collect();
-        let why = match spec.kind {
-            MethodKind::Adapter => {
-                "an adapter runs after (serial) or beside (parallel) a module".to_string()
-            }
-            MethodKind::Lora | MethodKind::Dora => {
-                format!("`{}` reparameterizes the module itself", spec.name)
-            }
-            _ => format!("`{}` modifies the module itself", spec.name),
-        };
+        let why = spec.placement_note;
         errors.push(
             Diagnostic::error(format!(
                 "`{}` cannot be placed `{}`",
@@ -149,9 +134,14 @@ pub fn check_statement(
             }
         }
         targets.sort_unstable();
-        if spec.kind == MethodKind::Prompt && targets.len() > 1 {
+        if spec.single_target && targets.len() > 1 {
             errors.push(
-                Diagnostic::error("a soft prompt goes on the embedding once").at(st.span, ""),
+                Diagnostic::error(format!(
+                    "`{}` goes on one module; this statement selects {}",
+                    spec.name,
+                    targets.len()
+                ))
+                .at(st.span, ""),
             );
         }
     }
@@ -171,16 +161,8 @@ pub fn check_statement(
 
 /// Methods that cannot share a module within one block: two reparameterizations
 /// of one weight, two prompts, an adapter twice at the same place.
-fn exclusive_group(s: &CheckedStatement) -> (u8, Placement) {
-    let g = match s.kind {
-        MethodKind::Lora | MethodKind::Dora => 0,
-        MethodKind::Ia3 => 1,
-        MethodKind::Prompt => 2,
-        MethodKind::Prefix => 3,
-        MethodKind::Adapter => 4,
-        MethodKind::Bitfit => 5,
-    };
-    (g, s.placement)
+fn exclusive_group(s: &CheckedStatement) -> (&'static str, Placement) {
+    (s.kind.spec().exclusive, s.placement)
 }
 
 /// Errors for methods of one block that collide on a module.
@@ -204,25 +186,17 @@ pub fn check_conflicts(statements: &[CheckedStatement], modules: &[Module]) -> V
                     .map(|r| r.spelling())
                     .unwrap_or_else(|| m.path.clone());
                 errors.push(
-                    Diagnostic::error(format!("`{name}` gets a second {}", kind_word(b.kind)))
-                        .at(span, "selected again here")
-                        .with_secondary(a.span, "already placed here")
-                        .with_note(format!("module `{}`", m.path)),
+                    Diagnostic::error(format!(
+                        "`{name}` gets a second {}",
+                        b.kind.spec().exclusive
+                    ))
+                    .at(span, "selected again here")
+                    .with_secondary(a.span, "already placed here")
+                    .with_note(format!("module `{}`", m.path)),
                 );
                 break;
             }
         }
     }
     errors
-}
-
-fn kind_word(k: MethodKind) -> &'static str {
-    match k {
-        MethodKind::Lora | MethodKind::Dora => "low-rank update (lora/dora)",
-        MethodKind::Ia3 => "ia3 scaling",
-        MethodKind::Prompt => "soft prompt",
-        MethodKind::Prefix => "prefix",
-        MethodKind::Adapter => "adapter at the same place",
-        MethodKind::Bitfit => "bitfit",
-    }
 }

@@ -7,4 +7,4 @@ mod params;
 
 pub use flops::{FlopReport, flops_per_step};
 pub use memory::{MemoryReport, Overflow, Workload, memory};
-pub use params::{ParamReport, SiteParams, params, site_params};
+pub use params::{Counted, ParamReport, SiteParams, params, shared_params, site_params};

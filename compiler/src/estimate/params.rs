@@ -3,7 +3,7 @@
 //! `modules_to_save` copy (trainable, and once more in the total beside the
 //! frozen original).
 
-use crate::methods::MethodConfig;
+use crate::methods::{TensorDecl, TensorKind};
 use crate::model::Role;
 use crate::plan::{Plan, Site};
 use crate::task::TaskKind;
@@ -39,48 +39,50 @@ pub struct ParamReport {
     pub by_site: Vec<SiteParams>,
 }
 
-/// Parameters a site adds on its own (shared state, such as a prefix
-/// projection MLP, is counted per statement by [`params`]).
-pub fn site_params(plan: &Plan, s: &Site) -> u64 {
-    let d = &plan.model.dims;
-    let gate = |width: usize| if s.gated { width as u64 + 1 } else { 0 };
-    let (i, o) = (s.in_dim as u64, s.out_dim as u64);
-    match &s.method {
-        MethodConfig::Lora(l) => l.r as u64 * (i + o) + if l.dora { o } else { 0 } + gate(s.in_dim),
-        MethodConfig::Ia3 => {
-            if s.feedforward {
-                i
-            } else {
-                o
-            }
-        }
-        MethodConfig::Prompt(p) => (p.len * d.hidden) as u64,
-        MethodConfig::Prefix(p) => {
-            let kv = (d.kv_heads * d.head_dim) as u64;
-            let own = if p.projection == 0 {
-                p.len as u64 * 2 * kv
-            } else {
-                0
-            };
-            own + gate(d.hidden)
-        }
-        MethodConfig::Adapter(a) => {
-            let b = a.bottleneck as u64;
-            // Serial: d_out -> b -> d_out. Parallel: d_in -> b -> d_out.
-            let input = if a.parallel { i } else { o };
-            input * b + b + b * o + o + gate(if a.parallel { s.in_dim } else { s.out_dim })
-        }
-        MethodConfig::Bitfit => 0,
-    }
+/// Elements of a set of declared tensors: those that train, and those saved
+/// but frozen (VeRA's shared projections).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Counted {
+    pub trainable: u64,
+    pub frozen: u64,
+    /// Frozen tensors Hugging Face PEFT holds as parameters (counted in its
+    /// total), not buffers.
+    pub frozen_in_total: u64,
 }
 
-/// Parameters of a prefix projection shared by the `layers` sites of one
-/// statement: embedding [len, kv], Linear(kv, p), Tanh, Linear(p, layers*2*kv).
-fn prefix_projection(plan: &Plan, len: usize, p: usize, layers: usize) -> u64 {
-    let d = &plan.model.dims;
-    let kv = (d.kv_heads * d.head_dim) as u64;
-    let (len, p, layers) = (len as u64, p as u64, layers as u64);
-    len * kv + kv * p + p + p * layers * 2 * kv + layers * 2 * kv
+fn count(decls: &[TensorDecl]) -> Counted {
+    let mut c = Counted::default();
+    for d in decls {
+        match d.kind {
+            TensorKind::Trainable => c.trainable += d.numel(),
+            TensorKind::Frozen { in_total } => {
+                c.frozen += d.numel();
+                if in_total {
+                    c.frozen_in_total += d.numel();
+                }
+            }
+        }
+    }
+    c
+}
+
+/// Elements a site declares on its own (what a statement's sites share is
+/// [`shared_params`]).
+pub fn site_params(plan: &Plan, s: &Site) -> Counted {
+    count(&s.method.site().tensors(s, &plan.model.dims))
+}
+
+/// Elements the sites of statement `statement` share.
+pub fn shared_params(plan: &Plan, statement: usize) -> Counted {
+    let group: Vec<&Site> = plan
+        .sites
+        .iter()
+        .filter(|s| s.statement == statement)
+        .collect();
+    match group.first() {
+        Some(first) => count(&first.method.site().shared_tensors(&group, &plan.model.dims)),
+        None => Counted::default(),
+    }
 }
 
 pub fn params(plan: &Plan) -> ParamReport {
@@ -93,9 +95,13 @@ pub fn params(plan: &Plan) -> ParamReport {
         l.map(|l| format!("{l:03}"))
             .unwrap_or_else(|| "other".into())
     };
+    let mut frozen_in_total = 0u64;
+    let mut statements: Vec<usize> = Vec::new();
     for s in &plan.sites {
-        let n = site_params(plan, s);
+        let own = site_params(plan, s);
+        let n = own.trainable;
         added += n;
+        frozen_in_total += own.frozen_in_total;
         *by_method.entry(s.method.name().to_string()).or_default() += n;
         *by_layer.entry(layer_key(s.layer())).or_default() += n;
         by_site.push(SiteParams {
@@ -104,24 +110,15 @@ pub fn params(plan: &Plan) -> ParamReport {
             layer: s.layer(),
             params: n,
         });
-    }
-    // Shared prefix projections, once per statement.
-    let mut seen = Vec::new();
-    for s in &plan.sites {
-        if let MethodConfig::Prefix(p) = &s.method
-            && p.projection > 0
-            && !seen.contains(&s.statement)
-        {
-            seen.push(s.statement);
-            let layers = plan
-                .sites
-                .iter()
-                .filter(|t| t.statement == s.statement)
-                .count();
-            let n = prefix_projection(plan, p.len, p.projection, layers);
-            added += n;
-            *by_method.entry("prefix".into()).or_default() += n;
-            *by_layer.entry("other".into()).or_default() += n;
+        if !statements.contains(&s.statement) {
+            statements.push(s.statement);
+            let shared = shared_params(plan, s.statement);
+            added += shared.trainable;
+            frozen_in_total += shared.frozen_in_total;
+            if shared.trainable > 0 {
+                *by_method.entry(s.method.name().to_string()).or_default() += shared.trainable;
+                *by_layer.entry("other".into()).or_default() += shared.trainable;
+            }
         }
     }
     let bias_params: u64 = plan
@@ -147,7 +144,7 @@ pub fn params(plan: &Plan) -> ParamReport {
         *by_method.entry("head".into()).or_default() += head_params;
     }
     let trainable = added + bias_params + head_params;
-    let total = base + added + head_params;
+    let total = base + added + head_params + frozen_in_total;
     ParamReport {
         base_params: base,
         added_params: added,

@@ -120,7 +120,7 @@ pub fn to_text(g: &Graph) -> String {
             .iter()
             .map(|&n| format!("%{} {}", n.index(), g.g[n].op.name()))
             .collect();
-        let _ = writeln!(out, "{} {} = {}", f.rule, f.label, parts.join(" + "));
+        let _ = writeln!(out, "{} {} = {}", f.op.name(), f.label, parts.join(" + "));
     }
     out
 }

@@ -7,12 +7,37 @@
 //! `scale_cols`, `adapter`).
 //!
 //! **A node belongs to at most one fusion**; rules are tried in order and the
-//! first that matches claims its nodes.
+//! first that matches claims its nodes. **The decision is made once, here**:
+//! lowering records each site's fused op in the plan ([`crate::plan::Site::fusion`])
+//! and the runtime dispatches on it, running the reference composition where
+//! the plan names none. A gated site is never fused: no kernel takes the gate.
 
 use super::NodeId;
 use super::build::Graph;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use std::collections::BTreeSet;
+
+/// A fused kernel the runtime implements.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FusedOp {
+    LoraLinear,
+    DoraLinear,
+    Ia3Linear,
+    Adapter,
+}
+
+impl FusedOp {
+    /// The name `--emit ir` lists.
+    pub fn name(self) -> &'static str {
+        match self {
+            FusedOp::LoraLinear => "fused_lora_linear",
+            FusedOp::DoraLinear => "fused_dora_linear",
+            FusedOp::Ia3Linear => "fused_ia3_linear",
+            FusedOp::Adapter => "fused_adapter",
+        }
+    }
+}
 
 /// How a rule recognizes its ops, by their names ([`super::Op::name`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -30,8 +55,8 @@ pub enum Pattern {
 
 #[derive(Debug, Clone, Copy)]
 pub struct Rule {
-    /// The fused op's name: says what it fuses.
-    pub name: &'static str,
+    /// The fused op (its name says what it fuses).
+    pub op: FusedOp,
     /// What the kernel computes, for listings.
     pub computes: &'static str,
     pub pattern: Pattern,
@@ -39,24 +64,24 @@ pub struct Rule {
 
 pub const RULES: &[Rule] = &[
     Rule {
-        name: "fused_lora_linear",
+        op: FusedOp::LoraLinear,
         computes: "y = x·Wᵀ (+ b) + s·(drop(x)·Aᵀ)·Bᵀ; backward never forms a W-sized gradient",
         pattern: Pattern::SumWithLinear {
             delta: "lora_delta",
         },
     },
     Rule {
-        name: "fused_dora_linear",
+        op: FusedOp::DoraLinear,
         computes: "y = m ⊙ (x·(W + s·BA)ᵀ) / ‖W + s·BA‖_col, with the column norms from W, A, B",
         pattern: Pattern::WrapsLinear { op: "dora" },
     },
     Rule {
-        name: "fused_ia3_linear",
+        op: FusedOp::Ia3Linear,
         computes: "y = (x·Wᵀ + b) ⊙ l, or x ⊙ l before a feed-forward down projection",
         pattern: Pattern::BesideLinear { op: "ia3_scale" },
     },
     Rule {
-        name: "fused_adapter",
+        op: FusedOp::Adapter,
         computes: "y + s·(act(x·W_downᵀ + b_down)·W_upᵀ + b_up) in one op; keeps only the [n, r] pre-activation",
         pattern: Pattern::Whole { op: "adapter" },
     },
@@ -65,7 +90,7 @@ pub const RULES: &[Rule] = &[
 /// One fused kernel at one site.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Fusion {
-    pub rule: &'static str,
+    pub op: FusedOp,
     /// The module (checkpoint path) it sits on.
     pub label: String,
     /// The nodes it covers, in data-flow order.
@@ -91,7 +116,7 @@ pub fn fuse(g: &Graph) -> Vec<Fusion> {
             }
             claimed.extend(nodes.iter().copied());
             out.push(Fusion {
-                rule: rule.name,
+                op: rule.op,
                 label: g.g[n].label.clone(),
                 nodes,
             });
@@ -120,11 +145,16 @@ fn matches(g: &Graph, pattern: Pattern, n: NodeId) -> Option<Vec<NodeId>> {
             };
             (name(g, lin) == "linear"
                 && name(g, d) == delta
+                && !g.g[d].op.gated()
                 && g.inputs(lin).first() == g.inputs(d).first())
             .then(|| vec![lin, d, n])
         }
         Pattern::WrapsLinear { op } => {
-            if name(g, n) != op || ins.len() != 2 || name(g, ins[1]) != "linear" {
+            if name(g, n) != op
+                || g.g[n].op.gated()
+                || ins.len() != 2
+                || name(g, ins[1]) != "linear"
+            {
                 return None;
             }
             (g.inputs(ins[1]).first() == Some(&ins[0])).then(|| vec![ins[1], n])
@@ -142,7 +172,7 @@ fn matches(g: &Graph, pattern: Pattern, n: NodeId) -> Option<Vec<NodeId>> {
             }
             _ => None,
         },
-        Pattern::Whole { op } => (name(g, n) == op).then(|| vec![n]),
+        Pattern::Whole { op } => (name(g, n) == op && !g.g[n].op.gated()).then(|| vec![n]),
     }
 }
 
@@ -174,7 +204,7 @@ mod tests {
                     .nodes
                     .iter()
                     .map(|&n| out.graph.g[n].op.name().to_string());
-                (f.rule.to_string(), f.label.clone(), ops.collect())
+                (f.op.name().to_string(), f.label.clone(), ops.collect())
             })
             .collect()
     }
@@ -200,6 +230,18 @@ mod tests {
             .find(|x| x.1 == "encoder.layer.3.output.dense" && x.0 == "fused_ia3_linear")
             .expect("ia3 on layer 3's down projection");
         assert_eq!(down.2, ["ia3_scale", "linear"], "input scale comes first");
+    }
+
+    #[test]
+    fn gated_sites_are_not_fused() {
+        let f = fusions(
+            "lora(r=4) on layers[*].attn.q gated\n dora(r=4) on layers[*].attn.v gated\n \
+             adapter(bottleneck=8) after layers[*].mlp gated\n lora(r=4) on layers[*].attn.k",
+        );
+        let count = |r: &str| f.iter().filter(|x| x.0 == r).count();
+        assert_eq!(count("fused_lora_linear"), 6, "only the ungated k: {f:?}");
+        assert_eq!(count("fused_dora_linear"), 0);
+        assert_eq!(count("fused_adapter"), 0);
     }
 
     #[test]

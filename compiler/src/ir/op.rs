@@ -233,6 +233,33 @@ impl Op {
         }
     }
 
+    /// Whether a UniPELT gate scales this op's contribution (no fused kernel
+    /// takes the gate).
+    pub fn gated(&self) -> bool {
+        match self {
+            Op::LoraDelta { gated, .. }
+            | Op::Dora { gated, .. }
+            | Op::PrefixKv { gated, .. }
+            | Op::Adapter { gated, .. } => *gated,
+            Op::Tokens
+            | Op::Embedding { .. }
+            | Op::Add
+            | Op::Mul
+            | Op::LayerNorm { .. }
+            | Op::RmsNorm { .. }
+            | Op::Dropout { .. }
+            | Op::Linear { .. }
+            | Op::Rope { .. }
+            | Op::Attention { .. }
+            | Op::Act(_)
+            | Op::FirstToken
+            | Op::LastToken
+            | Op::Loss(_)
+            | Op::Ia3 { .. }
+            | Op::PromptConcat { .. } => false,
+        }
+    }
+
     /// Whether this op was inserted by a PEFT method.
     pub fn is_peft(&self) -> bool {
         matches!(

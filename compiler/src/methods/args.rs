@@ -1,7 +1,7 @@
 //! Checking a method's `key=value` arguments against its [`ArgSpec`]s: names,
 //! types, ranges, defaults, and search-space values (sets and ranges).
 
-use super::registry::{ArgSpec, ArgType, Default, MethodSpec};
+use super::spec::{ArgSpec, ArgType, Default, MethodSpec};
 use peftc_grammar::ast::{Arg, RangeValue, ValueKind};
 use peftc_grammar::suggest::did_you_mean;
 use peftc_grammar::{Diagnostic, Span};

@@ -1,19 +1,28 @@
-//! The PEFT methods peftc knows: what each is called, which arguments it takes
-//! (with types, defaults and ranges), where it may be placed, and the typed
-//! configuration a checked statement becomes.
-//!
-//! Everything about a method that the checker needs is data in [`METHODS`]; the
-//! checker has no per-method code beyond [`MethodConfig::from_args`].
+//! The PEFT methods peftc knows. **A method is one file here**: its
+//! arguments, placements and targets as data ([`MethodSpec`]), its typed
+//! configuration, the tensors it declares per site ([`TensorDecl`]), how it
+//! enters the graph ([`Lowering`]) and what it can do ([`Capabilities`]).
+//! `table.rs` lists the methods; every other layer dispatches through it.
+//! The runtime's side of each method is one file in `runtime/src/methods/`.
 
+mod adapter;
 mod args;
-mod config;
-mod registry;
+mod bitfit;
+mod ia3;
+mod lora;
+mod method;
+mod prefix;
+mod prompt;
+mod spec;
+mod table;
+mod tensors;
 
+pub use adapter::{Activation, AdapterConfig};
 pub use args::{ArgValue, Args, Scalar, check_args, check_keyed};
-pub use config::{
-    Activation, AdapterConfig, BiasMode, LoraConfig, LoraInit, MethodConfig, PrefixConfig,
-    PromptConfig, PromptInit,
-};
-pub use registry::{
-    ArgSpec, ArgType, Default, METHODS, MethodKind, MethodSpec, TargetKind, method,
-};
+pub use lora::{BiasMode, LoraConfig, LoraInit};
+pub use method::{Capabilities, Lowering, SiteMethod, Wiring, gate_tensors};
+pub use prefix::PrefixConfig;
+pub use prompt::{PromptConfig, PromptInit};
+pub use spec::{ArgSpec, ArgType, Default, MethodSpec, TargetKind};
+pub use table::{METHODS, MethodConfig, MethodKind, method};
+pub use tensors::{Init, TensorDecl, TensorKind, plan_tensors, site_name};

@@ -62,22 +62,30 @@ pub fn exportable(plan: &Plan) -> std::result::Result<(), String> {
             names.into_iter().collect::<Vec<_>>().join(", ")
         ));
     }
-    if let Some(s) = plan.sites.iter().find(|s| s.gated) {
-        return Err(format!(
-            "gated methods (UniPELT) have no Hugging Face PEFT form (`{}`)",
-            s.module
-        ));
+    if let Some(s) = plan
+        .sites
+        .iter()
+        .find(|s| !s.method.site().capabilities(s).hf)
+    {
+        return Err(if s.gated {
+            format!(
+                "gated methods (UniPELT) have no Hugging Face PEFT form (`{}`)",
+                s.module
+            )
+        } else {
+            format!(
+                "`{}` has no Hugging Face PEFT form; use peftc's own format",
+                s.method.name()
+            )
+        });
     }
-    for s in &plan.sites {
-        match &s.method {
-            MethodConfig::Adapter(_) | MethodConfig::Bitfit => {
-                return Err(format!(
-                    "`{}` has no Hugging Face PEFT form; use peftc's own format",
-                    s.method.name()
-                ));
-            }
-            _ => {}
-        }
+    if !plan.trainable_biases.is_empty()
+        && !plan
+            .sites
+            .iter()
+            .any(|s| matches!(s.method, MethodConfig::Lora(_)))
+    {
+        return Err("`bitfit` has no Hugging Face PEFT form; use peftc's own format".into());
     }
     Ok(())
 }

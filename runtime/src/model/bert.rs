@@ -7,9 +7,9 @@ use super::ctx::{Ctx, site_id};
 use super::device_params::Params;
 use super::linear::{Attached, SiteLinear};
 use super::ops::{gelu, layer_norm};
-use super::prefix::PrefixSource;
 use crate::error::Result;
 use crate::kernels::PeftKernels;
+use crate::methods::prefix::PrefixSource;
 use burn::tensor::{Int, Tensor, TensorData};
 use peftc_compiler::model::Dims;
 
@@ -54,9 +54,9 @@ struct Layer<B: PeftKernels> {
     up: SiteLinear<B>,
     down: SiteLinear<B>,
     mlp_norm: Norm<B>,
-    at_attention: Attached,
-    at_mlp: Attached,
-    at_layer: Attached,
+    at_attention: Attached<B>,
+    at_mlp: Attached<B>,
+    at_layer: Attached<B>,
 }
 
 pub struct Bert<B: PeftKernels> {
@@ -185,6 +185,7 @@ impl<B: PeftKernels> Bert<B> {
                 &input,
                 o,
                 p,
+                ctx,
             )?;
             let a1 = layer.attn_norm.forward(o + input.clone(), d.norm_eps, p)?;
             let u = gelu(layer.up.forward(a1.clone(), p, ctx)?);
@@ -196,9 +197,11 @@ impl<B: PeftKernels> Bert<B> {
             );
             let dn = layer
                 .at_mlp
-                .around_block(&format!("{}.mlp", layer.path), &a1, dn, p)?;
+                .around_block(&format!("{}.mlp", layer.path), &a1, dn, p, ctx)?;
             let out = layer.mlp_norm.forward(dn + a1, d.norm_eps, p)?;
-            x = layer.at_layer.around_block(&layer.path, &input, out, p)?;
+            x = layer
+                .at_layer
+                .around_block(&layer.path, &input, out, p, ctx)?;
         }
         Ok(x)
     }

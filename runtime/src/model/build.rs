@@ -31,8 +31,21 @@ impl<B: PeftKernels> Loader<'_, B> {
     }
 
     /// The methods attached at `path` (for blocks: attention, MLP, layer).
-    pub fn attached(&self, path: &str) -> Attached {
-        Attached::from_sites(sites_of(self.plan, path), self.trainable_bias(path))
+    pub fn attached(&self, path: &str) -> Attached<B> {
+        Attached::from_sites(
+            sites_of(self.plan, path),
+            None::<&Tensor<B, 2>>,
+            self.trainable_bias(path),
+        )
+    }
+
+    /// The methods attached at the linear layer `path` whose weight is `w`.
+    pub fn attached_linear(&self, path: &str, w: &Tensor<B, 2>) -> Attached<B> {
+        Attached::from_sites(
+            sites_of(self.plan, path),
+            Some(w),
+            self.trainable_bias(path),
+        )
     }
 
     /// Takes a tensor and moves it to the device as 2-D (vectors as `[1, n]`).
@@ -62,12 +75,8 @@ impl<B: PeftKernels> Loader<'_, B> {
         } else {
             None
         };
-        Ok(SiteLinear::new(
-            path.to_string(),
-            w,
-            bias,
-            self.attached(path),
-        ))
+        let attached = self.attached_linear(path, &w);
+        Ok(SiteLinear::new(path.to_string(), w, bias, attached))
     }
 
     /// A norm's weight (and bias, for LayerNorm) `[1, d]`.

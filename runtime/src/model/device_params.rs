@@ -13,6 +13,11 @@ pub struct Params<B: Backend> {
     map: BTreeMap<String, Tensor<B, 2>>,
 }
 
+/// Names of the tensors that collect gradients in a [`Params::tracked`].
+fn trained<'a>(store: &'a ParamStore) -> impl Iterator<Item = &'a String> + 'a {
+    store.values.keys().filter(|k| store.trains(k))
+}
+
 /// A host tensor as a 2-D device tensor (vectors become `[1, n]`).
 pub fn to_device<B: Backend>(t: &HostTensor, device: &B::Device) -> Tensor<B, 2> {
     let shape = match t.shape.as_slice() {
@@ -88,21 +93,27 @@ impl<B: PeftKernels> Params<B> {
 }
 
 impl<B: AutodiffBackend> Params<B> {
-    /// The store's values as leaves that collect gradients (training).
+    /// The store's values, the trainable ones as leaves that collect
+    /// gradients and the frozen ones as constants (training).
     pub fn tracked(store: &ParamStore, device: &B::Device) -> Params<B> {
         Params {
             map: store
                 .values
                 .iter()
-                .map(|(k, v)| (k.clone(), to_device::<B>(v, device).require_grad()))
+                .map(|(k, v)| {
+                    let t = to_device::<B>(v, device);
+                    let t = if store.trains(k) { t.require_grad() } else { t };
+                    (k.clone(), t)
+                })
                 .collect(),
         }
     }
 
-    /// Gradients of every parameter, on the host in the store's shapes.
+    /// Gradients of every trainable tensor, on the host in the store's shapes.
     pub fn grads(&self, grads: &B::Gradients, store: &ParamStore) -> BTreeMap<String, HostTensor> {
         let mut out = BTreeMap::new();
-        for (k, t) in &self.map {
+        for k in trained(store) {
+            let Some(t) = self.map.get(k) else { continue };
             let shape = store
                 .values
                 .get(k)
@@ -140,6 +151,7 @@ mod tests {
             ]
             .into_iter()
             .collect(),
+            frozen: Default::default(),
         }
     }
 

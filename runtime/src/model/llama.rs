@@ -8,10 +8,10 @@ use super::ctx::{Ctx, site_id};
 use super::device_params::Params;
 use super::linear::{Attached, SiteLinear};
 use super::ops::{rms_norm, silu_mul};
-use super::prefix::PrefixSource;
 use super::rope;
 use crate::error::Result;
 use crate::kernels::PeftKernels;
+use crate::methods::prefix::PrefixSource;
 use burn::tensor::{Int, Tensor};
 use peftc_compiler::model::Dims;
 
@@ -26,9 +26,9 @@ struct Layer<B: PeftKernels> {
     gate: SiteLinear<B>,
     up: SiteLinear<B>,
     down: SiteLinear<B>,
-    at_attention: Attached,
-    at_mlp: Attached,
-    at_layer: Attached,
+    at_attention: Attached<B>,
+    at_mlp: Attached<B>,
+    at_layer: Attached<B>,
 }
 
 pub struct Llama<B: PeftKernels> {
@@ -72,11 +72,8 @@ impl<B: PeftKernels> Llama<B> {
             (true, false) => Some(l.linear("lm_head")?),
             // Tied: the head is the embedding; methods placed on `head` still apply.
             (true, true) => {
-                let attached = l.attached("lm_head");
-                let any = attached.lora.is_some()
-                    || attached.ia3.is_some()
-                    || attached.after.is_some()
-                    || attached.beside.is_some();
+                let attached = l.attached_linear("lm_head", &embed);
+                let any = !attached.is_empty();
                 any.then(|| SiteLinear::new("lm_head".into(), embed.clone(), None, attached))
             }
         };
@@ -143,10 +140,13 @@ impl<B: PeftKernels> Llama<B> {
                 ctx,
             );
             let o = layer.o.forward(core, p, ctx)?;
-            let o =
-                layer
-                    .at_attention
-                    .around_block(&format!("{}.self_attn", layer.path), &n1, o, p)?;
+            let o = layer.at_attention.around_block(
+                &format!("{}.self_attn", layer.path),
+                &n1,
+                o,
+                p,
+                ctx,
+            )?;
             let a1 = input.clone() + o;
             let n2 = rms_norm(a1.clone(), layer.post_norm.clone(), eps);
             let g = layer.gate.forward(n2.clone(), p, ctx)?;
@@ -154,9 +154,11 @@ impl<B: PeftKernels> Llama<B> {
             let dn = layer.down.forward(silu_mul(g, u), p, ctx)?;
             let dn = layer
                 .at_mlp
-                .around_block(&format!("{}.mlp", layer.path), &n2, dn, p)?;
+                .around_block(&format!("{}.mlp", layer.path), &n2, dn, p, ctx)?;
             let out = a1 + dn;
-            x = layer.at_layer.around_block(&layer.path, &input, out, p)?;
+            x = layer
+                .at_layer
+                .around_block(&layer.path, &input, out, p, ctx)?;
         }
         Ok(rms_norm(x, self.norm.clone(), eps))
     }

@@ -2,36 +2,34 @@
 //! constants, the plan's methods attached where it placed them, trainable
 //! parameters passed in per forward pass (see [`Params`]).
 
-mod attention;
+pub(crate) mod attention;
 mod bert;
 mod build;
-mod ctx;
+pub(crate) mod ctx;
 mod device_params;
 mod linear;
 mod llama;
 pub mod loss;
-mod ops;
+pub(crate) mod ops;
 pub mod params;
-mod prefix;
 mod rope;
 pub mod routes;
 
 pub use ctx::Ctx;
 pub use device_params::{Params, to_device};
 pub use linear::dora_row_norm;
-pub use params::{BaseLookup, Init, ParamSpec, ParamStore, param_specs};
+pub use params::{BaseLookup, ParamSpec, ParamStore, param_specs};
 
 use crate::data::Batch;
 use crate::error::Result;
 use crate::kernels::PeftKernels;
+use crate::methods::prefix::PrefixSource;
 use crate::weights::Weights;
 use build::Loader;
 use burn::tensor::{Int, Tensor, TensorData};
-use peftc_compiler::methods::MethodConfig;
 use peftc_compiler::model::Family;
 use peftc_compiler::plan::Plan;
 use peftc_compiler::task::TaskKind;
-use prefix::PrefixSource;
 
 enum Base<B: PeftKernels> {
     Bert(bert::Bert<B>),
@@ -75,14 +73,7 @@ impl<B: PeftKernels> PeftModel<B> {
                 plan.task.kind == TaskKind::CausalLm,
             )?),
         };
-        let n_prompt = plan
-            .sites
-            .iter()
-            .find_map(|s| match &s.method {
-                MethodConfig::Prompt(p) => Some(p.len),
-                _ => None,
-            })
-            .unwrap_or(0);
+        let n_prompt = crate::methods::prompt_len(plan);
         Ok(PeftModel {
             plan: plan.clone(),
             base,
@@ -110,11 +101,7 @@ impl<B: PeftKernels> PeftModel<B> {
             TensorData::new(ids, [batch.rows * batch.seq]),
             &self.device,
         );
-        let prompt = if self.n_prompt > 0 {
-            Some(p.get("prompt_embeddings")?)
-        } else {
-            None
-        };
+        let prompt = crate::methods::prompt_embeddings(&self.plan, p)?;
         let prefix = PrefixSource::build(&self.plan, p)?;
         let seq_out = self.n_prompt + batch.seq;
         let kind = self.plan.task.kind;

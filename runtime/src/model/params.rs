@@ -9,230 +9,31 @@
 use crate::error::{Result, RuntimeError};
 use crate::rng::{Rng, key};
 use crate::weights::HostTensor;
-use peftc_compiler::methods::{LoraInit, MethodConfig, PromptInit};
-use peftc_compiler::model::{ModuleKind, Role};
+use peftc_compiler::methods::{Init, TensorDecl, TensorKind, plan_tensors, site_name};
 use peftc_compiler::plan::{Plan, Site};
-use peftc_compiler::task::TaskKind;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
-/// How a parameter starts.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Init {
-    Zeros,
-    Ones,
-    /// Uniform in (-b, b).
-    Uniform(f32),
-    /// Normal with this standard deviation.
-    Normal(f32),
-    /// Copied from the base checkpoint (a bias made trainable).
-    FromBase(String),
-    /// Copied from the base checkpoint when it has the tensor (a fine-tuned
-    /// classification head), else drawn from `Normal(0, std)`.
-    FromBaseOrNormal(String, f32),
-    /// Row norms of a base weight `[out, in]` (DoRA's magnitude).
-    RowNorms(String),
-    /// Rows of the token embedding (prompt init = vocab / text).
-    EmbeddingRows(Vec<u32>),
-}
-
-#[derive(Debug, Clone, PartialEq)]
-pub struct ParamSpec {
-    pub name: String,
-    pub shape: Vec<usize>,
-    pub init: Init,
-}
+/// A declared tensor: the compiler's declaration is the one source of every
+/// adapter tensor's name, shape, kind and initialization.
+pub type ParamSpec = TensorDecl;
 
 /// Name of the LoRA/DoRA/IA3/adapter parameter `suffix` of `module`.
 pub fn pname(module: &str, suffix: &str) -> String {
-    format!("{module}.{suffix}")
+    site_name(module, suffix)
 }
 
-/// Every trainable parameter the plan needs, in a stable order.
+/// Every tensor the plan declares (trainable and frozen), in a stable order.
 pub fn param_specs(plan: &Plan) -> Vec<ParamSpec> {
-    let mut out = Vec::new();
-    let d = &plan.model.dims;
-    let kv = d.kv_heads * d.head_dim;
-    let mut prefix_projection_done = Vec::new();
-    let n_layers_of = |stmt: usize| plan.sites.iter().filter(|s| s.statement == stmt).count();
-    for s in &plan.sites {
-        let m = &s.module;
-        let (i, o) = (s.in_dim, s.out_dim);
-        let gate = |out: &mut Vec<ParamSpec>, tag: &str, width: usize| {
-            if s.gated {
-                let b = 1.0 / (width as f32).sqrt();
-                out.push(ParamSpec {
-                    name: pname(m, &format!("{tag}_gate.weight")),
-                    shape: vec![1, width],
-                    init: Init::Uniform(b),
-                });
-                out.push(ParamSpec {
-                    name: pname(m, &format!("{tag}_gate.bias")),
-                    shape: vec![1],
-                    init: Init::Uniform(b),
-                });
-            }
-        };
-        match &s.method {
-            MethodConfig::Lora(l) => {
-                let a_init = match l.init {
-                    LoraInit::Default => Init::Uniform(1.0 / (i as f32).sqrt()),
-                    LoraInit::Gaussian => Init::Normal(1.0 / l.r as f32),
-                };
-                out.push(ParamSpec {
-                    name: pname(m, "lora_A.weight"),
-                    shape: vec![l.r, i],
-                    init: a_init,
-                });
-                out.push(ParamSpec {
-                    name: pname(m, "lora_B.weight"),
-                    shape: vec![o, l.r],
-                    init: Init::Zeros,
-                });
-                if l.dora {
-                    out.push(ParamSpec {
-                        name: pname(m, "lora_magnitude_vector"),
-                        shape: vec![o],
-                        init: Init::RowNorms(format!("{m}.weight")),
-                    });
-                }
-                gate(&mut out, "lora", i);
-            }
-            MethodConfig::Ia3 => {
-                let n = if s.feedforward { i } else { o };
-                out.push(ParamSpec {
-                    name: pname(m, "ia3_l"),
-                    shape: vec![n],
-                    init: Init::Ones,
-                });
-            }
-            MethodConfig::Prompt(p) => {
-                let init = match p.init {
-                    PromptInit::Random => Init::Normal(1.0),
-                    // Filled in by `ParamStore::init`, which has the tokenizer's ids.
-                    PromptInit::Vocab | PromptInit::Text => Init::EmbeddingRows(Vec::new()),
-                };
-                out.push(ParamSpec {
-                    name: "prompt_embeddings".into(),
-                    shape: vec![p.len, d.hidden],
-                    init,
-                });
-            }
-            MethodConfig::Prefix(p) => {
-                let layer = s.layer().unwrap_or(0);
-                if p.projection == 0 {
-                    out.push(ParamSpec {
-                        name: format!("prefix.{layer}.kv"),
-                        shape: vec![p.len, 2 * kv],
-                        init: Init::Normal(1.0),
-                    });
-                } else if !prefix_projection_done.contains(&s.statement) {
-                    prefix_projection_done.push(s.statement);
-                    let (h, n) = (p.projection, n_layers_of(s.statement));
-                    let st = s.statement;
-                    out.push(ParamSpec {
-                        name: format!("prefix_encoder.{st}.embedding"),
-                        shape: vec![p.len, kv],
-                        init: Init::Normal(1.0),
-                    });
-                    let b1 = 1.0 / (kv as f32).sqrt();
-                    out.push(ParamSpec {
-                        name: format!("prefix_encoder.{st}.0.weight"),
-                        shape: vec![h, kv],
-                        init: Init::Uniform(b1),
-                    });
-                    out.push(ParamSpec {
-                        name: format!("prefix_encoder.{st}.0.bias"),
-                        shape: vec![h],
-                        init: Init::Uniform(b1),
-                    });
-                    let b2 = 1.0 / (h as f32).sqrt();
-                    out.push(ParamSpec {
-                        name: format!("prefix_encoder.{st}.2.weight"),
-                        shape: vec![n * 2 * kv, h],
-                        init: Init::Uniform(b2),
-                    });
-                    out.push(ParamSpec {
-                        name: format!("prefix_encoder.{st}.2.bias"),
-                        shape: vec![n * 2 * kv],
-                        init: Init::Uniform(b2),
-                    });
-                }
-                gate(&mut out, "prefix", d.hidden);
-            }
-            MethodConfig::Adapter(a) => {
-                let input = if a.parallel { i } else { o };
-                let tag = if a.parallel {
-                    "adapter_beside"
-                } else {
-                    "adapter_after"
-                };
-                let bd = 1.0 / (input as f32).sqrt();
-                out.push(ParamSpec {
-                    name: pname(m, &format!("{tag}.down.weight")),
-                    shape: vec![a.bottleneck, input],
-                    init: Init::Uniform(bd),
-                });
-                out.push(ParamSpec {
-                    name: pname(m, &format!("{tag}.down.bias")),
-                    shape: vec![a.bottleneck],
-                    init: Init::Uniform(bd),
-                });
-                out.push(ParamSpec {
-                    name: pname(m, &format!("{tag}.up.weight")),
-                    shape: vec![o, a.bottleneck],
-                    init: Init::Zeros,
-                });
-                out.push(ParamSpec {
-                    name: pname(m, &format!("{tag}.up.bias")),
-                    shape: vec![o],
-                    init: Init::Zeros,
-                });
-                gate(&mut out, tag, input);
-            }
-            MethodConfig::Bitfit => {}
-        }
-    }
-    for b in &plan.trainable_biases {
-        if let Some(m) = plan.modules.iter().find(|m| &m.path == b)
-            && let Some(n) = m.kind.bias_len()
-        {
-            out.push(ParamSpec {
-                name: format!("{b}.bias"),
-                shape: vec![n],
-                init: Init::FromBase(format!("{b}.bias")),
-            });
-        }
-    }
-    if plan.task.kind == TaskKind::Classify {
-        for m in plan.modules.iter().filter(|m| m.role == Some(Role::Head)) {
-            if let ModuleKind::Linear {
-                in_features,
-                out_features,
-                bias,
-            } = m.kind
-            {
-                out.push(ParamSpec {
-                    name: format!("{}.weight", m.path),
-                    shape: vec![out_features, in_features],
-                    init: Init::FromBaseOrNormal(format!("{}.weight", m.path), 0.02),
-                });
-                if bias {
-                    out.push(ParamSpec {
-                        name: format!("{}.bias", m.path),
-                        shape: vec![out_features],
-                        init: Init::FromBaseOrNormal(format!("{}.bias", m.path), 0.0),
-                    });
-                }
-            }
-        }
-    }
-    out
+    plan_tensors(plan)
 }
 
-/// The values of every trainable parameter, on the host.
+/// The values of every adapter tensor, on the host: the trainable ones and
+/// the frozen ones (saved and loaded with them, never updated).
 #[derive(Debug, Clone, Default)]
 pub struct ParamStore {
     pub values: BTreeMap<String, HostTensor>,
+    /// Names of the frozen tensors among `values`.
+    pub frozen: BTreeSet<String>,
 }
 
 impl ParamStore {
@@ -267,7 +68,7 @@ impl ParamStore {
                         .map(|r| r.iter().map(|v| v * v).sum::<f32>().sqrt())
                         .collect()
                 }
-                Init::EmbeddingRows(_) => {
+                Init::EmbeddingRows => {
                     let emb = base.embedding()?;
                     let (rows, dim) = (s.shape[0], s.shape[1]);
                     let vocab = emb.rows();
@@ -285,7 +86,12 @@ impl ParamStore {
             };
             values.insert(s.name.clone(), HostTensor::new(s.shape.clone(), data));
         }
-        Ok(ParamStore { values })
+        let frozen = specs
+            .iter()
+            .filter(|s| matches!(s.kind, TensorKind::Frozen { .. }))
+            .map(|s| s.name.clone())
+            .collect();
+        Ok(ParamStore { values, frozen })
     }
 
     pub fn get(&self, name: &str) -> Option<&HostTensor> {
@@ -294,6 +100,11 @@ impl ParamStore {
 
     pub fn numel(&self) -> usize {
         self.values.values().map(HostTensor::numel).sum()
+    }
+
+    /// Whether `name` trains (is neither frozen nor unknown).
+    pub fn trains(&self, name: &str) -> bool {
+        self.values.contains_key(name) && !self.frozen.contains(name)
     }
 
     /// Replaces every value with `other`'s (an adapter or a checkpoint read

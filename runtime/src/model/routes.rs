@@ -10,7 +10,6 @@ use super::Params;
 use crate::error::{Result, RuntimeError};
 use crate::kernels::PeftKernels;
 use burn::tensor::{IndexingUpdateOp, Int, Tensor, TensorData};
-use peftc_compiler::methods::MethodConfig;
 use peftc_compiler::plan::Plan;
 use peftc_compiler::task::TaskKind;
 
@@ -174,10 +173,11 @@ pub fn routed_linear<B: PeftKernels>(
 /// Whether adapters of `plan` can share a batch: LoRA only (no DoRA, gates or
 /// trained biases), on a classification or language-modelling task.
 pub fn routable(plan: &Plan) -> std::result::Result<(), String> {
-    if let Some(s) = plan.sites.iter().find(|s| match &s.method {
-        MethodConfig::Lora(l) => l.dora || s.gated,
-        _ => true,
-    }) {
+    if let Some(s) = plan
+        .sites
+        .iter()
+        .find(|s| !s.method.site().capabilities(s).routable)
+    {
         return Err(format!(
             "`{}` on {} cannot share a batch with other adapters; batched multi-adapter inference takes plain LoRA (no DoRA, gates, prompts, prefixes, adapters or (IA)³)",
             s.method.name(),

@@ -2,12 +2,11 @@
 //! the parameters: directly (`prefix.{layer}.kv`, `[len, 2*kv]`) or through a
 //! statement's reparameterization MLP (Embedding → Linear → Tanh → Linear).
 
-use super::attention::Prefix;
-use super::device_params::Params;
-use super::linear::gate;
-use super::ops::linear_pt;
 use crate::error::Result;
 use crate::kernels::PeftKernels;
+use crate::model::Params;
+use crate::model::attention::Prefix;
+use crate::model::ops::linear_pt;
 use burn::tensor::Tensor;
 use peftc_compiler::methods::MethodConfig;
 use peftc_compiler::plan::Plan;
@@ -86,7 +85,7 @@ impl<B: PeftKernels> PrefixSource<B> {
             return Ok(None);
         };
         let gate = if *gated {
-            Some(gate(path, "prefix", x.clone(), p)?)
+            Some(super::gate(path, "prefix", x.clone(), p)?)
         } else {
             None
         };

@@ -1,0 +1,151 @@
+//! Bottleneck adapters: serial (Houlsby et al. 2019) with `after`, parallel
+//! (He et al. 2022) with `beside`: `res + s·up(act(down(x)))`.
+
+use super::args::Args;
+use super::method::{Capabilities, Lowering, SiteMethod, Wiring, gate_tensors};
+use super::spec::{
+    ArgSpec, ArgType, Default, MethodSpec, POSITIVE, SERIAL_OR_PARALLEL, SIZE, TargetKind, choice,
+    float, no_check, size,
+};
+use super::table::{MethodConfig, MethodKind};
+use super::tensors::{Init, TensorDecl, site_name};
+use crate::ir::Op;
+use crate::model::Dims;
+use crate::plan::Site;
+use peftc_grammar::ast::Placement;
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Activation {
+    Relu,
+    Gelu,
+    Silu,
+    Tanh,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AdapterConfig {
+    pub bottleneck: usize,
+    pub act: Activation,
+    pub scale: f64,
+    /// `beside` (parallel) rather than `after` (serial).
+    pub parallel: bool,
+}
+
+impl AdapterConfig {
+    /// The prefix of the adapter's tensor names at its module.
+    pub fn tag(&self) -> &'static str {
+        if self.parallel {
+            "adapter_beside"
+        } else {
+            "adapter_after"
+        }
+    }
+}
+
+pub const SPEC: MethodSpec = MethodSpec {
+    kind: MethodKind::Adapter,
+    name: "adapter",
+    placements: SERIAL_OR_PARALLEL,
+    target: TargetKind::Block,
+    args: &[
+        ArgSpec {
+            name: "bottleneck",
+            ty: SIZE,
+            default: None,
+            doc: "bottleneck width",
+        },
+        ArgSpec {
+            name: "act",
+            ty: ArgType::Choice(&["relu", "gelu", "silu", "tanh"]),
+            default: Some(Default::Name("relu")),
+            doc: "activation between down and up projections",
+        },
+        ArgSpec {
+            name: "scale",
+            ty: POSITIVE,
+            default: Some(Default::Float(1.0)),
+            doc: "scale of the adapter's output",
+        },
+    ],
+    gateable: true,
+    doc: "bottleneck adapter, serial (Houlsby 2019) with `after` or parallel (He et al. 2022) with `beside`",
+    placement_note: "an adapter runs after (serial) or beside (parallel) a module",
+    exclusive: "adapter at the same place",
+    single_target: false,
+    scales_ffn_input: false,
+    configure,
+    check: no_check,
+};
+
+fn configure(args: &Args, placement: Placement) -> Option<MethodConfig> {
+    Some(MethodConfig::Adapter(AdapterConfig {
+        bottleneck: size(args, "bottleneck")?,
+        act: match choice(args, "act") {
+            "gelu" => Activation::Gelu,
+            "silu" => Activation::Silu,
+            "tanh" => Activation::Tanh,
+            _ => Activation::Relu,
+        },
+        scale: float(args, "scale"),
+        parallel: placement == Placement::Beside,
+    }))
+}
+
+impl SiteMethod for AdapterConfig {
+    fn name(&self) -> &'static str {
+        "adapter"
+    }
+
+    fn tensors(&self, site: &Site, _: &Dims) -> Vec<TensorDecl> {
+        // Serial: d_out -> b -> d_out. Parallel: d_in -> b -> d_out.
+        let input = if self.parallel {
+            site.in_dim
+        } else {
+            site.out_dim
+        };
+        let (o, b) = (site.out_dim, self.bottleneck);
+        let n = |s: &str| site_name(&site.module, &format!("{}.{s}", self.tag()));
+        let bd = 1.0 / (input as f32).sqrt();
+        let mut out = vec![
+            TensorDecl::trainable(n("down.weight"), vec![b, input], Init::Uniform(bd)),
+            TensorDecl::trainable(n("down.bias"), vec![b], Init::Uniform(bd)),
+            TensorDecl::trainable(n("up.weight"), vec![o, b], Init::Zeros),
+            TensorDecl::trainable(n("up.bias"), vec![o], Init::Zeros),
+        ];
+        out.extend(gate_tensors(site, self.tag(), input));
+        out
+    }
+
+    fn lowering(&self, site: &Site) -> Option<Lowering> {
+        Some(Lowering {
+            op: Op::Adapter {
+                d_in: if self.parallel {
+                    site.in_dim
+                } else {
+                    site.out_dim
+                },
+                bottleneck: self.bottleneck,
+                d_out: site.out_dim,
+                act: self.act.into(),
+                scale: self.scale,
+                parallel: self.parallel,
+                gated: site.gated,
+            },
+            wiring: if self.parallel {
+                Wiring::InputAndOutput
+            } else {
+                Wiring::Output
+            },
+        })
+    }
+
+    fn capabilities(&self, _: &Site) -> Capabilities {
+        Capabilities {
+            merge: false,
+            hf: false,
+            routable: false,
+        }
+    }
+}

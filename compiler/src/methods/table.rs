@@ -1,0 +1,115 @@
+//! The one table of methods. Adding a method: a file in this folder (its
+//! [`MethodSpec`] and its [`SiteMethod`]), a variant in [`MethodKind`] and
+//! [`MethodConfig`], and a row in each match below; the compiler then names
+//! every other place that must learn about it (all matches over methods are
+//! exhaustive).
+
+use super::adapter::{self, AdapterConfig};
+use super::bitfit::{self, Bitfit};
+use super::ia3::{self, Ia3};
+use super::lora::{self, LoraConfig};
+use super::method::SiteMethod;
+use super::prefix::{self, PrefixConfig};
+use super::prompt::{self, PromptConfig};
+use super::spec::MethodSpec;
+use crate::model::Module;
+use serde::{Deserialize, Serialize};
+
+/// A method's name in the language.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MethodKind {
+    Lora,
+    Dora,
+    Ia3,
+    Prompt,
+    Prefix,
+    Adapter,
+    Bitfit,
+}
+
+/// Every method the language knows, in the order `peftc` lists them.
+pub const METHODS: &[&MethodSpec] = &[
+    &lora::LORA,
+    &lora::DORA,
+    &ia3::SPEC,
+    &prompt::SPEC,
+    &prefix::SPEC,
+    &adapter::SPEC,
+    &bitfit::SPEC,
+];
+
+impl MethodKind {
+    pub fn spec(self) -> &'static MethodSpec {
+        match self {
+            MethodKind::Lora => &lora::LORA,
+            MethodKind::Dora => &lora::DORA,
+            MethodKind::Ia3 => &ia3::SPEC,
+            MethodKind::Prompt => &prompt::SPEC,
+            MethodKind::Prefix => &prefix::SPEC,
+            MethodKind::Adapter => &adapter::SPEC,
+            MethodKind::Bitfit => &bitfit::SPEC,
+        }
+    }
+}
+
+/// The method called `name`.
+pub fn method(name: &str) -> Option<&'static MethodSpec> {
+    METHODS.iter().copied().find(|m| m.name == name)
+}
+
+/// A method with concrete arguments.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "method", rename_all = "snake_case")]
+pub enum MethodConfig {
+    /// LoRA, and DoRA (`dora: true`).
+    Lora(LoraConfig),
+    Ia3,
+    Prompt(PromptConfig),
+    Prefix(PrefixConfig),
+    Adapter(AdapterConfig),
+    Bitfit,
+}
+
+impl MethodConfig {
+    /// What the method knows about its sites.
+    pub fn site(&self) -> &dyn SiteMethod {
+        match self {
+            MethodConfig::Lora(c) => c,
+            MethodConfig::Ia3 => &Ia3,
+            MethodConfig::Prompt(c) => c,
+            MethodConfig::Prefix(c) => c,
+            MethodConfig::Adapter(c) => c,
+            MethodConfig::Bitfit => &Bitfit,
+        }
+    }
+
+    /// Short name: `lora`, `dora`, `ia3`, ...
+    pub fn name(&self) -> &'static str {
+        self.site().name()
+    }
+
+    /// Whether the method sits on its targets (BitFit only marks biases).
+    pub fn places_sites(&self) -> bool {
+        match self {
+            MethodConfig::Lora(_)
+            | MethodConfig::Ia3
+            | MethodConfig::Prompt(_)
+            | MethodConfig::Prefix(_)
+            | MethodConfig::Adapter(_) => true,
+            MethodConfig::Bitfit => false,
+        }
+    }
+
+    /// The existing biases a statement of this method makes trainable.
+    pub fn biases(&self, targets: &[&Module], all: &[Module]) -> Vec<String> {
+        match self {
+            MethodConfig::Lora(c) => c.biases(targets, all),
+            MethodConfig::Bitfit => Bitfit::biases(targets, all),
+            MethodConfig::Ia3
+            | MethodConfig::Prompt(_)
+            | MethodConfig::Prefix(_)
+            | MethodConfig::Adapter(_) => Vec::new(),
+        }
+    }
+}

@@ -1,0 +1,173 @@
+//! LoRA and DoRA at run time: the update beside a frozen linear layer (one
+//! fused op where the plan says so), batched across adapters when several
+//! share a batch, and the fold into the base weight.
+
+use super::hook::{At, Hook, SiteHook, Stage};
+use super::trace;
+use crate::error::{Result, RuntimeError};
+use crate::kernels::{self, PeftKernels};
+use crate::model::params::pname;
+use crate::model::{ParamStore, Params, dora_row_norm, routes};
+use crate::model::{ctx::site_id, ops::linear_pt};
+use crate::weights::HostTensor;
+use burn::tensor::Tensor;
+use peftc_compiler::ir::FusedOp;
+use peftc_compiler::methods::LoraConfig;
+use peftc_compiler::plan::Site;
+
+struct LoraHook<B: PeftKernels> {
+    scale: f64,
+    dropout: f64,
+    gated: bool,
+    dora: bool,
+    fusion: Option<FusedOp>,
+    /// `[out, 1]`: the squared row norms of the base weight (DoRA).
+    w_row_sq: Option<Tensor<B, 2>>,
+}
+
+/// The hook of LoRA configuration `c` at `site`, whose base weight is `w`.
+pub fn hook<B: PeftKernels>(c: &LoraConfig, site: &Site, w: Option<&Tensor<B, 2>>) -> Hook<B> {
+    Box::new(LoraHook {
+        scale: c.scale(),
+        dropout: c.dropout,
+        gated: site.gated,
+        dora: c.dora,
+        fusion: site.fusion,
+        w_row_sq: w
+            .filter(|_| c.dora)
+            .map(|w| w.clone().powf_scalar(2.0).sum_dim(1)),
+    })
+}
+
+impl<B: PeftKernels> SiteHook<B> for LoraHook<B> {
+    fn stage(&self) -> Stage {
+        Stage::Delta
+    }
+
+    fn output(&self, at: &At<B>, y: Tensor<B, 2>) -> Result<Tensor<B, 2>> {
+        let (path, p, ctx, x) = (at.path, at.p, at.ctx, at.x);
+        if let Some(r) = &ctx.routes {
+            return routed(r, path, x, y, self.scale, p);
+        }
+        let a = p.get(&pname(path, "lora_A.weight"))?; // [r, in]
+        let b = p.get(&pname(path, "lora_B.weight"))?; // [out, r]
+        let xd = ctx.dropout(
+            x.clone(),
+            self.dropout,
+            site_id(&format!("{path}.lora_dropout")),
+        );
+        let dropped = ctx.train && self.dropout > 0.0;
+        // Both thin products through the linear kernel (BLAS on the CPU, a
+        // hand-written backward), `a` and `b` being PyTorch-layout weights.
+        let u = linear_pt(xd.clone(), a.clone(), None); // [n, r]
+        if self.fusion == Some(FusedOp::LoraLinear) {
+            // The second product, scale and add in one op.
+            trace::fused(path, FusedOp::LoraLinear);
+            return Ok(kernels::lora_expand(y, u, b, self.scale));
+        }
+        let mut delta = linear_pt(u.mul_scalar(self.scale), b.clone(), None);
+        if self.gated {
+            delta = delta * super::gate(path, "lora", x.clone(), p)?;
+        }
+        if !self.dora {
+            return Ok(y + delta);
+        }
+        // DoRA: m * (W + s BA) / ||W + s BA||_row, the norm detached (Liu et al. 2024 §4.3).
+        let base_w = at.base.as_ref().ok_or_else(|| {
+            RuntimeError::Internal(format!("DoRA at `{path}` sits on no linear layer"))
+        })?;
+        let w_sq = self
+            .w_row_sq
+            .clone()
+            .ok_or_else(|| RuntimeError::Internal(format!("DoRA at `{path}` has no row norms")))?;
+        let m = p.get(&pname(path, "lora_magnitude_vector"))?; // [1, out]
+        let norm = dora_row_norm(base_w.w.clone(), w_sq, a.detach(), b.detach(), self.scale);
+        let mag = m / norm;
+        let base = match base_w.bias {
+            Some(bias) => y.clone() - bias.clone(),
+            None => y.clone(),
+        };
+        let base_d = if dropped {
+            xd.matmul(base_w.w.clone().transpose())
+        } else {
+            base
+        };
+        if self.fusion == Some(FusedOp::DoraLinear) {
+            trace::fused(path, FusedOp::DoraLinear);
+            Ok(kernels::dora_mix(y, base_d, delta, mag))
+        } else {
+            Ok(kernels::reference::dora_mix(y, base_d, delta, mag))
+        }
+    }
+}
+
+/// Many adapters in one batch: each adapter's rows through its own A, B —
+/// one SGMV kernel per product where the backend has it and the factors were
+/// stacked, else one segment per adapter.
+fn routed<B: PeftKernels>(
+    r: &routes::Routes<B>,
+    path: &str,
+    x: &Tensor<B, 2>,
+    y: Tensor<B, 2>,
+    scale: f64,
+    p: &Params<B>,
+) -> Result<Tensor<B, 2>> {
+    let out = y.dims()[1];
+    let (an, bn) = (pname(path, "lora_A.weight"), pname(path, "lora_B.weight"));
+    if B::SGMV
+        && let Some(ids) = r.row_ids(x.dims()[0])
+    {
+        let (a, b) = (routes::stacked(&an), routes::stacked(&bn));
+        if p.has(&a) && p.has(&b) {
+            let scales = vec![scale as f32; r.adapters];
+            return Ok(kernels::sgmv(
+                y,
+                x.clone(),
+                &ids,
+                p.get(&a)?,
+                p.get(&b)?,
+                &scales,
+            ));
+        }
+    }
+    let delta = r.segmented(x.clone(), out, |k, xk| {
+        let a = p.get(&routes::routed(&an, k))?;
+        let b = p.get(&routes::routed(&bn, k))?;
+        Ok(xk
+            .matmul(a.transpose())
+            .matmul(b.transpose())
+            .mul_scalar(scale))
+    })?;
+    Ok(y + delta)
+}
+
+/// Folds the update into `w: [out, in]`: `W + s·B·A`, then for DoRA each
+/// row rescaled to its magnitude.
+pub fn merge(c: &LoraConfig, site: &Site, w: &mut HostTensor, store: &ParamStore) -> Result<()> {
+    let m = &site.module;
+    let get = |suffix: &str| super::trained(store, &pname(m, suffix));
+    let (a, b) = (get("lora_A.weight")?, get("lora_B.weight")?);
+    let (out, inp) = (w.rows(), w.cols());
+    let s = c.scale() as f32;
+    for o in 0..out {
+        for k in 0..c.r {
+            let bok = b.data[o * c.r + k] * s;
+            if bok != 0.0 {
+                let arow = &a.data[k * inp..(k + 1) * inp];
+                for (x, av) in w.data[o * inp..(o + 1) * inp].iter_mut().zip(arow) {
+                    *x += bok * av;
+                }
+            }
+        }
+    }
+    if c.dora {
+        let mag = get("lora_magnitude_vector")?;
+        for o in 0..out {
+            let row = &mut w.data[o * inp..(o + 1) * inp];
+            let norm = row.iter().map(|v| v * v).sum::<f32>().sqrt();
+            let f = mag.data[o] / norm;
+            row.iter_mut().for_each(|v| *v *= f);
+        }
+    }
+    Ok(())
+}

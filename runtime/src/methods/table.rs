@@ -1,0 +1,84 @@
+//! The runtime's one table of methods: each match below is exhaustive over
+//! [`MethodConfig`], so a new method is refused by the compiler until its
+//! runtime file answers every question here.
+
+use super::hook::Hook;
+use super::{adapter, ia3, lora, prompt};
+use crate::error::{Result, RuntimeError};
+use crate::kernels::PeftKernels;
+use crate::model::{ParamStore, Params};
+use crate::weights::HostTensor;
+use burn::tensor::Tensor;
+use peftc_compiler::methods::MethodConfig;
+use peftc_compiler::plan::{Plan, Site};
+
+/// The hook of `site`'s method at its module (`w`: the module's base weight
+/// when it is a linear layer); `None` for methods that act elsewhere (a soft
+/// prompt, a prefix, BitFit's biases).
+pub fn hook<B: PeftKernels>(site: &Site, w: Option<&Tensor<B, 2>>) -> Option<Hook<B>> {
+    match &site.method {
+        MethodConfig::Lora(c) => Some(lora::hook(c, site, w)),
+        MethodConfig::Ia3 => Some(ia3::hook(site)),
+        MethodConfig::Adapter(c) => Some(adapter::hook(c, site)),
+        MethodConfig::Prompt(_) | MethodConfig::Prefix(_) | MethodConfig::Bitfit => None,
+    }
+}
+
+/// The soft prompt a plan prepends (`[len, hidden]`), if any.
+pub fn prompt_embeddings<B: PeftKernels>(
+    plan: &Plan,
+    p: &Params<B>,
+) -> Result<Option<Tensor<B, 2>>> {
+    for s in &plan.sites {
+        match &s.method {
+            MethodConfig::Prompt(c) => return prompt::embeddings(c, p).map(Some),
+            MethodConfig::Lora(_)
+            | MethodConfig::Ia3
+            | MethodConfig::Prefix(_)
+            | MethodConfig::Adapter(_)
+            | MethodConfig::Bitfit => {}
+        }
+    }
+    Ok(None)
+}
+
+/// Virtual positions the plan's soft prompt adds before every sequence.
+pub fn prompt_len(plan: &Plan) -> usize {
+    plan.sites
+        .iter()
+        .map(|s| match &s.method {
+            MethodConfig::Prompt(c) => c.len,
+            MethodConfig::Lora(_)
+            | MethodConfig::Ia3
+            | MethodConfig::Prefix(_)
+            | MethodConfig::Adapter(_)
+            | MethodConfig::Bitfit => 0,
+        })
+        .max()
+        .unwrap_or(0)
+}
+
+/// Folds `site`'s trained tensors into its module's base weight `w` (and
+/// bias). Refused for methods that do not merge (the compiler's
+/// capabilities say which; `merge::mergeable` checks first).
+pub fn merge(
+    site: &Site,
+    w: &mut HostTensor,
+    bias: Option<&mut HostTensor>,
+    store: &ParamStore,
+) -> Result<()> {
+    let refuse = || {
+        Err(RuntimeError::Invalid(format!(
+            "`{}` at `{}` cannot be folded into the weights",
+            site.method.name(),
+            site.module
+        )))
+    };
+    match &site.method {
+        MethodConfig::Lora(c) => lora::merge(c, site, w, store),
+        MethodConfig::Ia3 => ia3::merge(site, w, bias, store),
+        // BitFit's biases replace the base ones (see `merge::merged_weights`).
+        MethodConfig::Bitfit => Ok(()),
+        MethodConfig::Prompt(_) | MethodConfig::Prefix(_) | MethodConfig::Adapter(_) => refuse(),
+    }
+}
