@@ -70,16 +70,16 @@ impl Plan {
         if d.rope_theta != 0.0 {
             return usize::MAX;
         }
-        let prompt = self
-            .sites
+        d.max_positions.saturating_sub(self.virtual_tokens())
+    }
+
+    /// Virtual token positions the plan's methods prepend (a soft prompt).
+    pub fn virtual_tokens(&self) -> usize {
+        self.sites
             .iter()
-            .filter_map(|s| match &s.method {
-                MethodConfig::Prompt(p) => Some(p.len),
-                _ => None,
-            })
+            .map(|s| s.method.site().virtual_tokens())
             .max()
-            .unwrap_or(0);
-        d.max_positions.saturating_sub(prompt)
+            .unwrap_or(0)
     }
 
     pub fn sites_at<'a>(&'a self, module: &'a str) -> impl Iterator<Item = &'a Site> + 'a {

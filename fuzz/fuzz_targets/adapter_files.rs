@@ -7,7 +7,7 @@
 mod common;
 
 use libfuzzer_sys::fuzz_target;
-use peftc_runtime::adapter::{hf_config, hf_names};
+use peftc_runtime::adapter::hf;
 use peftc_runtime::model::{ParamStore, param_specs};
 use peftc_runtime::weights::{HostTensor, parse_safetensors_all_float};
 use std::path::Path;
@@ -21,7 +21,7 @@ fuzz_target!(|data: &[u8]| {
     let plan = &plans[which as usize % plans.len()];
     if which & 0x80 == 0 {
         if let Ok(v) = serde_json::from_slice::<serde_json::Value>(rest) {
-            let _ = hf_config::check(plan, &v, dir).map_err(|e| e.to_string());
+            let _ = hf::config::check(plan, &v, dir).map_err(|e| e.to_string());
         }
         return;
     }
@@ -29,7 +29,7 @@ fuzz_target!(|data: &[u8]| {
     else {
         return;
     };
-    let Ok(renamed) = hf_names::from_hf(plan, tensors, dir) else {
+    let Ok(renamed) = hf::import_tensors(plan, tensors, dir) else {
         return;
     };
     let mut store = ParamStore::default();

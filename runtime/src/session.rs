@@ -5,7 +5,6 @@ use crate::error::Result;
 use crate::model::{BaseLookup, ParamStore, param_specs};
 use crate::tokenizer::TextTokenizer;
 use crate::weights::Weights;
-use peftc_compiler::methods::{MethodConfig, PromptInit};
 use peftc_compiler::model::Family;
 use peftc_compiler::plan::Plan;
 
@@ -35,10 +34,7 @@ impl Session {
         };
         let mut prompt_ids = Vec::new();
         for s in &self.plan.sites {
-            if let MethodConfig::Prompt(p) = &s.method
-                && p.init == PromptInit::Text
-                && let Some(text) = &p.text
-            {
+            if let Some(text) = s.method.site().init_text() {
                 prompt_ids = self.tokenizer.encode_plain(text)?;
             }
         }

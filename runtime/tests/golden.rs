@@ -209,7 +209,7 @@ fn run(name: &str) -> Vec<String> {
         c.io.iter()
             .filter_map(|(k, v)| k.strip_prefix("grad.").map(|n| (n.to_string(), v.clone())))
             .collect();
-    let expected = adapter::hf_names::from_hf(&plan, hf_grads, &c.dir).expect("rename grads");
+    let expected = adapter::hf::import_tensors(&plan, hf_grads, &c.dir).expect("rename grads");
     for (k, want) in &expected {
         let Some(got) = grads.get(k) else {
             errors.push(format!("{name}: no gradient for `{k}`"));

@@ -62,6 +62,18 @@ pub trait SiteMethod {
     fn lowering(&self, site: &Site) -> Option<Lowering>;
 
     fn capabilities(&self, site: &Site) -> Capabilities;
+
+    /// Virtual token positions the method prepends to every sequence (a
+    /// soft prompt's length).
+    fn virtual_tokens(&self) -> usize {
+        0
+    }
+
+    /// Text whose token embeddings initialize the method's tensors
+    /// ([`Init::EmbeddingRows`](super::Init::EmbeddingRows)), if any.
+    fn init_text(&self) -> Option<&str> {
+        None
+    }
 }
 
 /// A UniPELT gate's tensors (`{module}.{tag}_gate.weight` `[1, width]`,

@@ -128,4 +128,15 @@ impl SiteMethod for PromptConfig {
             routable: false,
         }
     }
+
+    fn virtual_tokens(&self) -> usize {
+        self.len
+    }
+
+    fn init_text(&self) -> Option<&str> {
+        match self.init {
+            PromptInit::Text => self.text.as_deref(),
+            PromptInit::Random | PromptInit::Vocab => None,
+        }
+    }
 }

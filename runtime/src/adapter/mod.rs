@@ -1,8 +1,6 @@
 //! Adapters on disk: peftc's own format and Hugging Face PEFT's.
 
 pub mod hf;
-pub mod hf_config;
-pub mod hf_names;
 pub mod native;
 
 use crate::error::{Result, RuntimeError};

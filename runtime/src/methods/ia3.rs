@@ -1,8 +1,11 @@
 //! (IA)³ at run time: a learned vector scaling a linear layer's output, or
 //! its input on a feed-forward down projection, and the fold into the weight.
 
+use super::hf::HfForm;
 use super::hook::{At, Hook, SiteHook, Stage};
 use super::trace;
+use crate::adapter::hf::config::check_targets;
+use crate::adapter::hf::targets_regex;
 use crate::error::Result;
 use crate::kernels::{self, PeftKernels};
 use crate::model::Params;
@@ -10,7 +13,8 @@ use crate::model::params::pname;
 use crate::weights::HostTensor;
 use burn::tensor::Tensor;
 use peftc_compiler::ir::FusedOp;
-use peftc_compiler::plan::Site;
+use peftc_compiler::plan::{Plan, Site};
+use serde_json::{Map, Value, json};
 
 struct Ia3Hook {
     /// Scales the input (a feed-forward down projection), else the output.
@@ -87,4 +91,48 @@ pub fn merge(
         }
     }
     Ok(())
+}
+
+/// (IA)³'s Hugging Face PEFT form: `peft_type` IA3, the scale stored as a
+/// column `[n, 1]` (a row `[1, n]` on feed-forward layers).
+pub struct Hf;
+
+impl HfForm for Hf {
+    fn peft_type(&self) -> &'static str {
+        "IA3"
+    }
+
+    fn config(&self, plan: &Plan) -> Map<String, Value> {
+        let mut c = Map::new();
+        let any_ff = plan.sites.iter().any(|s| s.feedforward);
+        c.insert(
+            "target_modules".into(),
+            json!(targets_regex(plan, |_| true)),
+        );
+        c.insert(
+            "feedforward_modules".into(),
+            if any_ff {
+                json!(targets_regex(plan, |s| s.feedforward))
+            } else {
+                json!([])
+            },
+        );
+        c.insert("init_ia3_weights".into(), json!(true));
+        c.insert("fan_in_fan_out".into(), json!(false));
+        c
+    }
+
+    fn check(&self, plan: &Plan, cfg: &Value) -> std::result::Result<(), String> {
+        check_targets(plan, cfg, "target_modules", |_| true)?;
+        check_targets(plan, cfg, "feedforward_modules", |s| s.feedforward)
+    }
+
+    fn hf_shape(&self, site: &Site, suffix: &str, shape: &[usize]) -> Vec<usize> {
+        let n: usize = shape.iter().product();
+        match (suffix, site.feedforward) {
+            ("ia3_l", true) => vec![1, n],
+            ("ia3_l", false) => vec![n, 1],
+            _ => shape.to_vec(),
+        }
+    }
 }

@@ -2,8 +2,11 @@
 //! fused op where the plan says so), batched across adapters when several
 //! share a batch, and the fold into the base weight.
 
+use super::hf::HfForm;
 use super::hook::{At, Hook, SiteHook, Stage};
 use super::trace;
+use crate::adapter::hf::config::{check_ranks, check_targets};
+use crate::adapter::hf::targets_regex;
 use crate::error::{Result, RuntimeError};
 use crate::kernels::{self, PeftKernels};
 use crate::model::params::pname;
@@ -13,7 +16,8 @@ use crate::weights::HostTensor;
 use burn::tensor::Tensor;
 use peftc_compiler::ir::FusedOp;
 use peftc_compiler::methods::LoraConfig;
-use peftc_compiler::plan::Site;
+use peftc_compiler::plan::{Plan, Site};
+use serde_json::{Map, Value, json};
 
 struct LoraHook<B: PeftKernels> {
     scale: f64,
@@ -170,4 +174,80 @@ pub fn merge(c: &LoraConfig, site: &Site, w: &mut HostTensor, store: &ParamStore
         }
     }
     Ok(())
+}
+
+/// LoRA's (and DoRA's) Hugging Face PEFT form: `peft_type` LORA.
+pub struct Hf;
+
+/// The plan's LoRA configuration (every LoRA site of one block shares it
+/// in HF's form, which stores one `r` and `lora_alpha`).
+fn config_of(plan: &Plan) -> Option<&LoraConfig> {
+    plan.sites.iter().find_map(|s| match &s.method {
+        peftc_compiler::methods::MethodConfig::Lora(c) => Some(c),
+        _ => None,
+    })
+}
+
+impl HfForm for Hf {
+    fn peft_type(&self) -> &'static str {
+        "LORA"
+    }
+
+    fn config(&self, plan: &Plan) -> Map<String, Value> {
+        let mut c = Map::new();
+        let Some(l) = config_of(plan) else {
+            return c;
+        };
+        let bias = if plan.trainable_biases.is_empty() {
+            "none"
+        } else {
+            "lora_only"
+        };
+        c.insert("r".into(), json!(l.r));
+        c.insert("lora_alpha".into(), json!(l.alpha));
+        c.insert("lora_dropout".into(), json!(l.dropout));
+        c.insert("use_rslora".into(), json!(l.rslora));
+        c.insert("use_dora".into(), json!(l.dora));
+        c.insert("bias".into(), json!(bias));
+        c.insert("fan_in_fan_out".into(), json!(false));
+        c.insert("init_lora_weights".into(), json!(true));
+        c.insert(
+            "target_modules".into(),
+            json!(targets_regex(plan, |_| true)),
+        );
+        c
+    }
+
+    fn check(&self, plan: &Plan, cfg: &Value) -> std::result::Result<(), String> {
+        let Some(l) = config_of(plan) else {
+            return Ok(());
+        };
+        let flag = |key: &str| cfg[key].as_bool().unwrap_or(false);
+        let alpha = cfg["lora_alpha"].as_f64().unwrap_or(8.0);
+        if (alpha - l.alpha).abs() > 1e-9 {
+            return Err(format!(
+                "has lora_alpha {alpha}, the spec says alpha={}",
+                l.alpha
+            ));
+        }
+        if flag("use_rslora") != l.rslora {
+            return Err(format!(
+                "has use_rslora {}, the spec says rslora={}",
+                flag("use_rslora"),
+                l.rslora
+            ));
+        }
+        if flag("use_dora") != l.dora {
+            return Err(format!(
+                "has use_dora {}; the spec {} DoRA",
+                flag("use_dora"),
+                if l.dora { "uses" } else { "does not use" }
+            ));
+        }
+        check_ranks(plan, cfg, |s| match &s.method {
+            peftc_compiler::methods::MethodConfig::Lora(c) => Some(c.r),
+            _ => None,
+        })?;
+        check_targets(plan, cfg, "target_modules", |_| true)
+    }
 }

@@ -5,6 +5,7 @@
 //! matches.
 
 mod adapter;
+mod hf;
 mod hook;
 mod ia3;
 mod lora;
@@ -13,8 +14,9 @@ mod prompt;
 mod table;
 pub mod trace;
 
+pub use hf::HfForm;
 pub use hook::{At, BaseLinear, Hook, SiteHook, Stage};
-pub use table::{hook, merge, prompt_embeddings, prompt_len};
+pub use table::{hf_form, hook, merge, prompt_embeddings, prompt_len};
 
 use crate::error::{Result, RuntimeError};
 use crate::kernels::PeftKernels;

@@ -2,14 +2,20 @@
 //! the parameters: directly (`prefix.{layer}.kv`, `[len, 2*kv]`) or through a
 //! statement's reparameterization MLP (Embedding → Linear → Tanh → Linear).
 
-use crate::error::Result;
+use super::hf::HfForm;
+use crate::adapter::hf::config::virtual_tokens;
+use crate::error::{Result, RuntimeError};
 use crate::kernels::PeftKernels;
 use crate::model::Params;
 use crate::model::attention::Prefix;
 use crate::model::ops::linear_pt;
+use crate::weights::HostTensor;
 use burn::tensor::Tensor;
-use peftc_compiler::methods::MethodConfig;
+use peftc_compiler::methods::{MethodConfig, PrefixConfig};
 use peftc_compiler::plan::Plan;
+use serde_json::{Map, Value, json};
+use std::collections::BTreeMap;
+use std::path::Path;
 
 /// One layer's prefix: keys and values `[len, kv]`, the attention module's
 /// path, and whether it is gated.
@@ -74,8 +80,8 @@ impl<B: PeftKernels> PrefixSource<B> {
         Ok(out)
     }
 
-    /// The longest prefix (positions of real tokens start after it).
-    pub fn len(&self) -> usize {
+    /// Positions of the longest prefix (real tokens' positions start after it).
+    pub fn positions(&self) -> usize {
         self.len
     }
 
@@ -95,4 +101,205 @@ impl<B: PeftKernels> PrefixSource<B> {
             gate,
         }))
     }
+}
+
+/// Prefix tuning's Hugging Face PEFT form: `peft_type` PREFIX_TUNING, every
+/// layer's keys and values in one `prompt_embeddings` table `[len,
+/// layers·2·kv]` (a projection MLP is exported as its output).
+pub struct Hf;
+
+fn config_of(plan: &Plan) -> Option<&PrefixConfig> {
+    plan.sites.iter().find_map(|s| match &s.method {
+        MethodConfig::Prefix(c) => Some(c),
+        _ => None,
+    })
+}
+
+impl HfForm for Hf {
+    fn peft_type(&self) -> &'static str {
+        "PREFIX_TUNING"
+    }
+
+    fn prompt_learning(&self) -> bool {
+        true
+    }
+
+    fn config(&self, plan: &Plan) -> Map<String, Value> {
+        let d = &plan.model.dims;
+        let kv = d.kv_heads * d.head_dim;
+        let mut c = Map::new();
+        if let Some(p) = config_of(plan) {
+            c.insert("num_virtual_tokens".into(), json!(p.len));
+        }
+        c.insert("token_dim".into(), json!(kv));
+        c.insert("num_transformer_submodules".into(), json!(1));
+        c.insert("num_attention_heads".into(), json!(d.kv_heads));
+        c.insert("num_layers".into(), json!(d.layers));
+        c.insert("encoder_hidden_size".into(), json!(kv));
+        c.insert("prefix_projection".into(), json!(false));
+        c
+    }
+
+    fn check(&self, plan: &Plan, cfg: &Value) -> std::result::Result<(), String> {
+        let Some(p) = config_of(plan) else {
+            return Ok(());
+        };
+        virtual_tokens(cfg, p.len)?;
+        let projected = cfg["prefix_projection"].as_bool().unwrap_or(false);
+        if projected != (p.projection > 0) {
+            return Err(format!(
+                "has prefix_projection {projected}; the spec's prefix {} a projection",
+                if p.projection > 0 { "has" } else { "has no" }
+            ));
+        }
+        Ok(())
+    }
+
+    fn export(
+        &self,
+        plan: &Plan,
+        values: &BTreeMap<String, HostTensor>,
+    ) -> Option<Result<BTreeMap<String, HostTensor>>> {
+        let is_prefix = |k: &str| k.starts_with("prefix.") || k.starts_with("prefix_encoder.");
+        let rest: BTreeMap<String, HostTensor> = values
+            .iter()
+            .filter(|(k, _)| !is_prefix(k))
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        Some((|| {
+            let mut out = crate::adapter::hf::names::export_default(plan, &rest, self)?;
+            out.insert("prompt_embeddings".into(), table(plan, values)?);
+            Ok(out)
+        })())
+    }
+
+    fn import(
+        &self,
+        plan: &Plan,
+        tensors: &BTreeMap<String, HostTensor>,
+        dir: &Path,
+    ) -> Option<Result<BTreeMap<String, HostTensor>>> {
+        let mut rest = tensors.clone();
+        let table = rest.remove("prompt_embeddings");
+        Some((|| {
+            let mut out = crate::adapter::hf::names::import_default(plan, rest, self, dir)?;
+            if let Some(t) = table {
+                split(plan, &t, &mut out).map_err(|what| RuntimeError::Adapter {
+                    dir: dir.to_path_buf(),
+                    what,
+                })?;
+            }
+            Ok(out)
+        })())
+    }
+}
+
+/// HF's prefix table `[len, layers*2*kv]`: every layer's keys and values, in
+/// layer order (projections evaluated on the host).
+fn table(plan: &Plan, values: &BTreeMap<String, HostTensor>) -> Result<HostTensor> {
+    let layers = plan.model.dims.layers;
+    let mut per_layer: Vec<Option<HostTensor>> = vec![None; layers];
+    for (name, t) in values {
+        if let Some(l) = name
+            .strip_prefix("prefix.")
+            .and_then(|r| r.split('.').next())
+            .and_then(|l| l.parse::<usize>().ok())
+            .filter(|&l| l < layers)
+        {
+            per_layer[l] = Some(t.clone());
+        }
+    }
+    for s in &plan.sites {
+        let MethodConfig::Prefix(p) = &s.method else {
+            continue;
+        };
+        if p.projection == 0 {
+            continue;
+        }
+        let st = s.statement;
+        let get = |x: &str| {
+            values
+                .get(&format!("prefix_encoder.{st}.{x}"))
+                .ok_or_else(|| {
+                    RuntimeError::Internal(format!("prefix encoder tensor `{x}` missing"))
+                })
+        };
+        let hidden = host_linear(get("embedding")?, get("0.weight")?, get("0.bias")?, true);
+        let full = host_linear(&hidden, get("2.weight")?, get("2.bias")?, false);
+        let group: Vec<&peftc_compiler::plan::Site> =
+            plan.sites.iter().filter(|t| t.statement == st).collect();
+        let kv2 = full.cols() / group.len().max(1);
+        for (slot, t) in group.iter().enumerate() {
+            if let Some(l) = t.layer() {
+                let mut data = Vec::with_capacity(p.len * kv2);
+                for r in 0..p.len {
+                    let row = r * full.cols();
+                    data.extend_from_slice(&full.data[row + slot * kv2..row + (slot + 1) * kv2]);
+                }
+                per_layer[l] = Some(HostTensor::new(vec![p.len, kv2], data));
+            }
+        }
+    }
+    let Some(first) = per_layer.iter().flatten().next() else {
+        return Err(RuntimeError::Invalid("no prefix tensors to export".into()));
+    };
+    let (len, kv2) = (first.rows(), first.cols());
+    if per_layer
+        .iter()
+        .any(|t| t.as_ref().is_none_or(|t| t.rows() != len))
+    {
+        return Err(RuntimeError::Invalid(
+            "Hugging Face PEFT's prefix tuning needs the same prefix on every layer; this plan's prefixes differ".into(),
+        ));
+    }
+    let mut data = Vec::with_capacity(len * layers * kv2);
+    for r in 0..len {
+        for t in per_layer.iter().flatten() {
+            data.extend_from_slice(&t.data[r * kv2..(r + 1) * kv2]);
+        }
+    }
+    Ok(HostTensor::new(vec![len, layers * kv2], data))
+}
+
+/// HF's table back into peftc's per-layer `prefix.{l}.kv`.
+fn split(
+    plan: &Plan,
+    t: &HostTensor,
+    out: &mut BTreeMap<String, HostTensor>,
+) -> std::result::Result<(), String> {
+    let layers = plan.model.dims.layers;
+    let (len, width) = (t.rows(), t.cols());
+    if width % layers != 0 {
+        return Err(format!(
+            "prompt_embeddings has {width} columns, not a multiple of {layers} layers"
+        ));
+    }
+    let kv2 = width / layers;
+    for l in 0..layers {
+        let mut data = Vec::with_capacity(len * kv2);
+        for r in 0..len {
+            data.extend_from_slice(&t.data[r * width + l * kv2..r * width + (l + 1) * kv2]);
+        }
+        out.insert(
+            format!("prefix.{l}.kv"),
+            HostTensor::new(vec![len, kv2], data),
+        );
+    }
+    Ok(())
+}
+
+/// `act(x @ w.T + b)` on the host (`tanh` when `tanh`).
+fn host_linear(x: &HostTensor, w: &HostTensor, b: &HostTensor, tanh: bool) -> HostTensor {
+    let (n, i, o) = (x.rows(), x.cols(), w.rows());
+    let mut out = vec![0f32; n * o];
+    for r in 0..n {
+        for c in 0..o {
+            let mut acc = b.data[c];
+            for k in 0..i {
+                acc += x.data[r * i + k] * w.data[c * i + k];
+            }
+            out[r * o + c] = if tanh { acc.tanh() } else { acc };
+        }
+    }
+    HostTensor::new(vec![n, o], out)
 }

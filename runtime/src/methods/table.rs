@@ -2,8 +2,9 @@
 //! [`MethodConfig`], so a new method is refused by the compiler until its
 //! runtime file answers every question here.
 
+use super::hf::HfForm;
 use super::hook::Hook;
-use super::{adapter, ia3, lora, prompt};
+use super::{adapter, ia3, lora, prefix, prompt};
 use crate::error::{Result, RuntimeError};
 use crate::kernels::PeftKernels;
 use crate::model::{ParamStore, Params};
@@ -44,18 +45,30 @@ pub fn prompt_embeddings<B: PeftKernels>(
 
 /// Virtual positions the plan's soft prompt adds before every sequence.
 pub fn prompt_len(plan: &Plan) -> usize {
-    plan.sites
-        .iter()
-        .map(|s| match &s.method {
-            MethodConfig::Prompt(c) => c.len,
-            MethodConfig::Lora(_)
-            | MethodConfig::Ia3
-            | MethodConfig::Prefix(_)
-            | MethodConfig::Adapter(_)
-            | MethodConfig::Bitfit => 0,
-        })
-        .max()
-        .unwrap_or(0)
+    plan.virtual_tokens()
+}
+
+/// The Hugging Face PEFT form of the plan's method (HF stores one method
+/// per adapter; `adapter::hf::exportable` checks the plan has one).
+pub fn hf_form(plan: &Plan) -> std::result::Result<&'static dyn HfForm, String> {
+    let Some(site) = plan.sites.first() else {
+        // Only a task head (or nothing) trains: HF stores that as a LoRA
+        // adapter without LoRA tensors, its head in `modules_to_save`.
+        return Ok(&lora::Hf);
+    };
+    let none = || {
+        Err(format!(
+            "`{}` has no Hugging Face PEFT form; use peftc's own format",
+            site.method.name()
+        ))
+    };
+    match &site.method {
+        MethodConfig::Lora(_) => Ok(&lora::Hf),
+        MethodConfig::Ia3 => Ok(&ia3::Hf),
+        MethodConfig::Prompt(_) => Ok(&prompt::Hf),
+        MethodConfig::Prefix(_) => Ok(&prefix::Hf),
+        MethodConfig::Adapter(_) | MethodConfig::Bitfit => none(),
+    }
 }
 
 /// Folds `site`'s trained tensors into its module's base weight `w` (and

@@ -142,7 +142,7 @@ impl<B: PeftKernels> Bert<B> {
         }
         let seq = n_prompt + ctx.seq;
         // Positions start after a prefix (HF: past key values' length).
-        let offset = prefix.len();
+        let offset = prefix.positions();
         let pos: Vec<i64> = (0..rows)
             .flat_map(|_| (offset..offset + seq).map(|v| v as i64))
             .collect();

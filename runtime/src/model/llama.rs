@@ -110,7 +110,7 @@ impl<B: PeftKernels> Llama<B> {
         }
         let seq = n_prompt + ctx.seq;
         // Real tokens' positions start after a prefix (HF shifts position ids by it).
-        let offset = prefix.len();
+        let offset = prefix.positions();
         let heads = Heads {
             heads: d.heads,
             kv_heads: d.kv_heads,

@@ -2,11 +2,14 @@
 //! `adapter_model.safetensors`): reading them into a plan's parameters and
 //! writing a plan's parameters out so `PeftModel.from_pretrained` loads them.
 
-use super::hf_config::{peft_type, task_type};
-use super::hf_names::{from_hf, hf_module, to_hf};
+pub mod config;
+pub mod names;
+
 use crate::atomic::write_atomic;
 use crate::error::{Result, RuntimeError};
 use crate::weights::{HostTensor, read_safetensors_all_float, write_safetensors};
+use config::task_type;
+use names::hf_module;
 use peftc_compiler::methods::MethodConfig;
 use peftc_compiler::model::Family;
 use peftc_compiler::plan::Plan;
@@ -47,8 +50,25 @@ pub fn read(dir: &Path) -> Result<HfAdapter> {
 /// config describes the same method as the plan.
 pub fn import(plan: &Plan, dir: &Path) -> Result<BTreeMap<String, HostTensor>> {
     let a = read(dir)?;
-    super::hf_config::check(plan, &a.config, dir)?;
-    from_hf(plan, a.tensors, dir)
+    config::check(plan, &a.config, dir)?;
+    import_tensors(plan, a.tensors, dir)
+}
+
+/// An HF adapter file's tensors (read from `dir`) under the plan's names
+/// and shapes.
+pub fn import_tensors(
+    plan: &Plan,
+    tensors: BTreeMap<String, HostTensor>,
+    dir: &Path,
+) -> Result<BTreeMap<String, HostTensor>> {
+    let form = crate::methods::hf_form(plan).map_err(|what| RuntimeError::Adapter {
+        dir: dir.to_path_buf(),
+        what,
+    })?;
+    match form.import(plan, &tensors, dir) {
+        Some(t) => t,
+        None => names::import_default(plan, tensors, form, dir),
+    }
 }
 
 /// Whether HF PEFT can represent the plan as one adapter: a single method
@@ -90,7 +110,7 @@ pub fn exportable(plan: &Plan) -> std::result::Result<(), String> {
     Ok(())
 }
 
-/// Writes `values` (the plan's trainable tensors) as an HF adapter into `dir`.
+/// Writes `values` (the plan's tensors) as an HF adapter into `dir`.
 pub fn export(
     plan: &Plan,
     values: &BTreeMap<String, HostTensor>,
@@ -98,8 +118,22 @@ pub fn export(
     dir: &Path,
 ) -> Result<()> {
     exportable(plan).map_err(RuntimeError::Invalid)?;
-    let tensors = to_hf(plan, values)?;
-    let config = config_json(plan, base_name);
+    let form = crate::methods::hf_form(plan).map_err(RuntimeError::Invalid)?;
+    let tensors = match form.export(plan, values) {
+        Some(t) => t?,
+        None => names::export_default(plan, values, form)?,
+    };
+    let mut config = json!({
+        "peft_type": form.peft_type(),
+        "task_type": task_type(plan),
+        "base_model_name_or_path": base_name,
+        "inference_mode": true,
+        "modules_to_save": head_modules(plan),
+        "revision": null,
+    });
+    if let Some(c) = config.as_object_mut() {
+        c.extend(form.config(plan));
+    }
     std::fs::create_dir_all(dir).map_err(|e| RuntimeError::write(dir, e))?;
     write_safetensors(
         &dir.join("adapter_model.safetensors"),
@@ -107,94 +141,29 @@ pub fn export(
         Some([("format".to_string(), "pt".to_string())].into()),
     )?;
     let text =
-        serde_json::to_vec_pretty(&config).map_err(|e| RuntimeError::Invalid(e.to_string()))?;
+        serde_json::to_vec_pretty(&config).map_err(|e| RuntimeError::Internal(e.to_string()))?;
     write_atomic(&dir.join("adapter_config.json"), &text)
 }
 
-/// HF module names of the plan's sites, as an exact-match regex.
-fn targets_regex(plan: &Plan) -> String {
+/// HF's `modules_to_save`: the task head a classifier trains in full.
+fn head_modules(plan: &Plan) -> Value {
+    match (plan.task.kind, plan.model.family) {
+        (TaskKind::Classify, Family::Bert) => json!(["classifier"]),
+        (TaskKind::Classify, Family::Llama) => json!(["score"]),
+        _ => Value::Null,
+    }
+}
+
+/// HF module names of the plan's sites that satisfy `want`, as one
+/// exact-match regex (HF PEFT's `target_modules` as a string).
+pub fn targets_regex(plan: &Plan, want: impl Fn(&peftc_compiler::plan::Site) -> bool) -> String {
     let mut names: Vec<String> = plan
         .sites
         .iter()
-        .map(|s| regex_escape(&hf_module(plan, &s.module)))
+        .filter(|s| want(s))
+        .map(|s| hf_module(plan, &s.module).replace('.', "\\."))
         .collect();
     names.sort();
     names.dedup();
     format!("^(?:{})$", names.join("|"))
-}
-
-fn regex_escape(s: &str) -> String {
-    s.replace('.', "\\.")
-}
-
-fn config_json(plan: &Plan, base_name: &str) -> Value {
-    let d = &plan.model.dims;
-    let head = match (plan.task.kind, plan.model.family) {
-        (TaskKind::Classify, Family::Bert) => json!(["classifier"]),
-        (TaskKind::Classify, Family::Llama) => json!(["score"]),
-        _ => Value::Null,
-    };
-    let mut c = json!({
-        "peft_type": peft_type(plan),
-        "task_type": task_type(plan),
-        "base_model_name_or_path": base_name,
-        "inference_mode": true,
-        "modules_to_save": head,
-        "revision": null,
-    });
-    let first = plan.sites.first().map(|s| &s.method);
-    match first {
-        Some(MethodConfig::Lora(l)) => {
-            let bias = if plan.trainable_biases.is_empty() {
-                "none"
-            } else {
-                "lora_only"
-            };
-            c["r"] = json!(l.r);
-            c["lora_alpha"] = json!(l.alpha);
-            c["lora_dropout"] = json!(l.dropout);
-            c["use_rslora"] = json!(l.rslora);
-            c["use_dora"] = json!(l.dora);
-            c["bias"] = json!(bias);
-            c["fan_in_fan_out"] = json!(false);
-            c["init_lora_weights"] = json!(true);
-            c["target_modules"] = json!(targets_regex(plan));
-        }
-        Some(MethodConfig::Ia3) => {
-            let ff: Vec<String> = plan
-                .sites
-                .iter()
-                .filter(|s| s.feedforward)
-                .map(|s| regex_escape(&hf_module(plan, &s.module)))
-                .collect();
-            c["target_modules"] = json!(targets_regex(plan));
-            c["feedforward_modules"] = if ff.is_empty() {
-                json!([])
-            } else {
-                json!(format!("^(?:{})$", ff.join("|")))
-            };
-            c["init_ia3_weights"] = json!(true);
-            c["fan_in_fan_out"] = json!(false);
-        }
-        Some(MethodConfig::Prompt(p)) => {
-            c["num_virtual_tokens"] = json!(p.len);
-            c["token_dim"] = json!(d.hidden);
-            c["num_transformer_submodules"] = json!(1);
-            c["num_attention_heads"] = json!(d.heads);
-            c["num_layers"] = json!(d.layers);
-            c["prompt_tuning_init"] = json!("RANDOM");
-        }
-        Some(MethodConfig::Prefix(p)) => {
-            let kv = d.kv_heads * d.head_dim;
-            c["num_virtual_tokens"] = json!(p.len);
-            c["token_dim"] = json!(kv);
-            c["num_transformer_submodules"] = json!(1);
-            c["num_attention_heads"] = json!(d.kv_heads);
-            c["num_layers"] = json!(d.layers);
-            c["encoder_hidden_size"] = json!(kv);
-            c["prefix_projection"] = json!(false);
-        }
-        _ => {}
-    }
-    c
 }

@@ -1,14 +1,14 @@
 //! Checking a Hugging Face PEFT `adapter_config.json` against the spec's
-//! block before any tensor is read: the method and task, the method's
-//! hyperparameters (`r`, `lora_alpha`, `use_rslora`, `use_dora`,
-//! `num_virtual_tokens`, ...) and the modules it targets, matched the way HF
-//! PEFT matches them (`check_target_module_exists`: a string is a regex that
-//! must match a module's whole name; a list matches a name or a dotted
-//! suffix of it).
+//! block before any tensor is read: the method and task here, the method's
+//! own hyperparameters by its [`HfForm`](crate::methods::HfForm), with the
+//! helpers below for what several methods share: the modules a config
+//! targets, matched the way HF PEFT matches them
+//! (`check_target_module_exists`: a string is a regex that must match a
+//! module's whole name; a list matches a name or a dotted suffix of it), and
+//! ranks with their `rank_pattern`.
 
-use super::hf_names::hf_module;
+use super::names::hf_module;
 use crate::error::{Result, RuntimeError};
-use peftc_compiler::methods::MethodConfig;
 use peftc_compiler::model::{ModuleKind, Role};
 use peftc_compiler::plan::Plan;
 use peftc_compiler::task::TaskKind;
@@ -25,19 +25,8 @@ pub fn task_type(plan: &Plan) -> &'static str {
     }
 }
 
-/// HF's `peft_type` for the plan's (single) method.
-pub fn peft_type(plan: &Plan) -> &'static str {
-    match plan.sites.first().map(|s| &s.method) {
-        Some(MethodConfig::Lora(_)) | None => "LORA",
-        Some(MethodConfig::Ia3) => "IA3",
-        Some(MethodConfig::Prompt(_)) => "PROMPT_TUNING",
-        Some(MethodConfig::Prefix(_)) => "PREFIX_TUNING",
-        Some(MethodConfig::Adapter(_)) => "BOTTLENECK_ADAPTER",
-        Some(MethodConfig::Bitfit) => "BITFIT",
-    }
-}
-
-/// Checks `cfg` (read from `dir`) against `plan`.
+/// Checks `cfg` (read from `dir`) against `plan`: the method and task here,
+/// the method's own fields by its [`HfForm`].
 pub fn check(plan: &Plan, cfg: &Value, dir: &Path) -> Result<()> {
     fields(plan, cfg).map_err(|what| RuntimeError::Adapter {
         dir: dir.join("adapter_config.json"),
@@ -49,11 +38,12 @@ fn fields(plan: &Plan, cfg: &Value) -> std::result::Result<(), String> {
     if !cfg.is_object() {
         return Err("is not a JSON object".into());
     }
-    let peft_type_found = cfg["peft_type"].as_str().unwrap_or("");
-    let want = peft_type(plan);
-    if peft_type_found != want {
+    let form = crate::methods::hf_form(plan)?;
+    let found = cfg["peft_type"].as_str().unwrap_or("");
+    let want = form.peft_type();
+    if found != want {
         return Err(format!(
-            "has peft_type `{peft_type_found}`, the spec's block is `{want}`"
+            "has peft_type `{found}`, the spec's block is `{want}`"
         ));
     }
     if let Some(task) = cfg["task_type"].as_str()
@@ -65,55 +55,11 @@ fn fields(plan: &Plan, cfg: &Value) -> std::result::Result<(), String> {
             task_type(plan)
         ));
     }
-    match plan.sites.first().map(|s| &s.method) {
-        Some(MethodConfig::Lora(l)) => {
-            let flag = |key: &str| cfg[key].as_bool().unwrap_or(false);
-            let alpha = cfg["lora_alpha"].as_f64().unwrap_or(8.0);
-            if (alpha - l.alpha).abs() > 1e-9 {
-                return Err(format!(
-                    "has lora_alpha {alpha}, the spec says alpha={}",
-                    l.alpha
-                ));
-            }
-            if flag("use_rslora") != l.rslora {
-                return Err(format!(
-                    "has use_rslora {}, the spec says rslora={}",
-                    flag("use_rslora"),
-                    l.rslora
-                ));
-            }
-            if flag("use_dora") != l.dora {
-                return Err(format!(
-                    "has use_dora {}; the spec {} DoRA",
-                    flag("use_dora"),
-                    if l.dora { "uses" } else { "does not use" }
-                ));
-            }
-            check_ranks(plan, cfg)?;
-            check_targets(plan, cfg, "target_modules", |_| true)
-        }
-        Some(MethodConfig::Ia3) => {
-            check_targets(plan, cfg, "target_modules", |_| true)?;
-            check_targets(plan, cfg, "feedforward_modules", |s| s.feedforward)
-        }
-        Some(MethodConfig::Prompt(p)) => virtual_tokens(cfg, p.len),
-        Some(MethodConfig::Prefix(p)) => {
-            virtual_tokens(cfg, p.len)?;
-            let projected = cfg["prefix_projection"].as_bool().unwrap_or(false);
-            if projected != (p.projection > 0) {
-                return Err(format!(
-                    "has prefix_projection {projected}; the spec's prefix {} a projection",
-                    if p.projection > 0 { "has" } else { "has no" }
-                ));
-            }
-            Ok(())
-        }
-        Some(MethodConfig::Adapter(_) | MethodConfig::Bitfit) | None => Ok(()),
-    }
+    form.check(plan, cfg)
 }
 
 /// A prompt-learning config's `num_virtual_tokens` against the spec's `len`.
-fn virtual_tokens(cfg: &Value, len: usize) -> std::result::Result<(), String> {
+pub fn virtual_tokens(cfg: &Value, len: usize) -> std::result::Result<(), String> {
     if cfg["num_virtual_tokens"].as_u64() == Some(len as u64) {
         Ok(())
     } else {
@@ -124,7 +70,7 @@ fn virtual_tokens(cfg: &Value, len: usize) -> std::result::Result<(), String> {
     }
 }
 
-fn shown(v: &Value) -> String {
+pub fn shown(v: &Value) -> String {
     if v.is_null() {
         "(missing)".into()
     } else {
@@ -132,8 +78,13 @@ fn shown(v: &Value) -> String {
     }
 }
 
-/// `r`, and any per-module `rank_pattern`, against each LoRA site's rank.
-fn check_ranks(plan: &Plan, cfg: &Value) -> std::result::Result<(), String> {
+/// `r`, and any per-module `rank_pattern`, against each site's rank
+/// (`rank_of`: the rank of a site of the method, `None` for other sites).
+pub fn check_ranks(
+    plan: &Plan,
+    cfg: &Value,
+    rank_of: impl Fn(&peftc_compiler::plan::Site) -> Option<usize>,
+) -> std::result::Result<(), String> {
     let default_r = cfg["r"].as_u64().unwrap_or(8) as usize;
     let pattern: Vec<(String, usize)> = cfg["rank_pattern"]
         .as_object()
@@ -146,10 +97,7 @@ fn check_ranks(plan: &Plan, cfg: &Value) -> std::result::Result<(), String> {
     let sites: Vec<(String, usize)> = plan
         .sites
         .iter()
-        .filter_map(|s| match &s.method {
-            MethodConfig::Lora(l) => Some((hf_module(plan, &s.module), l.r)),
-            _ => None,
-        })
+        .filter_map(|s| Some((hf_module(plan, &s.module), rank_of(s)?)))
         .collect();
     for (key, _) in &pattern {
         if !sites.iter().any(|(name, _)| pattern_matches(key, name)) {
@@ -180,7 +128,7 @@ fn pattern_matches(key: &str, name: &str) -> bool {
 
 /// The modules `cfg[key]` selects, among the model's linear layers (not the
 /// task head), against the plan's sites that satisfy `want`.
-fn check_targets(
+pub fn check_targets(
     plan: &Plan,
     cfg: &Value,
     key: &str,

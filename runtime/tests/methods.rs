@@ -1,0 +1,108 @@
+//! The method architecture's promises, for every method on both model
+//! families: the runtime allocates exactly the trainable tensors `peftc
+//! compile` counts (Hugging Face PEFT's `print_trainable_parameters`), and
+//! every one of them is declared by its method's file.
+
+use peftc_compiler::estimate::params;
+use peftc_compiler::{CheckOptions, Plan, check, lower};
+use peftc_runtime::session::Session;
+use std::path::PathBuf;
+
+fn assets() -> PathBuf {
+    if let Some(p) = std::env::var_os("PEFTC_ASSETS") {
+        return PathBuf::from(p);
+    }
+    let cache = std::env::var_os("PEFTC_CACHE")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            PathBuf::from(std::env::var("HOME").unwrap_or_default()).join(".cache/peftc")
+        });
+    cache.join("assets")
+}
+
+/// The real model of `family`, with `statements` as its one block.
+pub fn plan(family: &str, statements: &str, task: &str) -> Plan {
+    let model = match family {
+        "bert" => assets().join("all-MiniLM-L6-v2"),
+        _ => assets().join("SmolLM2-135M-Instruct/SmolLM2-135M-Instruct.Q4_1.gguf"),
+    };
+    assert!(
+        model.exists(),
+        "missing {} — run scripts/fetch-assets",
+        model.display()
+    );
+    let labels = if task == "classify" {
+        "labels = 3\n"
+    } else {
+        ""
+    };
+    let spec = format!(
+        "model \"{}\"\npeft b {{\n    {statements}\n}}\ntrain {{\n    adapter = b\n    task = {task}\n    {labels}}}\n",
+        model.display()
+    );
+    let file = peftc_grammar::parse(&spec).expect("parse");
+    let checked = check(&file, &CheckOptions::default())
+        .unwrap_or_else(|d| panic!("{}", peftc_grammar::render_all(&d, "spec", &spec)));
+    lower(&checked, checked.block("b").expect("block"), None).expect("lower")
+}
+
+/// One statement per method (and per variant that changes its tensors).
+pub const METHODS: &[(&str, &str)] = &[
+    ("lora", "lora(r=4, alpha=8) on layers[*].attn.{q, v}"),
+    ("lora gated", "lora(r=4) on layers[0..2].attn.q gated"),
+    ("lora bias", "lora(r=2, bias=lora_only) on layers[*].attn.q"),
+    ("dora", "dora(r=4) on layers[*].attn.{q, v}"),
+    ("ia3", "ia3() on layers[*].attn.{k, v}, layers[*].mlp.down"),
+    ("prompt", "prompt(len=5) on embed"),
+    ("prefix", "prefix(len=3) on layers[*].attn"),
+    (
+        "prefix projected",
+        "prefix(len=3, projection=16) on layers[0..2].attn",
+    ),
+    ("prefix gated", "prefix(len=2) on layers[*].attn gated"),
+    (
+        "adapter serial",
+        "adapter(bottleneck=8) after layers[*].mlp",
+    ),
+    (
+        "adapter parallel gated",
+        "adapter(bottleneck=4, act=gelu) beside layers[*].attn gated",
+    ),
+    ("bitfit", "bitfit() on layers[-1]"),
+];
+
+#[test]
+fn the_runtime_allocates_what_compile_counts() {
+    for family in ["bert", "llama"] {
+        for task in [
+            "classify",
+            if family == "bert" {
+                "feature"
+            } else {
+                "causal_lm"
+            },
+        ] {
+            for (name, statement) in METHODS {
+                if family == "llama" && *name == "bitfit" {
+                    continue; // LLaMA layers have no biases to train
+                }
+                let plan = plan(family, statement, task);
+                let estimate = params(&plan);
+                let session = Session::open(plan.clone()).expect("session");
+                let store = session.init_params(0).expect("init");
+                let allocated: u64 = store
+                    .values
+                    .iter()
+                    .filter(|(k, _)| store.trains(k))
+                    .map(|(_, t)| t.numel() as u64)
+                    .sum();
+                assert_eq!(
+                    allocated, estimate.trainable_params,
+                    "{family} {task} {name}: runtime allocates {allocated}, compile counts {}",
+                    estimate.trainable_params
+                );
+                assert!(allocated > 0, "{family} {task} {name}: nothing trains");
+            }
+        }
+    }
+}
