@@ -13,6 +13,7 @@ pub mod faults;
 pub mod model;
 pub mod rng;
 pub mod tokenizer;
+pub mod torch_rng;
 pub mod weights;
 
 pub use burn;

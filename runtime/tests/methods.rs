@@ -69,6 +69,17 @@ pub const METHODS: &[(&str, &str)] = &[
         "adapter(bottleneck=4, act=gelu) beside layers[*].attn gated",
     ),
     ("bitfit", "bitfit() on layers[-1]"),
+    (
+        "vera",
+        "vera(r=16) on layers[*].attn.{q, v}, layers[*].mlp.up",
+    ),
+    ("loha", "loha(r=4) on layers[*].attn.{q, v}"),
+    (
+        "lokr",
+        "lokr(r=4, decompose_both=true) on layers[*].attn.{q, v}, layers[*].mlp.up",
+    ),
+    ("lokr r16", "lokr(r=16) on layers[*].attn.{q, k}"),
+    ("ln", "ln() on layers[*].{attn_norm, mlp_norm}"),
 ];
 
 #[test]

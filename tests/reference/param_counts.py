@@ -33,9 +33,13 @@ import torch  # noqa: E402
 import transformers  # noqa: E402
 from peft import (  # noqa: E402
     IA3Config,
+    LNTuningConfig,
+    LoHaConfig,
+    LoKrConfig,
     LoraConfig,
     PrefixTuningConfig,
     PromptTuningConfig,
+    VeraConfig,
     get_peft_model,
 )
 from transformers import (  # noqa: E402
@@ -65,6 +69,8 @@ BERT = {
     # list form (suffix match) for layers_to_transform, which PEFT only allows with a list
     "qv_list": ["query", "value"],
     "layers_pattern": "layer",
+    "up": r".*encoder\.layer\.\d+\.(attention\.self\.(query|value)|intermediate\.dense)",
+    "norms": ["LayerNorm"],
 }
 LLAMA = {
     "qv": r".*layers\.\d+\.self_attn\.(q_proj|v_proj)",
@@ -73,6 +79,8 @@ LLAMA = {
     "ia3_ff": r".*layers\.\d+\.mlp\.down_proj",
     "qv_list": ["q_proj", "v_proj"],
     "layers_pattern": "layers",
+    "up": r".*layers\.\d+\.(self_attn\.(q_proj|v_proj)|mlp\.up_proj)",
+    "norms": ["input_layernorm", "post_attention_layernorm", "norm"],
 }
 
 S_QV = "lora(r=8, alpha=16) on layers[*].attn.{q, v}"
@@ -83,6 +91,13 @@ S_IA3 = "ia3() on layers[*].attn.{k, v}, layers[*].mlp.down"
 S_PROMPT = "prompt(len=20) on embed"
 S_PREFIX = "prefix(len=10) on layers[*].attn"
 S_PREFIX_PROJ = "prefix(len=10, projection=128) on layers[*].attn"
+S_VERA = "vera(r=256) on layers[*].attn.{q, v}, layers[*].mlp.up"
+S_LOHA = "loha(r=8, alpha=16) on layers[*].attn.{q, v}, layers[*].mlp.up"
+S_LOKR = "lokr(r=8, alpha=16) on layers[*].attn.{q, v}, layers[*].mlp.up"
+S_LOKR_BOTH = "lokr(r=4, alpha=8, decompose_both=true) on layers[*].attn.{q, v}, layers[*].mlp.up"
+S_LN_BERT = 'ln() on "**.LayerNorm"'
+S_LN_LLAMA = "ln() on layers[*].{attn_norm, mlp_norm}, final_norm"
+NEW = [(S_VERA, "vera"), (S_LOHA, "loha"), (S_LOKR, "lokr"), (S_LOKR_BOTH, "lokr_both")]
 
 
 def method(kind, roles, **extra):
@@ -101,6 +116,16 @@ def method(kind, roles, **extra):
         return PrefixTuningConfig, dict(num_virtual_tokens=10)
     if kind == "prefix_proj":
         return PrefixTuningConfig, dict(num_virtual_tokens=10, prefix_projection=True, encoder_hidden_size=128)
+    if kind == "vera":
+        return VeraConfig, dict(r=256, target_modules=roles["up"])
+    if kind == "loha":
+        return LoHaConfig, dict(r=8, alpha=16, target_modules=roles["up"])
+    if kind == "lokr":
+        return LoKrConfig, dict(r=8, alpha=16, target_modules=roles["up"])
+    if kind == "lokr_both":
+        return LoKrConfig, dict(r=4, alpha=8, decompose_both=True, target_modules=roles["up"])
+    if kind == "ln":
+        return LNTuningConfig, dict(target_modules=roles["norms"])
     if kind == "qv_layers":
         return LoraConfig, dict(r=8, lora_alpha=16, target_modules=roles["qv_list"],
                                 layers_to_transform=extra["layers"], layers_pattern=roles["layers_pattern"])
@@ -120,6 +145,8 @@ def cases():
         add("minilm-l6", "classify", 2, stmt, kind, BERT)
     add("minilm-l6", "classify", 2, "lora(r=8, alpha=16) on layers[0..3].attn.{q, v}", "qv_layers", BERT,
         layers=[0, 1, 2])
+    for stmt, kind in NEW + [(S_LN_BERT, "ln")]:
+        add("minilm-l6", "classify", 2, stmt, kind, BERT)
     # MiniLM, feature extraction
     add("minilm-l6", "feature", None, S_QV, "qv", BERT)
 
@@ -129,6 +156,8 @@ def cases():
         add("smollm2-135m", "causal_lm", None, stmt, kind, LLAMA)
     add("smollm2-135m", "causal_lm", None, "lora(r=8, alpha=16) on layers[-2..].attn.{q, v}", "qv_layers", LLAMA,
         layers=[28, 29])
+    for stmt, kind in NEW + [(S_LN_LLAMA, "ln")]:
+        add("smollm2-135m", "causal_lm", None, stmt, kind, LLAMA)
     # SmolLM2, sequence classification, 3 labels
     add("smollm2-135m", "classify", 3, S_QV, "qv", LLAMA)
 
@@ -136,7 +165,7 @@ def cases():
     for name in ["llama2-7b", "llama2-13b", "llama2-70b", "mistral-7b", "qwen2-7b", "qwen2-0.5b"]:
         add(name, "causal_lm", None, S_ALL_LLAMA, "all", LLAMA)
         if name in ("llama2-7b", "qwen2-0.5b"):
-            for stmt, kind in [(S_DORA, "dora"), (S_IA3, "ia3"), (S_PROMPT, "prompt"), (S_PREFIX, "prefix")]:
+            for stmt, kind in [(S_DORA, "dora"), (S_IA3, "ia3"), (S_PROMPT, "prompt"), (S_PREFIX, "prefix")] + NEW:
                 add(name, "causal_lm", None, stmt, kind, LLAMA)
     return out
 

@@ -169,6 +169,23 @@ fn exclusive_group(s: &CheckedStatement) -> (&'static str, Placement) {
 pub fn check_conflicts(statements: &[CheckedStatement], modules: &[Module]) -> Vec<Diagnostic> {
     let mut errors = Vec::new();
     for (j, b) in statements.iter().enumerate() {
+        let spec = b.kind.spec();
+        if spec.once_per_block
+            && let Some(a) = statements[..j].iter().find(|a| a.kind == b.kind)
+        {
+            errors.push(
+                Diagnostic::error(format!(
+                    "`{}` is written twice in one block; its layers share one pair of projections",
+                    spec.name
+                ))
+                .at(b.span, "a second statement")
+                .with_secondary(a.span, "the first")
+                .with_help(
+                    "select every target in one statement, e.g. `vera() on attn.{q, v}, mlp.up`",
+                ),
+            );
+            continue;
+        }
         for a in &statements[..j] {
             if exclusive_group(a) != exclusive_group(b) {
                 continue;

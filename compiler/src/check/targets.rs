@@ -14,6 +14,10 @@ pub fn accepts(t: TargetKind, m: &Module, all: &[Module]) -> bool {
             ModuleKind::Linear { .. } | ModuleKind::Attention | ModuleKind::Mlp | ModuleKind::Layer
         ),
         TargetKind::Biased => !biases_under(m, all).is_empty(),
+        TargetKind::Norm => matches!(
+            m.kind,
+            ModuleKind::LayerNorm { .. } | ModuleKind::RmsNorm { .. }
+        ),
     }
 }
 
@@ -51,6 +55,10 @@ pub fn hint(t: TargetKind, m: &Module, family: Family) -> Option<String> {
         (TargetKind::Block, _, _) => {
             Some("put adapters after or beside `attn`, `mlp`, a layer or a projection".into())
         }
+        (TargetKind::Norm, _, _) => Some(match family {
+            Family::Bert => "select a layer's norms: `layers[*].{attn_norm, mlp_norm}` (or \"**.LayerNorm\")".into(),
+            Family::Llama => "select the norms: `layers[*].{attn_norm, mlp_norm}`, `final_norm`".into(),
+        }),
         (TargetKind::Biased, _, _) => Some(match family {
             Family::Llama => "LLaMA-family layers have no biases (Qwen2 has them on q, k, v); try `ia3` or `lora`".into(),
             Family::Bert => "select modules that hold biases: projections or layer norms".into(),

@@ -54,6 +54,11 @@ pub fn flops_per_step(g: &Graph, w: &Workload) -> Result<FlopReport, Overflow> {
                     bwd += w2;
                 }
             }
+            Op::Delta { cost, .. } => {
+                let f = rows(0) * cost.row_flops as u128 + cost.step_flops as u128;
+                fwd += f;
+                bwd += 2 * f;
+            }
             Op::Adapter {
                 d_in,
                 bottleneck,

@@ -140,6 +140,17 @@ pub fn memory(g: &Graph, w: &Workload) -> Result<MemoryReport, Overflow> {
                     .max(1);
                 extra += x / in_f * *r as u128;
             }
+            Op::Delta { cost, .. } => {
+                saved.extend(ins.first());
+                let x = ins.first().map(|&x| numel(x)).unwrap_or(0);
+                let in_f = ins
+                    .first()
+                    .and_then(|&x| g.g[x].shape.last())
+                    .map(|d| d.eval(1, 1))
+                    .unwrap_or(1)
+                    .max(1);
+                extra += x / in_f * cost.row_saved as u128 + cost.step_saved as u128;
+            }
             Op::Adapter { bottleneck, .. } => {
                 saved.extend(ins.first());
                 let x = ins.first().map(|&x| numel(x)).unwrap_or(0);

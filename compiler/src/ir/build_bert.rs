@@ -61,6 +61,13 @@ pub(super) fn build(plan: &Plan, g: &mut Graph) {
         module_node(plan, Op::LayerNorm { dim: h }, "embeddings.LayerNorm", None),
         &[s2],
     );
+    g.anchors.insert(
+        "embeddings.LayerNorm".into(),
+        Anchor {
+            entry: s2,
+            exit: ln,
+        },
+    );
     let mut x = g.add(
         Node::new(
             Op::Dropout { p: HIDDEN_DROPOUT },

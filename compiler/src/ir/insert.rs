@@ -35,6 +35,12 @@ pub(super) fn insert_sites(plan: &Plan, g: &mut Graph) -> Result<(), IrError> {
         node.site = Some(i);
         let (x, y) = (anchor.entry, anchor.exit);
         match wiring {
+            Wiring::Own => {
+                // The module's own node computes with the trained copy.
+                let own = &mut g.g[y];
+                own.trainable_params += node.trainable_params;
+                own.site = Some(i);
+            }
             Wiring::Input => {
                 // Applied to the module's input on its edge only.
                 let n = g.add(node, &[x]);

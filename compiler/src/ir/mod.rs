@@ -20,7 +20,7 @@ mod shape;
 pub use build::{Anchor, Graph, build_graph};
 pub use emit::{to_dot, to_text};
 pub use fuse::{FusedOp, Fusion, RULES, Rule};
-pub use op::{Act, Dim, LossKind, Node, Op, Shape};
+pub use op::{Act, DeltaCost, Dim, LossKind, Node, Op, Shape};
 
 /// A node handle.
 pub type NodeId = petgraph::stable_graph::NodeIndex;

@@ -97,6 +97,18 @@ impl From<Activation> for Act {
     }
 }
 
+/// What a [`Op::Delta`] costs, as its method declares it: matrix-product
+/// FLOPs of the forward pass per input row and per step (building a weight
+/// from its factors), and elements saved for backward per row and per step.
+/// Backward is costed at twice the forward (input and factor gradients).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
+pub struct DeltaCost {
+    pub row_flops: u64,
+    pub step_flops: u64,
+    pub row_saved: u64,
+    pub step_saved: u64,
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum LossKind {
@@ -190,6 +202,14 @@ pub enum Op {
         kv_dim: usize,
         gated: bool,
     },
+    /// A method's own update beside a linear (VeRA, LoHa, LoKr, AdaLoRA):
+    /// input x, output to be added; its cost as the method declares it.
+    Delta {
+        method: &'static str,
+        in_f: usize,
+        out_f: usize,
+        cost: DeltaCost,
+    },
     /// Bottleneck adapter; serial: input y, output y + s*up(act(down(y)));
     /// parallel: inputs x, y, output y + s*up(act(down(x))).
     Adapter {
@@ -230,6 +250,7 @@ impl Op {
             Op::PromptConcat { .. } => "prompt_concat",
             Op::PrefixKv { .. } => "prefix_kv",
             Op::Adapter { .. } => "adapter",
+            Op::Delta { method, .. } => method,
         }
     }
 
@@ -256,7 +277,8 @@ impl Op {
             | Op::LastToken
             | Op::Loss(_)
             | Op::Ia3 { .. }
-            | Op::PromptConcat { .. } => false,
+            | Op::PromptConcat { .. }
+            | Op::Delta { .. } => false,
         }
     }
 
@@ -270,6 +292,7 @@ impl Op {
                 | Op::PromptConcat { .. }
                 | Op::PrefixKv { .. }
                 | Op::Adapter { .. }
+                | Op::Delta { .. }
         )
     }
 }

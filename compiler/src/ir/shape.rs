@@ -69,7 +69,7 @@ fn output_shape(g: &Graph, n: NodeId, ins: &[Shape]) -> Result<Shape, IrError> {
             expect_last(g, n, x, *in_f)?;
             x.with_last(c(*out_f))
         }
-        Op::LoraDelta { in_f, out_f, .. } => {
+        Op::LoraDelta { in_f, out_f, .. } | Op::Delta { in_f, out_f, .. } => {
             let x = input(g, n, ins, 0)?;
             expect_last(g, n, x, *in_f)?;
             x.with_last(c(*out_f))

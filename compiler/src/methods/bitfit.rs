@@ -21,6 +21,7 @@ pub const SPEC: MethodSpec = MethodSpec {
     exclusive: "bitfit",
     single_target: false,
     scales_ffn_input: false,
+    once_per_block: false,
     configure: |args, _| enabled(args).then_some(MethodConfig::Bitfit),
     check: no_check,
 };

@@ -22,6 +22,9 @@ pub enum Wiring {
     Input,
     /// Feeds the attention core's prefix slot.
     AttentionKv,
+    /// No node of its own: the method trains the module's own tensors (LN
+    /// tuning's norm weights), so they count on the module's node.
+    Own,
 }
 
 /// A method's node at one site.

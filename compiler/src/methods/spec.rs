@@ -21,6 +21,8 @@ pub enum TargetKind {
     Block,
     /// Any module holding bias terms (directly or below it).
     Biased,
+    /// A LayerNorm or RMSNorm.
+    Norm,
 }
 
 impl TargetKind {
@@ -31,6 +33,7 @@ impl TargetKind {
             TargetKind::Attention => "an attention block (`attn`)",
             TargetKind::Block => "a block (`attn`, `mlp`, a layer, or a linear layer)",
             TargetKind::Biased => "modules with bias terms",
+            TargetKind::Norm => "a norm (`attn_norm`, `mlp_norm`, `final_norm`)",
         }
     }
 }
@@ -160,6 +163,9 @@ pub struct MethodSpec {
     /// On a feed-forward down projection the method works on the layer's
     /// input, not its output ((IA)³; HF PEFT's `feedforward_modules`).
     pub scales_ffn_input: bool,
+    /// At most one statement of the method per block (VeRA's projections are
+    /// shared by all its layers).
+    pub once_per_block: bool,
     /// The typed configuration from fixed, checked arguments; `None` when the
     /// method is absent at this point (size 0 or `enabled=false`).
     pub configure: fn(&Args, Placement) -> Option<MethodConfig>,

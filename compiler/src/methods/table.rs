@@ -7,11 +7,15 @@
 use super::adapter::{self, AdapterConfig};
 use super::bitfit::{self, Bitfit};
 use super::ia3::{self, Ia3};
+use super::ln::{self, Ln};
+use super::loha::{self, LohaConfig};
+use super::lokr::{self, LokrConfig};
 use super::lora::{self, LoraConfig};
 use super::method::SiteMethod;
 use super::prefix::{self, PrefixConfig};
 use super::prompt::{self, PromptConfig};
 use super::spec::MethodSpec;
+use super::vera::{self, VeraConfig};
 use crate::model::Module;
 use serde::{Deserialize, Serialize};
 
@@ -26,6 +30,10 @@ pub enum MethodKind {
     Prefix,
     Adapter,
     Bitfit,
+    Vera,
+    Loha,
+    Lokr,
+    Ln,
 }
 
 /// Every method the language knows, in the order `peftc` lists them.
@@ -37,6 +45,10 @@ pub const METHODS: &[&MethodSpec] = &[
     &prefix::SPEC,
     &adapter::SPEC,
     &bitfit::SPEC,
+    &vera::SPEC,
+    &loha::SPEC,
+    &lokr::SPEC,
+    &ln::SPEC,
 ];
 
 impl MethodKind {
@@ -49,6 +61,10 @@ impl MethodKind {
             MethodKind::Prefix => &prefix::SPEC,
             MethodKind::Adapter => &adapter::SPEC,
             MethodKind::Bitfit => &bitfit::SPEC,
+            MethodKind::Vera => &vera::SPEC,
+            MethodKind::Loha => &loha::SPEC,
+            MethodKind::Lokr => &lokr::SPEC,
+            MethodKind::Ln => &ln::SPEC,
         }
     }
 }
@@ -69,6 +85,11 @@ pub enum MethodConfig {
     Prefix(PrefixConfig),
     Adapter(AdapterConfig),
     Bitfit,
+    Vera(VeraConfig),
+    Loha(LohaConfig),
+    Lokr(LokrConfig),
+    /// LN tuning.
+    Ln,
 }
 
 impl MethodConfig {
@@ -81,6 +102,10 @@ impl MethodConfig {
             MethodConfig::Prefix(c) => c,
             MethodConfig::Adapter(c) => c,
             MethodConfig::Bitfit => &Bitfit,
+            MethodConfig::Vera(c) => c,
+            MethodConfig::Loha(c) => c,
+            MethodConfig::Lokr(c) => c,
+            MethodConfig::Ln => &Ln,
         }
     }
 
@@ -96,7 +121,11 @@ impl MethodConfig {
             | MethodConfig::Ia3
             | MethodConfig::Prompt(_)
             | MethodConfig::Prefix(_)
-            | MethodConfig::Adapter(_) => true,
+            | MethodConfig::Adapter(_)
+            | MethodConfig::Vera(_)
+            | MethodConfig::Loha(_)
+            | MethodConfig::Lokr(_)
+            | MethodConfig::Ln => true,
             MethodConfig::Bitfit => false,
         }
     }
@@ -109,7 +138,11 @@ impl MethodConfig {
             MethodConfig::Ia3
             | MethodConfig::Prompt(_)
             | MethodConfig::Prefix(_)
-            | MethodConfig::Adapter(_) => Vec::new(),
+            | MethodConfig::Adapter(_)
+            | MethodConfig::Vera(_)
+            | MethodConfig::Loha(_)
+            | MethodConfig::Lokr(_)
+            | MethodConfig::Ln => Vec::new(),
         }
     }
 }

@@ -27,6 +27,16 @@ pub enum Init {
     RowNorms(String),
     /// Rows of the token embedding (prompt init = vocab / text).
     EmbeddingRows,
+    /// Every element this value (VeRA's `d_initial`, AdaLoRA's `ranknum`).
+    Constant(f32),
+    /// PyTorch's `uniform_(-bound, bound)` from a CPU `torch.Generator`
+    /// seeded with `seed`, after `skip` earlier draws from it: HF PEFT's
+    /// reproducible frozen projections (VeRA's `vera_A`, then `vera_B`).
+    TorchUniform {
+        seed: u64,
+        skip: u64,
+        bound: f32,
+    },
 }
 
 /// Whether a tensor trains.

@@ -8,15 +8,19 @@ mod adapter;
 mod hf;
 mod hook;
 mod ia3;
+mod ln;
+mod loha;
+mod lokr;
 mod lora;
 pub mod prefix;
 mod prompt;
 mod table;
 pub mod trace;
+mod vera;
 
 pub use hf::HfForm;
 pub use hook::{At, BaseLinear, Hook, SiteHook, Stage};
-pub use table::{hf_form, hook, merge, prompt_embeddings, prompt_len};
+pub use table::{hf_form, hook, merge, prompt_embeddings, prompt_len, tuned_norm};
 
 use crate::error::{Result, RuntimeError};
 use crate::kernels::PeftKernels;
@@ -45,4 +49,84 @@ fn trained<'a>(store: &'a ParamStore, name: &str) -> Result<&'a HostTensor> {
     store
         .get(name)
         .ok_or_else(|| RuntimeError::Internal(format!("trained tensor `{name}` is missing")))
+}
+
+/// `a · b` on the host (`[m, k] · [k, n]`).
+fn host_matmul(a: &HostTensor, b: &HostTensor) -> HostTensor {
+    let (m, k, n) = (a.rows(), a.cols(), b.cols());
+    let mut out = vec![0f32; m * n];
+    for i in 0..m {
+        for (kk, &av) in a.data[i * k..(i + 1) * k].iter().enumerate() {
+            if av != 0.0 {
+                for (o, bv) in out[i * n..(i + 1) * n]
+                    .iter_mut()
+                    .zip(&b.data[kk * n..(kk + 1) * n])
+                {
+                    *o += av * bv;
+                }
+            }
+        }
+    }
+    HostTensor::new(vec![m, n], out)
+}
+
+/// A declared tensor whose start needs no base weight, made again (VeRA's
+/// projections from their seed, when an adapter file left them out).
+fn regenerate(d: &peftc_compiler::methods::TensorDecl) -> Result<HostTensor> {
+    use peftc_compiler::methods::Init;
+    let n = d.shape.iter().product();
+    let data = match &d.init {
+        Init::Zeros => vec![0.0; n],
+        Init::Ones => vec![1.0; n],
+        Init::Constant(v) => vec![*v; n],
+        Init::TorchUniform { seed, skip, bound } => {
+            crate::torch_rng::uniform(*seed, *skip, n, *bound)
+        }
+        Init::Uniform(_)
+        | Init::Normal(_)
+        | Init::FromBase(_)
+        | Init::FromBaseOrNormal(..)
+        | Init::RowNorms(_)
+        | Init::EmbeddingRows => {
+            return Err(RuntimeError::Internal(format!(
+                "`{}` cannot be made again without its saved values",
+                d.name
+            )));
+        }
+    };
+    Ok(HostTensor::new(d.shape.clone(), data))
+}
+
+/// The `adapter_config.json` fields HF's LyCORIS methods (LoHa, LoKr)
+/// share; `r` and `alpha` are the method's.
+fn lycoris_config(plan: &peftc_compiler::plan::Plan) -> serde_json::Map<String, serde_json::Value> {
+    use serde_json::json;
+    let mut c = serde_json::Map::new();
+    c.insert("rank_dropout".into(), json!(0.0));
+    c.insert("module_dropout".into(), json!(0.0));
+    c.insert("init_weights".into(), json!(true));
+    c.insert("use_effective_conv2d".into(), json!(false));
+    c.insert("rank_pattern".into(), json!({}));
+    c.insert("alpha_pattern".into(), json!({}));
+    c.insert(
+        "target_modules".into(),
+        json!(crate::adapter::hf::targets_regex(plan, |_| true)),
+    );
+    c
+}
+
+/// A LyCORIS config's `alpha` (and no per-module `alpha_pattern`) against
+/// the spec's.
+fn check_alpha(cfg: &serde_json::Value, alpha: f64) -> std::result::Result<(), String> {
+    let found = cfg["alpha"].as_f64().unwrap_or(8.0);
+    if (found - alpha).abs() > 1e-9 {
+        return Err(format!("has alpha {found}, the spec says alpha={alpha}"));
+    }
+    if cfg["alpha_pattern"]
+        .as_object()
+        .is_some_and(|m| !m.is_empty())
+    {
+        return Err("has a per-module alpha_pattern; peftc gives a statement one alpha".into());
+    }
+    Ok(())
 }

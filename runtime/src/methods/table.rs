@@ -4,7 +4,7 @@
 
 use super::hf::HfForm;
 use super::hook::Hook;
-use super::{adapter, ia3, lora, prefix, prompt};
+use super::{adapter, ia3, ln, loha, lokr, lora, prefix, prompt, vera};
 use crate::error::{Result, RuntimeError};
 use crate::kernels::PeftKernels;
 use crate::model::{ParamStore, Params};
@@ -21,7 +21,14 @@ pub fn hook<B: PeftKernels>(site: &Site, w: Option<&Tensor<B, 2>>) -> Option<Hoo
         MethodConfig::Lora(c) => Some(lora::hook(c, site, w)),
         MethodConfig::Ia3 => Some(ia3::hook(site)),
         MethodConfig::Adapter(c) => Some(adapter::hook(c, site)),
-        MethodConfig::Prompt(_) | MethodConfig::Prefix(_) | MethodConfig::Bitfit => None,
+        MethodConfig::Vera(c) => Some(vera::hook(c)),
+        MethodConfig::Loha(c) => Some(loha::hook(c)),
+        MethodConfig::Lokr(c) => Some(lokr::hook(c)),
+        // The norm reads LN tuning's copy itself (`tuned_norm`).
+        MethodConfig::Prompt(_)
+        | MethodConfig::Prefix(_)
+        | MethodConfig::Bitfit
+        | MethodConfig::Ln => None,
     }
 }
 
@@ -37,7 +44,11 @@ pub fn prompt_embeddings<B: PeftKernels>(
             | MethodConfig::Ia3
             | MethodConfig::Prefix(_)
             | MethodConfig::Adapter(_)
-            | MethodConfig::Bitfit => {}
+            | MethodConfig::Bitfit
+            | MethodConfig::Vera(_)
+            | MethodConfig::Loha(_)
+            | MethodConfig::Lokr(_)
+            | MethodConfig::Ln => {}
         }
     }
     Ok(None)
@@ -67,6 +78,10 @@ pub fn hf_form(plan: &Plan) -> std::result::Result<&'static dyn HfForm, String> 
         MethodConfig::Ia3 => Ok(&ia3::Hf),
         MethodConfig::Prompt(_) => Ok(&prompt::Hf),
         MethodConfig::Prefix(_) => Ok(&prefix::Hf),
+        MethodConfig::Vera(_) => Ok(&vera::Hf),
+        MethodConfig::Loha(_) => Ok(&loha::Hf),
+        MethodConfig::Lokr(_) => Ok(&lokr::Hf),
+        MethodConfig::Ln => Ok(&ln::Hf),
         MethodConfig::Adapter(_) | MethodConfig::Bitfit => none(),
     }
 }
@@ -90,8 +105,29 @@ pub fn merge(
     match &site.method {
         MethodConfig::Lora(c) => lora::merge(c, site, w, store),
         MethodConfig::Ia3 => ia3::merge(site, w, bias, store),
+        MethodConfig::Vera(c) => vera::merge(c, site, w, store),
+        MethodConfig::Loha(c) => loha::merge(c, site, w, store),
+        MethodConfig::Lokr(c) => lokr::merge(c, site, w, store),
+        MethodConfig::Ln => ln::merge(site, w, bias, store),
         // BitFit's biases replace the base ones (see `merge::merged_weights`).
         MethodConfig::Bitfit => Ok(()),
         MethodConfig::Prompt(_) | MethodConfig::Prefix(_) | MethodConfig::Adapter(_) => refuse(),
     }
+}
+
+/// The trained copy of the norm `path` (weight, bias), when a method of the
+/// plan retrains it (LN tuning).
+pub fn tuned_norm(plan: &Plan, path: &str) -> Option<(String, Option<String>)> {
+    plan.sites_at(path).find_map(|s| match &s.method {
+        MethodConfig::Ln => Some(ln::names(s)),
+        MethodConfig::Lora(_)
+        | MethodConfig::Ia3
+        | MethodConfig::Prompt(_)
+        | MethodConfig::Prefix(_)
+        | MethodConfig::Adapter(_)
+        | MethodConfig::Bitfit
+        | MethodConfig::Vera(_)
+        | MethodConfig::Loha(_)
+        | MethodConfig::Lokr(_) => None,
+    })
 }

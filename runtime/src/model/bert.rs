@@ -6,6 +6,7 @@ use super::build::Loader;
 use super::ctx::{Ctx, site_id};
 use super::device_params::Params;
 use super::linear::{Attached, SiteLinear};
+use super::norm::NormWeights;
 use super::ops::{gelu, layer_norm};
 use crate::error::Result;
 use crate::kernels::PeftKernels;
@@ -16,31 +17,21 @@ use peftc_compiler::model::Dims;
 const HIDDEN_DROPOUT: f64 = 0.1;
 const ATTN_DROPOUT: f64 = 0.1;
 
-struct Norm<B: PeftKernels> {
-    path: String,
-    gamma: Tensor<B, 2>,
-    beta: Tensor<B, 2>,
-    trainable_bias: bool,
-}
+/// A LayerNorm: its parameters, and the post-norm residual's epsilon.
+struct Norm<B: PeftKernels>(NormWeights<B>);
 
 impl<B: PeftKernels> Norm<B> {
     fn load(l: &mut Loader<B>, path: &str, d: usize) -> Result<Norm<B>> {
-        let (gamma, beta) = l.norm(path, d, true)?;
-        Ok(Norm {
-            path: path.to_string(),
-            gamma,
-            beta: beta.unwrap_or_else(|| Tensor::zeros([1, d], l.device)),
-            trainable_bias: l.trainable_bias(path),
-        })
+        Ok(Norm(NormWeights::load(l, path, d, true)?))
     }
 
     fn forward(&self, x: Tensor<B, 2>, eps: f64, p: &Params<B>) -> Result<Tensor<B, 2>> {
-        let beta = if self.trainable_bias {
-            p.get(&format!("{}.bias", self.path))?
-        } else {
-            self.beta.clone()
+        let gamma = self.0.weight(p)?;
+        let beta = match self.0.bias(p)? {
+            Some(b) => b,
+            None => Tensor::zeros(gamma.dims(), &gamma.device()),
         };
-        Ok(layer_norm(x, self.gamma.clone(), beta, eps))
+        Ok(layer_norm(x, gamma, beta, eps))
     }
 }
 

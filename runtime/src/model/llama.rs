@@ -7,6 +7,7 @@ use super::build::Loader;
 use super::ctx::{Ctx, site_id};
 use super::device_params::Params;
 use super::linear::{Attached, SiteLinear};
+use super::norm::NormWeights;
 use super::ops::{rms_norm, silu_mul};
 use super::rope;
 use crate::error::Result;
@@ -17,12 +18,12 @@ use peftc_compiler::model::Dims;
 
 struct Layer<B: PeftKernels> {
     path: String,
-    input_norm: Tensor<B, 2>,
+    input_norm: NormWeights<B>,
     q: SiteLinear<B>,
     k: SiteLinear<B>,
     v: SiteLinear<B>,
     o: SiteLinear<B>,
-    post_norm: Tensor<B, 2>,
+    post_norm: NormWeights<B>,
     gate: SiteLinear<B>,
     up: SiteLinear<B>,
     down: SiteLinear<B>,
@@ -35,7 +36,7 @@ pub struct Llama<B: PeftKernels> {
     dims: Dims,
     embed: Tensor<B, 2>,
     layers: Vec<Layer<B>>,
-    norm: Tensor<B, 2>,
+    norm: NormWeights<B>,
     /// `lm_head` `[in, out]` when not tied to the embedding.
     lm_head_t: Option<SiteLinear<B>>,
 }
@@ -49,14 +50,17 @@ impl<B: PeftKernels> Llama<B> {
         for i in 0..d.layers {
             let p = format!("model.layers.{i}");
             layers.push(Layer {
-                input_norm: l.norm(&format!("{p}.input_layernorm"), h, false)?.0,
+                input_norm: NormWeights::load(l, &format!("{p}.input_layernorm"), h, false)?,
                 q: l.linear(&format!("{p}.self_attn.q_proj"))?,
                 k: l.linear(&format!("{p}.self_attn.k_proj"))?,
                 v: l.linear(&format!("{p}.self_attn.v_proj"))?,
                 o: l.linear(&format!("{p}.self_attn.o_proj"))?,
-                post_norm: l
-                    .norm(&format!("{p}.post_attention_layernorm"), h, false)?
-                    .0,
+                post_norm: NormWeights::load(
+                    l,
+                    &format!("{p}.post_attention_layernorm"),
+                    h,
+                    false,
+                )?,
                 gate: l.linear(&format!("{p}.mlp.gate_proj"))?,
                 up: l.linear(&format!("{p}.mlp.up_proj"))?,
                 down: l.linear(&format!("{p}.mlp.down_proj"))?,
@@ -66,7 +70,7 @@ impl<B: PeftKernels> Llama<B> {
                 path: p,
             });
         }
-        let norm = l.norm("model.norm", h, false)?.0;
+        let norm = NormWeights::load(l, "model.norm", h, false)?;
         let lm_head_t = match (with_lm_head, d.tied_embeddings) {
             (false, _) => None,
             (true, false) => Some(l.linear("lm_head")?),
@@ -119,7 +123,7 @@ impl<B: PeftKernels> Llama<B> {
         let eps = d.norm_eps;
         for (li, layer) in self.layers.iter().enumerate() {
             let input = x.clone();
-            let n1 = rms_norm(x, layer.input_norm.clone(), eps);
+            let n1 = rms_norm(x, layer.input_norm.weight(p)?, eps);
             let q = layer.q.forward(n1.clone(), p, ctx)?;
             let k = layer.k.forward(n1.clone(), p, ctx)?;
             let v = layer.v.forward(n1.clone(), p, ctx)?;
@@ -148,7 +152,7 @@ impl<B: PeftKernels> Llama<B> {
                 ctx,
             )?;
             let a1 = input.clone() + o;
-            let n2 = rms_norm(a1.clone(), layer.post_norm.clone(), eps);
+            let n2 = rms_norm(a1.clone(), layer.post_norm.weight(p)?, eps);
             let g = layer.gate.forward(n2.clone(), p, ctx)?;
             let u = layer.up.forward(n2.clone(), p, ctx)?;
             let dn = layer.down.forward(silu_mul(g, u), p, ctx)?;
@@ -160,7 +164,7 @@ impl<B: PeftKernels> Llama<B> {
                 .at_layer
                 .around_block(&layer.path, &input, out, p, ctx)?;
         }
-        Ok(rms_norm(x, self.norm.clone(), eps))
+        Ok(rms_norm(x, self.norm.weight(p)?, eps))
     }
 
     /// Vocabulary logits `[n, vocab]` for hidden states `[n, h]`.

@@ -10,6 +10,7 @@ mod device_params;
 mod linear;
 mod llama;
 pub mod loss;
+mod norm;
 pub(crate) mod ops;
 pub mod params;
 mod rope;

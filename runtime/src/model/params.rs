@@ -68,6 +68,10 @@ impl ParamStore {
                         .map(|r| r.iter().map(|v| v * v).sum::<f32>().sqrt())
                         .collect()
                 }
+                Init::Constant(v) => vec![*v; n],
+                Init::TorchUniform { seed, skip, bound } => {
+                    crate::torch_rng::uniform(*seed, *skip, n, *bound)
+                }
                 Init::EmbeddingRows => {
                     let emb = base.embedding()?;
                     let (rows, dim) = (s.shape[0], s.shape[1]);

@@ -134,6 +134,20 @@ pub fn check_targets(
     key: &str,
     want: impl Fn(&peftc_compiler::plan::Site) -> bool,
 ) -> std::result::Result<(), String> {
+    check_targets_of(plan, cfg, key, want, |k| {
+        matches!(k, ModuleKind::Linear { .. })
+    })
+}
+
+/// [`check_targets`] among the modules of kinds `candidate` accepts (norms
+/// for LN tuning).
+pub fn check_targets_of(
+    plan: &Plan,
+    cfg: &Value,
+    key: &str,
+    want: impl Fn(&peftc_compiler::plan::Site) -> bool,
+    candidate: impl Fn(&ModuleKind) -> bool,
+) -> std::result::Result<(), String> {
     let spec: BTreeSet<String> = plan
         .sites
         .iter()
@@ -180,7 +194,7 @@ pub fn check_targets(
     let config: BTreeSet<String> = plan
         .modules
         .iter()
-        .filter(|m| matches!(m.kind, ModuleKind::Linear { .. }) && m.role != Some(Role::Head))
+        .filter(|m| candidate(&m.kind) && m.role != Some(Role::Head))
         .filter(|m| {
             layers.as_ref().is_none_or(|ls| {
                 m.role
