@@ -65,6 +65,12 @@ fn every_hf_method_exports_reads_back_and_merges() {
             true,
         ),
         ("ln", "ln() on layers[*].{attn_norm, mlp_norm}", true),
+        ("ptuning mlp", "ptuning(len=4, hidden=32) on embed", false),
+        (
+            "ptuning lstm",
+            "ptuning(len=3, encoder=lstm, hidden=16) on embed",
+            false,
+        ),
     ];
     let d = temp_dir("methods");
     for (name, statement, mergeable) in cases {

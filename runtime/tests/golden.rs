@@ -109,9 +109,32 @@ fn run(name: &str) -> Vec<String> {
     let plan = lower(&checked, checked.block("case").expect("block"), None).expect("lower");
     let session = Session::open(plan.clone()).expect("session");
     let mut store = session.init_params(0).expect("init");
+    // P-tuning: HF's file holds the encoder's output only (its inference
+    // form); the encoder itself, for the gradients, is in io.safetensors.
+    let encoder: BTreeMap<String, HostTensor> =
+        c.io.iter()
+            .filter_map(|(k, v)| {
+                k.strip_prefix("encoder.")
+                    .map(|n| (n.to_string(), v.clone()))
+            })
+            .collect();
+    let mut inference_store = None;
     if c.dir.join("adapter").exists() {
         let imported = adapter::hf::import(&plan, &c.dir.join("adapter")).expect("import");
-        store.load_from(imported, &c.dir).expect("load");
+        if encoder.is_empty() {
+            store.load_from(imported, &c.dir).expect("load");
+        } else {
+            let mut t = encoder.clone();
+            t.extend(
+                imported
+                    .into_iter()
+                    .filter(|(k, _)| k != "prompt_embeddings"),
+            );
+            store.load_from(t, &c.dir).expect("load the encoder");
+            let mut inf = session.init_params(0).expect("init");
+            adapter::load_into(&plan, &mut inf, &c.dir.join("adapter")).expect("inference form");
+            inference_store = Some(inf);
+        }
     }
     for head in ["classifier.weight", "classifier.bias"] {
         if let Some(t) = c.io.get(head)
@@ -142,6 +165,19 @@ fn run(name: &str) -> Vec<String> {
     let ctx = model.ctx(&batch, false, 0);
     let out = model.forward(&batch, &params, &ctx).expect("forward");
     let mut errors = Vec::new();
+    if let Some(inf) = &inference_store {
+        // The inference form computes what the encoder does.
+        let p = Params::<CpuTrain>::constant(inf, &device);
+        let o = model
+            .forward(&batch, &p, &ctx)
+            .expect("forward (inference form)");
+        let d = max_abs_diff(&host(o.logits), &host(out.logits.clone()));
+        if d > 1e-4 {
+            errors.push(format!(
+                "{name}: the inference form's logits differ by {d:.3e}"
+            ));
+        }
+    }
     let mut check_close = |what: &str, ours: &[f32], theirs: &[f32], tol: f32| {
         let d = max_abs_diff(ours, theirs);
         if d > tol {
@@ -272,4 +308,6 @@ golden!(
     smollm2_lokr,
     minilm_cls_ln,
     smollm2_ln,
+    minilm_cls_ptuning,
+    smollm2_ptuning,
 );

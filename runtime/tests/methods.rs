@@ -80,6 +80,11 @@ pub const METHODS: &[(&str, &str)] = &[
     ),
     ("lokr r16", "lokr(r=16) on layers[*].attn.{q, k}"),
     ("ln", "ln() on layers[*].{attn_norm, mlp_norm}"),
+    ("ptuning mlp", "ptuning(len=6, hidden=32) on embed"),
+    (
+        "ptuning lstm",
+        "ptuning(len=3, encoder=lstm, hidden=16) on embed",
+    ),
 ];
 
 #[test]

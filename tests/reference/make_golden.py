@@ -52,6 +52,7 @@ from peft import (  # noqa: E402
     LoraConfig,
     PeftModel,
     PrefixTuningConfig,
+    PromptEncoderConfig,
     PromptTuningConfig,
     VeraConfig,
     get_peft_model,
@@ -219,6 +220,20 @@ CASES = [
                "float64, HF float32 is off by 1.65e-4 and peftc by 1.16e-4, so the two float32 "
                "results differ by 2.36e-4; first_tol 3e-4.",
          first_tol=3e-4),
+]
+
+CASES += [
+    case("minilm_cls_ptuning", "minilm", "classify", "ptuning(len=5, encoder=mlp, hidden=64) on embed",
+         (PromptEncoderConfig, dict(task_type="SEQ_CLS", num_virtual_tokens=5,
+                                    encoder_reparameterization_type="MLP", encoder_hidden_size=64)),
+         num_labels=2,
+         notes="HF saves only the encoder's output (prompt_embeddings); the encoder's own values and "
+               "gradients are in io.safetensors as encoder.<peftc name> / grad.<peftc name>."),
+    case("smollm2_ptuning", "smollm2", "causal_lm", "ptuning(len=4, encoder=lstm, hidden=32) on embed",
+         (PromptEncoderConfig, dict(task_type="CAUSAL_LM", num_virtual_tokens=4,
+                                    encoder_reparameterization_type="LSTM", encoder_hidden_size=32)),
+         notes="Two-layer bidirectional LSTM encoder and a Linear(64,64)-ReLU-Linear(64,576) head; "
+               "HF logits include the 4 virtual positions."),
 ]
 
 # Buffers some adapters save beside their parameters (frozen: no gradient).
@@ -394,7 +409,7 @@ def forward(model, c, inp, n_virtual, proj=None, labels=None):
 
 
 def n_virtual_of(c):
-    if c["peft"] and c["peft"][0] is PromptTuningConfig:
+    if c["peft"] and c["peft"][0] in (PromptTuningConfig, PromptEncoderConfig):
         return c["peft"][1]["num_virtual_tokens"]
     return 0
 
@@ -468,7 +483,18 @@ def run_case(idx, c, bases, inputs, extra_meta):
         missing = [n for n, p in params.items() if p.grad is None]
         assert not missing, f"no grad for {missing}"
         n_trainable = sum(p.numel() for p in params.values())
-        grads = by_adapter_key(model, {n: p.grad for n, p in params.items()})
+        if cfg_cls is PromptEncoderConfig:
+            # HF saves the encoder's output only: keep the encoder's values and
+            # gradients under peftc's names, the head's under its adapter keys.
+            def key(n):
+                return (n.replace("prompt_encoder.default.", "prompt_encoder.")
+                        .replace(".modules_to_save.default.", "."))
+            grads = {key(n): p.grad.detach().clone() for n, p in params.items()}
+            for n, p in params.items():
+                if "prompt_encoder" in n:
+                    io[f"encoder.{key(n)}"] = p.detach().clone().contiguous()
+        else:
+            grads = by_adapter_key(model, {n: p.grad for n, p in params.items()})
         zero = [k for k, g in grads.items() if not g.abs().max() > 0]
         assert not zero, f"all-zero gradients for {zero}"
         model.save_pretrained(str(d / "adapter"))
@@ -476,10 +502,14 @@ def run_case(idx, c, bases, inputs, extra_meta):
         if readme.exists():
             readme.unlink()
         saved = {k: v for k, v in load_file(str(d / "adapter" / "adapter_model.safetensors")).items()
-                 if k not in SAVED_BUFFERS}
-        assert set(saved) == set(grads), set(saved) ^ set(grads)
+                 if k not in SAVED_BUFFERS and not (cfg_cls is PromptEncoderConfig and k == "prompt_embeddings")}
+        if cfg_cls is PromptEncoderConfig:
+            grads_cmp = {k: g for k, g in grads.items() if not k.startswith("prompt_encoder.")}
+        else:
+            grads_cmp = grads
+        assert set(saved) == set(grads_cmp), set(saved) ^ set(grads_cmp)
         for k in saved:
-            assert saved[k].shape == grads[k].shape, (k, saved[k].shape, grads[k].shape)
+            assert saved[k].shape == grads_cmp[k].shape, (k, saved[k].shape, grads_cmp[k].shape)
         meta["hf_peft_config"] = json.loads((d / "adapter" / "adapter_config.json").read_text())
 
     for k, v in outs.items():

@@ -38,6 +38,7 @@ from peft import (  # noqa: E402
     LoKrConfig,
     LoraConfig,
     PrefixTuningConfig,
+    PromptEncoderConfig,
     PromptTuningConfig,
     VeraConfig,
     get_peft_model,
@@ -97,7 +98,10 @@ S_LOKR = "lokr(r=8, alpha=16) on layers[*].attn.{q, v}, layers[*].mlp.up"
 S_LOKR_BOTH = "lokr(r=4, alpha=8, decompose_both=true) on layers[*].attn.{q, v}, layers[*].mlp.up"
 S_LN_BERT = 'ln() on "**.LayerNorm"'
 S_LN_LLAMA = "ln() on layers[*].{attn_norm, mlp_norm}, final_norm"
-NEW = [(S_VERA, "vera"), (S_LOHA, "loha"), (S_LOKR, "lokr"), (S_LOKR_BOTH, "lokr_both")]
+S_PT_MLP = "ptuning(len=20) on embed"
+S_PT_LSTM = "ptuning(len=10, encoder=lstm, hidden=64) on embed"
+NEW = [(S_VERA, "vera"), (S_LOHA, "loha"), (S_LOKR, "lokr"), (S_LOKR_BOTH, "lokr_both"),
+       (S_PT_MLP, "ptuning_mlp"), (S_PT_LSTM, "ptuning_lstm")]
 
 
 def method(kind, roles, **extra):
@@ -124,6 +128,11 @@ def method(kind, roles, **extra):
         return LoKrConfig, dict(r=8, alpha=16, target_modules=roles["up"])
     if kind == "lokr_both":
         return LoKrConfig, dict(r=4, alpha=8, decompose_both=True, target_modules=roles["up"])
+    if kind == "ptuning_mlp":
+        return PromptEncoderConfig, dict(num_virtual_tokens=20, encoder_hidden_size=128)
+    if kind == "ptuning_lstm":
+        return PromptEncoderConfig, dict(num_virtual_tokens=10, encoder_hidden_size=64,
+                                         encoder_reparameterization_type="LSTM")
     if kind == "ln":
         return LNTuningConfig, dict(target_modules=roles["norms"])
     if kind == "qv_layers":

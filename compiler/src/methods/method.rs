@@ -66,6 +66,13 @@ pub trait SiteMethod {
 
     fn capabilities(&self, site: &Site) -> Capabilities;
 
+    /// A second, smaller set of tensors that computes the same (P-tuning's
+    /// encoder output, as HF saves it): an adapter holding exactly these
+    /// loads for inference.
+    fn inference_tensors(&self, _site: &Site, _dims: &Dims) -> Option<Vec<TensorDecl>> {
+        None
+    }
+
     /// Virtual token positions the method prepends to every sequence (a
     /// soft prompt's length).
     fn virtual_tokens(&self) -> usize {

@@ -14,6 +14,7 @@ use super::lora::{self, LoraConfig};
 use super::method::SiteMethod;
 use super::prefix::{self, PrefixConfig};
 use super::prompt::{self, PromptConfig};
+use super::ptuning::{self, PtuningConfig};
 use super::spec::MethodSpec;
 use super::vera::{self, VeraConfig};
 use crate::model::Module;
@@ -34,6 +35,7 @@ pub enum MethodKind {
     Loha,
     Lokr,
     Ln,
+    Ptuning,
 }
 
 /// Every method the language knows, in the order `peftc` lists them.
@@ -49,6 +51,7 @@ pub const METHODS: &[&MethodSpec] = &[
     &loha::SPEC,
     &lokr::SPEC,
     &ln::SPEC,
+    &ptuning::SPEC,
 ];
 
 impl MethodKind {
@@ -65,6 +68,7 @@ impl MethodKind {
             MethodKind::Loha => &loha::SPEC,
             MethodKind::Lokr => &lokr::SPEC,
             MethodKind::Ln => &ln::SPEC,
+            MethodKind::Ptuning => &ptuning::SPEC,
         }
     }
 }
@@ -90,6 +94,7 @@ pub enum MethodConfig {
     Lokr(LokrConfig),
     /// LN tuning.
     Ln,
+    Ptuning(PtuningConfig),
 }
 
 impl MethodConfig {
@@ -106,6 +111,7 @@ impl MethodConfig {
             MethodConfig::Loha(c) => c,
             MethodConfig::Lokr(c) => c,
             MethodConfig::Ln => &Ln,
+            MethodConfig::Ptuning(c) => c,
         }
     }
 
@@ -125,7 +131,8 @@ impl MethodConfig {
             | MethodConfig::Vera(_)
             | MethodConfig::Loha(_)
             | MethodConfig::Lokr(_)
-            | MethodConfig::Ln => true,
+            | MethodConfig::Ln
+            | MethodConfig::Ptuning(_) => true,
             MethodConfig::Bitfit => false,
         }
     }
@@ -142,7 +149,8 @@ impl MethodConfig {
             | MethodConfig::Vera(_)
             | MethodConfig::Loha(_)
             | MethodConfig::Lokr(_)
-            | MethodConfig::Ln => Vec::new(),
+            | MethodConfig::Ln
+            | MethodConfig::Ptuning(_) => Vec::new(),
         }
     }
 }

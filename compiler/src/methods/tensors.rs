@@ -91,12 +91,29 @@ pub fn site_name(module: &str, suffix: &str) -> String {
 /// statement's shared ones (after its first site), the biases made
 /// trainable, then the classification head.
 pub fn plan_tensors(plan: &Plan) -> Vec<TensorDecl> {
+    declared(plan, false)
+}
+
+/// The plan's tensors with each method's inference form where it has one
+/// (P-tuning's encoder output for its encoder); `None` when none has one.
+pub fn plan_inference_tensors(plan: &Plan) -> Option<Vec<TensorDecl>> {
+    let dims = &plan.model.dims;
+    plan.sites
+        .iter()
+        .any(|s| s.method.site().inference_tensors(s, dims).is_some())
+        .then(|| declared(plan, true))
+}
+
+fn declared(plan: &Plan, inference: bool) -> Vec<TensorDecl> {
     let mut out = Vec::new();
     let dims = &plan.model.dims;
     let mut shared_done: Vec<usize> = Vec::new();
     for s in &plan.sites {
         let m = s.method.site();
-        out.extend(m.tensors(s, dims));
+        match m.inference_tensors(s, dims).filter(|_| inference) {
+            Some(t) => out.extend(t),
+            None => out.extend(m.tensors(s, dims)),
+        }
         if !shared_done.contains(&s.statement) {
             shared_done.push(s.statement);
             let group: Vec<&crate::plan::Site> = plan

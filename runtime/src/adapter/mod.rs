@@ -37,8 +37,27 @@ pub fn locate(path: &Path) -> Result<Source> {
 }
 
 /// Loads the trained tensors at `path` into `store` (names and shapes checked
-/// against the plan).
+/// against the plan). A file holding exactly the plan's inference form
+/// (P-tuning's encoder output, as HF saves it) loads as that form.
 pub fn load_into(plan: &Plan, store: &mut ParamStore, path: &Path) -> Result<()> {
+    let (tensors, origin) = read(plan, path)?;
+    if let Some(inference) = peftc_compiler::methods::plan_inference_tensors(plan) {
+        let names: std::collections::BTreeSet<&String> = tensors.keys().collect();
+        if names == inference.iter().map(|d| &d.name).collect() {
+            *store = ParamStore::declared(&inference);
+        }
+    }
+    store.load_from(tensors, &origin)
+}
+
+/// The tensors at `path` under the plan's names, and the folder they came from.
+fn read(
+    plan: &Plan,
+    path: &Path,
+) -> Result<(
+    std::collections::BTreeMap<String, crate::weights::HostTensor>,
+    PathBuf,
+)> {
     match locate(path)? {
         Source::Native(dir) => {
             let (meta, params) = native::load(&dir)?;
@@ -51,7 +70,7 @@ pub fn load_into(plan: &Plan, store: &mut ParamStore, path: &Path) -> Result<()>
                     ),
                 });
             }
-            store.load_from(params, &dir)
+            Ok((params, dir))
         }
         Source::Checkpoint(run) => {
             let ck = crate::train::checkpoint::load_latest(&run, 0.0)?.ok_or_else(|| {
@@ -60,11 +79,11 @@ pub fn load_into(plan: &Plan, store: &mut ParamStore, path: &Path) -> Result<()>
                     what: "has no complete checkpoint".into(),
                 }
             })?;
-            store.load_from(ck.params, &run)
+            Ok((ck.params, run))
         }
         Source::Hf(dir) => {
             let t = hf::import(plan, &dir)?;
-            store.load_from(t, &dir)
+            Ok((t, dir))
         }
     }
 }

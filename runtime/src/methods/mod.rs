@@ -14,6 +14,7 @@ mod lokr;
 mod lora;
 pub mod prefix;
 mod prompt;
+mod ptuning;
 mod table;
 pub mod trace;
 mod vera;

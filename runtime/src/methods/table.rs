@@ -4,7 +4,7 @@
 
 use super::hf::HfForm;
 use super::hook::Hook;
-use super::{adapter, ia3, ln, loha, lokr, lora, prefix, prompt, vera};
+use super::{adapter, ia3, ln, loha, lokr, lora, prefix, prompt, ptuning, vera};
 use crate::error::{Result, RuntimeError};
 use crate::kernels::PeftKernels;
 use crate::model::{ParamStore, Params};
@@ -26,6 +26,7 @@ pub fn hook<B: PeftKernels>(site: &Site, w: Option<&Tensor<B, 2>>) -> Option<Hoo
         MethodConfig::Lokr(c) => Some(lokr::hook(c)),
         // The norm reads LN tuning's copy itself (`tuned_norm`).
         MethodConfig::Prompt(_)
+        | MethodConfig::Ptuning(_)
         | MethodConfig::Prefix(_)
         | MethodConfig::Bitfit
         | MethodConfig::Ln => None,
@@ -40,6 +41,7 @@ pub fn prompt_embeddings<B: PeftKernels>(
     for s in &plan.sites {
         match &s.method {
             MethodConfig::Prompt(c) => return prompt::embeddings(c, p).map(Some),
+            MethodConfig::Ptuning(c) => return ptuning::embeddings(c, p).map(Some),
             MethodConfig::Lora(_)
             | MethodConfig::Ia3
             | MethodConfig::Prefix(_)
@@ -82,6 +84,7 @@ pub fn hf_form(plan: &Plan) -> std::result::Result<&'static dyn HfForm, String> 
         MethodConfig::Loha(_) => Ok(&loha::Hf),
         MethodConfig::Lokr(_) => Ok(&lokr::Hf),
         MethodConfig::Ln => Ok(&ln::Hf),
+        MethodConfig::Ptuning(_) => Ok(&ptuning::Hf),
         MethodConfig::Adapter(_) | MethodConfig::Bitfit => none(),
     }
 }
@@ -111,7 +114,10 @@ pub fn merge(
         MethodConfig::Ln => ln::merge(site, w, bias, store),
         // BitFit's biases replace the base ones (see `merge::merged_weights`).
         MethodConfig::Bitfit => Ok(()),
-        MethodConfig::Prompt(_) | MethodConfig::Prefix(_) | MethodConfig::Adapter(_) => refuse(),
+        MethodConfig::Prompt(_)
+        | MethodConfig::Ptuning(_)
+        | MethodConfig::Prefix(_)
+        | MethodConfig::Adapter(_) => refuse(),
     }
 }
 
@@ -128,6 +134,7 @@ pub fn tuned_norm(plan: &Plan, path: &str) -> Option<(String, Option<String>)> {
         | MethodConfig::Bitfit
         | MethodConfig::Vera(_)
         | MethodConfig::Loha(_)
-        | MethodConfig::Lokr(_) => None,
+        | MethodConfig::Lokr(_)
+        | MethodConfig::Ptuning(_) => None,
     })
 }

@@ -106,6 +106,21 @@ impl ParamStore {
         self.values.values().map(HostTensor::numel).sum()
     }
 
+    /// A store of `decls` with zero values (to load an adapter into).
+    pub fn declared(decls: &[TensorDecl]) -> ParamStore {
+        ParamStore {
+            values: decls
+                .iter()
+                .map(|d| (d.name.clone(), HostTensor::zeros(d.shape.clone())))
+                .collect(),
+            frozen: decls
+                .iter()
+                .filter(|d| matches!(d.kind, TensorKind::Frozen { .. }))
+                .map(|d| d.name.clone())
+                .collect(),
+        }
+    }
+
     /// Whether `name` trains (is neither frozen nor unknown).
     pub fn trains(&self, name: &str) -> bool {
         self.values.contains_key(name) && !self.frozen.contains(name)
