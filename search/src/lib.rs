@@ -16,6 +16,7 @@
 
 mod claim;
 pub mod cost;
+mod error;
 mod files;
 pub mod instantiate;
 pub mod journal;

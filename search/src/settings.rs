@@ -1,9 +1,9 @@
 //! The `search` block's settings with defaults filled in, and the checks that
 //! need the task (which metrics it measures).
 
+use crate::error::SearchError;
 use crate::pruning::PrunerKind;
 use crate::sampling::SamplerKind;
-use crate::study::SearchError;
 use peftc_compiler::search_spec::{Budget, Objective, SearchSpec};
 use peftc_compiler::task::TaskKind;
 

@@ -4,7 +4,7 @@
 
 use crate::cost::{Cost, cost_of, fits};
 use crate::instantiate::{Rebase, instantiate};
-use crate::journal::{Event, Journal, JournalError, Locked, NamedPoint, Outcome, WorkerLock, now};
+use crate::journal::{Event, Journal, Locked, NamedPoint, Outcome, WorkerLock, now};
 use crate::pruning::{make as make_pruner, should_prune};
 use crate::sampling::Observation;
 use crate::space::{Point, Space, Value};
@@ -15,16 +15,7 @@ use peftc_grammar::render_all;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-#[derive(Debug, thiserror::Error)]
-pub enum SearchError {
-    /// Rendered diagnostics of the spec.
-    #[error("{0}")]
-    Spec(String),
-    #[error("{0}")]
-    Invalid(String),
-    #[error(transparent)]
-    Journal(#[from] JournalError),
-}
+pub use crate::error::SearchError;
 
 /// Metrics a trial's training reports, by name (`accuracy`, `loss`, `perplexity`).
 pub type Metrics = BTreeMap<String, f64>;
@@ -60,6 +51,12 @@ pub trait Evaluator {
         job: &TrialJob,
         report: &mut dyn FnMut(u64, &Metrics) -> bool,
     ) -> Result<TrialResult, String>;
+
+    /// Called after every finished trial with the study's state (the binary
+    /// writes the leaderboard, Pareto front and `best.peft` here).
+    fn finished(&mut self, _study: &Study, _state: &StudyState) -> Result<(), SearchError> {
+        Ok(())
+    }
 }
 
 pub use crate::settings::Settings;
@@ -370,7 +367,7 @@ impl Study {
                 },
             )?;
             let (state, _) = self.read(&g)?;
-            crate::report::write_all(self, &state)?;
+            eval.finished(self, &state)?;
         }
         Ok(())
     }

@@ -76,6 +76,14 @@ impl Evaluator for Formula {
             final_acc,
         )])))
     }
+
+    fn finished(
+        &mut self,
+        study: &Study,
+        state: &peftc_search::StudyState,
+    ) -> Result<(), peftc_search::SearchError> {
+        peftc_search::report::write_all(study, state)
+    }
 }
 
 fn events(dir: &Path) -> Vec<Event> {

@@ -5,7 +5,7 @@ use super::device::DeviceArg;
 use super::{CliError, plans};
 use clap::Args;
 use peftc_runtime::train::{EvalResult, TrainOptions, train_observed};
-use peftc_search::{Evaluator, Metrics, SearchError, Study, TrialJob, TrialResult};
+use peftc_search::{Evaluator, Metrics, SearchError, Study, StudyState, TrialJob, TrialResult};
 use std::path::PathBuf;
 use std::process::Command;
 
@@ -180,5 +180,10 @@ impl Evaluator for RuntimeEvaluator {
             .eval
             .ok_or("the data has no held-out examples to evaluate the trial on")?;
         Ok(TrialResult::Complete(metrics_of(&eval)))
+    }
+
+    /// The reports, fresh after every trial.
+    fn finished(&mut self, study: &Study, state: &StudyState) -> Result<(), SearchError> {
+        peftc_search::report::write_all(study, state)
     }
 }

@@ -1,7 +1,8 @@
 //! The base graph of a BERT encoder, mirroring `BertModel.forward` (post-norm
 //! layers) and `BertForSequenceClassification`'s pooler + classifier.
 
-use super::build::{Anchor, Graph, module_node};
+use super::build::module_node;
+use super::graph::{Anchor, Graph};
 use super::op::{Act, LossKind, Node, Op};
 use crate::plan::Plan;
 use crate::task::TaskKind;

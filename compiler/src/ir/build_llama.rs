@@ -2,7 +2,8 @@
 //! (pre-norm layers, RoPE, grouped-query attention, SwiGLU) and
 //! `LlamaForSequenceClassification`'s `score` head on the last token.
 
-use super::build::{Anchor, Graph, module_node};
+use super::build::module_node;
+use super::graph::{Anchor, Graph};
 use super::op::{Act, LossKind, Node, Op};
 use crate::plan::Plan;
 use crate::task::TaskKind;

@@ -1,6 +1,6 @@
 //! Printing the IR: a numbered listing (`--emit ir`) and Graphviz (`--emit dot`).
 
-use super::build::Graph;
+use super::graph::Graph;
 use super::op::{Node, Op};
 use std::fmt::Write as _;
 

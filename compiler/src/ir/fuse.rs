@@ -13,7 +13,7 @@
 //! the plan names none. A gated site is never fused: no kernel takes the gate.
 
 use super::NodeId;
-use super::build::Graph;
+use super::graph::Graph;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeSet;
 

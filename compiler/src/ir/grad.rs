@@ -2,7 +2,7 @@
 //! parameters or reads a node that does. Everything upstream of the first
 //! trainable parameter runs forward only.
 
-use super::build::Graph;
+use super::graph::Graph;
 
 pub(super) fn mark(g: &mut Graph) {
     for n in g.topo() {

@@ -1,7 +1,7 @@
 //! The insert pass: splices each plan site's PEFT node into the base graph at
 //! its module's anchor, wired as its method's [`Lowering`] says.
 
-use super::build::Graph;
+use super::graph::Graph;
 use super::op::Node;
 use super::{IrError, NodeId};
 use crate::estimate::{shared_params, site_params};

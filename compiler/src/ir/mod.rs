@@ -13,13 +13,15 @@ mod build_llama;
 mod emit;
 pub mod fuse;
 mod grad;
+mod graph;
 mod insert;
 mod op;
 mod shape;
 
-pub use build::{Anchor, Graph, build_graph};
+pub use build::build_graph;
 pub use emit::{to_dot, to_text};
 pub use fuse::{FusedOp, Fusion, RULES, Rule};
+pub use graph::{Anchor, Graph};
 pub use op::{Act, DeltaCost, Dim, LossKind, Node, Op, Shape};
 
 /// A node handle.

@@ -1,7 +1,7 @@
 //! Shape inference: every node's output shape from its inputs', in topological
 //! order, checking that the ops agree (a linear's input width, an add's operands).
 
-use super::build::Graph;
+use super::graph::Graph;
 use super::op::{Dim, Op, Shape};
 use super::{IrError, NodeId};
 
