@@ -156,6 +156,7 @@ fn train_mode(args: &[String]) -> R<()> {
             std::slice::from_ref(b),
             i,
             i,
+            warmup + steps,
             cfg.lr,
             NonFinitePolicy::Stop,
             &device,

@@ -9,6 +9,9 @@
 //! activations that amplify summation-order rounding, differ between any two
 //! f32 implementations by ~1e-4 (HF f32 vs HF f64: up to 8.9e-5; peftc f32 vs
 //! HF f64: up to 1.3e-4). Those get 2e-4.
+//!
+//! The loss is the one training minimizes: HF adds AdaLoRA's orthogonality
+//! regularizer whenever labels are given, and so does `training_loss`.
 
 use peftc_compiler::{CheckOptions, check, lower};
 use peftc_runtime::data::Batch;
@@ -172,7 +175,12 @@ fn run(name: &str) -> Vec<String> {
             .forward(&batch, &p, &ctx)
             .expect("forward (inference form)");
         let d = max_abs_diff(&host(o.logits), &host(out.logits.clone()));
-        if d > 1e-4 {
+        // Every position of a causal LM, the first included: HF's f32
+        // encoder output (the saved form) and peftc's differ in the last
+        // bits, which LLaMA's first-position activations amplify as they do
+        // any two f32 computations (see the module's note), up to 1.4e-4.
+        let tol = if task == "causal_lm" { 2e-4 } else { 1e-4 };
+        if d > tol {
             errors.push(format!(
                 "{name}: the inference form's logits differ by {d:.3e}"
             ));
@@ -194,7 +202,7 @@ fn run(name: &str) -> Vec<String> {
                 &c.io["logits"].data,
                 1e-4,
             );
-            model.loss(&out, &batch)
+            model.training_loss(&out, &batch, &params).expect("loss")
         }
         "causal_lm" => {
             let logits = host(out.logits.clone());
@@ -221,7 +229,7 @@ fn run(name: &str) -> Vec<String> {
                 };
                 check_close(key, &got, want, tol);
             }
-            model.loss(&out, &batch)
+            model.training_loss(&out, &batch, &params).expect("loss")
         }
         _ => {
             let hidden = host(out.logits.clone());
@@ -310,4 +318,7 @@ golden!(
     smollm2_ln,
     minilm_cls_ptuning,
     smollm2_ptuning,
+    minilm_cls_adalora,
+    smollm2_adalora,
+    minilm_cls_adalora_pruned,
 );

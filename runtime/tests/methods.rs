@@ -79,6 +79,10 @@ pub const METHODS: &[(&str, &str)] = &[
         "lokr(r=4, decompose_both=true) on layers[*].attn.{q, v}, layers[*].mlp.up",
     ),
     ("lokr r16", "lokr(r=16) on layers[*].attn.{q, k}"),
+    (
+        "adalora",
+        "adalora(init_r=6, target_r=4) on layers[*].attn.{q, v}, layers[*].mlp.up",
+    ),
     ("ln", "ln() on layers[*].{attn_norm, mlp_norm}"),
     ("ptuning mlp", "ptuning(len=6, hidden=32) on embed"),
     (

@@ -55,7 +55,13 @@ pub fn run(a: ExportArgs) -> Result<(), CliError> {
                 .file_name()
                 .map(|n| n.to_string_lossy().into_owned())
                 .unwrap_or_default();
-            peftc_runtime::adapter::hf::export(&plan, &store.values, &base, out.path())?;
+            peftc_runtime::adapter::hf::export(
+                &plan,
+                &store.values,
+                &base,
+                meta.steps,
+                out.path(),
+            )?;
         }
         Format::Peftc => peftc_runtime::adapter::native::save(out.path(), &meta, &store.values)?,
     }

@@ -558,6 +558,20 @@ pub enum Opened {
     Beside,
 }
 
+/// Removes a folder `open_in_place` just created (`Opened::New`) when the
+/// command failed before writing anything into it but the marker: a
+/// refused run leaves no trace.
+pub fn discard_if_untouched(dest: &Path) {
+    let only_marker = std::fs::read_dir(dest).is_ok_and(|rd| {
+        let names: Vec<_> = rd.filter_map(|e| e.ok()).map(|e| e.file_name()).collect();
+        names.len() == 1 && names[0] == MARKER
+    });
+    if only_marker {
+        let _ = std::fs::remove_file(dest.join(MARKER));
+        let _ = std::fs::remove_dir(dest);
+    }
+}
+
 /// Opens `dest` for a long-lived `kind` output written in place (a run, a
 /// study): creates it with its marker, or accepts it when the same command
 /// made it; refuses anything else unless `force`, and even then refuses a

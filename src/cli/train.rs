@@ -68,7 +68,14 @@ pub fn run(a: TrainArgs) -> Result<(), CliError> {
         }
         output::clear_owned(&out, Kind::Train)?;
     }
-    super::device::ensure(a.device)?;
+    // A run refused before its first write leaves no folder behind.
+    let fresh = opened == Opened::New;
+    let discard = || {
+        if fresh {
+            output::discard_if_untouched(&out);
+        }
+    };
+    super::device::ensure(a.device).inspect_err(|_| discard())?;
     let opts = TrainOptions {
         out: out.clone(),
         max_steps: a.max_steps.map(|n| n as usize),
@@ -78,7 +85,8 @@ pub fn run(a: TrainArgs) -> Result<(), CliError> {
         spec_text: spec.source.clone(),
         skip_nonfinite: a.skip_nonfinite,
     };
-    let summary = crate::with_backend!(a.device, train, |B, dev| train::<B>(plan, &opts, &dev))?;
+    let summary = crate::with_backend!(a.device, train, |B, dev| train::<B>(plan, &opts, &dev))
+        .inspect_err(|_| discard())?;
     if summary.already_done {
         println!(
             "already trained {} steps; adapter in {}",

@@ -45,6 +45,7 @@ warnings.filterwarnings("ignore")
 import torch  # noqa: E402
 import transformers  # noqa: E402
 from peft import (  # noqa: E402
+    AdaLoraConfig,
     IA3Config,
     LNTuningConfig,
     LoHaConfig,
@@ -109,11 +110,14 @@ LLAMA_ALL = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "do
 # ---------------------------------------------------------------------------------------------
 # Cases
 # ---------------------------------------------------------------------------------------------
-def case(name, model, task, statements, peft, num_labels=None, notes="", first_tol=None):
+def case(name, model, task, statements, peft, num_labels=None, notes="", first_tol=None,
+         prune=False):
     """`first_tol`: tolerance of SmolLM2's first-position logits when 2e-4 is below the
-    float32 noise measured against float64 (tests/reference/f64_check.py)."""
+    float32 noise measured against float64 (tests/reference/f64_check.py). `prune`
+    (AdaLoRA): give the config a rank_pattern that prunes triplets, as the rank allocator
+    does, so save_pretrained writes only the kept ones (see `prune_adalora`)."""
     return dict(name=name, model=model, task=task, statements=statements, peft=peft,
-                num_labels=num_labels, notes=notes, first_tol=first_tol)
+                num_labels=num_labels, notes=notes, first_tol=first_tol, prune=prune)
 
 
 CASES = [
@@ -236,6 +240,29 @@ CASES += [
                "HF logits include the 4 virtual positions."),
 ]
 
+CASES += [
+    case("minilm_cls_adalora", "minilm", "classify", "adalora(init_r=6, target_r=4, alpha=16) on layers[*].attn.{q, v}",
+         (AdaLoraConfig, dict(task_type="SEQ_CLS", init_r=6, target_r=4, lora_alpha=16,
+                              target_modules=BERT_QV, total_step=100)),
+         num_labels=2,
+         notes="The loss includes HF's orthogonality regularizer (0.5 x mean of ||AA^T - I||_F and "
+               "||B^T B - I||_F), added by AdaLoraModel.forward whenever labels are given."),
+    case("smollm2_adalora", "smollm2", "causal_lm",
+         "adalora(init_r=4, target_r=2, alpha=8, orth_reg_weight=0.3) on layers[0, 29].mlp.{gate, down}",
+         (AdaLoraConfig, dict(task_type="CAUSAL_LM", init_r=4, target_r=2, lora_alpha=8, orth_reg_weight=0.3,
+                              target_modules=["gate_proj", "down_proj"], layers_to_transform=[0, 29],
+                              layers_pattern="layers", total_step=100))),
+    case("minilm_cls_adalora_pruned", "minilm", "classify",
+         "adalora(init_r=6, target_r=4, alpha=16) on layers[0, 5].attn.{q, v}",
+         (AdaLoraConfig, dict(task_type="SEQ_CLS", init_r=6, target_r=4, lora_alpha=16,
+                              target_modules=r".*encoder\.layer\.(0|5)\.attention\.self\.(query|value)",
+                              total_step=100)),
+         num_labels=2, prune=True,
+         notes="rank_pattern prunes 1-3 triplets per module (E zeroed, and the pruned rows of A and "
+               "columns of B zeroed, as a pruned adapter file restores them); adapter/ holds only the "
+               "kept triplets, grad.* the full init_r tensors."),
+]
+
 # Buffers some adapters save beside their parameters (frozen: no gradient).
 SAVED_BUFFERS = {"base_model.vera_A", "base_model.vera_B"}
 
@@ -346,7 +373,9 @@ def randomize_trainable(model, gen, prompt_std):
             if not p.requires_grad:
                 continue
             n = torch.randn(p.shape, generator=gen, dtype=torch.float32)
-            if "lora_magnitude_vector" in name:
+            if "lora_E" in name:
+                p.copy_(0.5 * n)
+            elif "lora_magnitude_vector" in name:
                 p.mul_(1 + 0.05 * n)
             elif "lora_A" in name or "lora_B" in name:
                 p.copy_(0.05 * n)
@@ -370,12 +399,38 @@ def randomize_trainable(model, gen, prompt_std):
                 raise ValueError(f"don't know how to randomize trainable {name}")
 
 
+def prune_adalora(model, gen):
+    """A rank_pattern as HF's RankAllocator writes it (keys: the parameter's name under the
+    transformers model, adapter name included; values: init_r bools, True = kept), with E zeroed
+    where pruned (`mask_to_budget`) and A's rows and B's columns there zeroed too."""
+    pattern = {}
+    with torch.no_grad():
+        for name, mod in sorted(model.base_model.model.named_modules()):
+            if not hasattr(mod, "lora_E") or "default" not in getattr(mod, "lora_E", {}):
+                continue
+            r = mod.lora_E["default"].shape[0]
+            k = 1 + int(torch.randint(0, 3, (1,), generator=gen))
+            pruned = torch.randperm(r, generator=gen)[:k]
+            keep = torch.ones(r, dtype=torch.bool)
+            keep[pruned] = False
+            mod.lora_E["default"][~keep] = 0.0
+            mod.lora_A["default"][~keep] = 0.0
+            mod.lora_B["default"][:, ~keep] = 0.0
+            pattern[f"{name}.lora_E.default"] = keep.tolist()
+    model.peft_config["default"].rank_pattern = pattern
+
+
 def by_adapter_key(model, per_param):
     """Re-key {param name: tensor} by the adapter-file keys: load the tensors into the trainable
     parameters, run get_peft_model_state_dict (the function save_pretrained uses), restore."""
     params = {n: p for n, p in model.named_parameters() if p.requires_grad}
     assert set(per_param) == set(params), set(per_param) ^ set(params)
     saved = {n: p.detach().clone() for n, p in params.items()}
+    # AdaLoRA: the full init_r tensors, not the kept triplets save_pretrained writes.
+    cfg = model.peft_config["default"]
+    pattern = getattr(cfg, "rank_pattern", None)
+    if pattern is not None and isinstance(cfg, AdaLoraConfig):
+        cfg.rank_pattern = None
     with torch.no_grad():
         for n, p in params.items():
             p.copy_(per_param[n])
@@ -383,6 +438,8 @@ def by_adapter_key(model, per_param):
                if k not in SAVED_BUFFERS}
         for n, p in params.items():
             p.copy_(saved[n])
+    if pattern is not None and isinstance(cfg, AdaLoraConfig):
+        cfg.rank_pattern = pattern
     assert len(out) == len(params), (sorted(out), sorted(params))
     return out
 
@@ -477,6 +534,8 @@ def run_case(idx, c, bases, inputs, extra_meta):
         model.eval()  # dropout off, autograd on
         prompt_std = 0.1 if cfg_cls is PrefixTuningConfig else 0.5
         randomize_trainable(model, gen, prompt_std)
+        if c["prune"]:
+            prune_adalora(model, gen)
         outs, loss = forward(model, c, inp, n_virtual, proj, labels)
         loss.backward()
         params = {n: p for n, p in model.named_parameters() if p.requires_grad}
@@ -509,7 +568,8 @@ def run_case(idx, c, bases, inputs, extra_meta):
             grads_cmp = grads
         assert set(saved) == set(grads_cmp), set(saved) ^ set(grads_cmp)
         for k in saved:
-            assert saved[k].shape == grads_cmp[k].shape, (k, saved[k].shape, grads_cmp[k].shape)
+            if not c["prune"]:  # pruned: the file holds the kept triplets, grads the full tensors
+                assert saved[k].shape == grads_cmp[k].shape, (k, saved[k].shape, grads_cmp[k].shape)
         meta["hf_peft_config"] = json.loads((d / "adapter" / "adapter_config.json").read_text())
 
     for k, v in outs.items():
@@ -547,20 +607,25 @@ def verify_case(idx, c, bases, inputs):
     else:
         model = PeftModel.from_pretrained(base, str(d / "adapter"))
     model.eval()
+    # A loaded AdaLoRA model cannot take labels (its regularizer needs the trainable adapter's
+    # name, unset in inference mode): compare its outputs only.
+    adalora = c["peft"] is not None and c["peft"][0] is AdaLoraConfig
+    labels = None if adalora else io.get("labels")
     with torch.no_grad():
-        outs, loss = forward(model, c, inp, n_virtual_of(c), io.get("proj"), io.get("labels"))
+        outs, loss = forward(model, c, inp, n_virtual_of(c), io.get("proj"), labels)
     diffs = {k: (v - io[k]).abs().max().item() for k, v in outs.items()}
-    diffs["loss"] = abs(loss.item() - io["loss"].item())
+    if loss is not None:
+        diffs["loss"] = abs(loss.item() - io["loss"].item())
     effect = None  # how far the adapter moves the outputs (adapters disabled; heads: the fresh random one)
     if c["peft"] is not None:
         with torch.no_grad():
             if model.active_peft_config.is_prompt_learning:
                 # PEFT 0.21.2 disable_adapter() raises on a prompt-learning BERT seq-cls model
                 # (UnboundLocalError on prepare_inputs_for_generation); the base is untouched anyway
-                outs0, _ = forward(model.get_base_model(), c, inp, 0, io.get("proj"), io.get("labels"))
+                outs0, _ = forward(model.get_base_model(), c, inp, 0, io.get("proj"), labels)
             else:
                 with model.disable_adapter():
-                    outs0, _ = forward(model, c, inp, 0, io.get("proj"), io.get("labels"))
+                    outs0, _ = forward(model, c, inp, 0, io.get("proj"), labels)
         effect = max((outs0[k] - io[k]).abs().max().item() for k in outs0)
     return diffs, effect
 

@@ -32,6 +32,7 @@ import peft  # noqa: E402
 import torch  # noqa: E402
 import transformers  # noqa: E402
 from peft import (  # noqa: E402
+    AdaLoraConfig,
     IA3Config,
     LNTuningConfig,
     LoHaConfig,
@@ -100,7 +101,8 @@ S_LN_BERT = 'ln() on "**.LayerNorm"'
 S_LN_LLAMA = "ln() on layers[*].{attn_norm, mlp_norm}, final_norm"
 S_PT_MLP = "ptuning(len=20) on embed"
 S_PT_LSTM = "ptuning(len=10, encoder=lstm, hidden=64) on embed"
-NEW = [(S_VERA, "vera"), (S_LOHA, "loha"), (S_LOKR, "lokr"), (S_LOKR_BOTH, "lokr_both"),
+S_ADALORA = "adalora(init_r=12) on layers[*].attn.{q, v}, layers[*].mlp.up"
+NEW = [(S_ADALORA, "adalora"), (S_VERA, "vera"), (S_LOHA, "loha"), (S_LOKR, "lokr"), (S_LOKR_BOTH, "lokr_both"),
        (S_PT_MLP, "ptuning_mlp"), (S_PT_LSTM, "ptuning_lstm")]
 
 
@@ -133,6 +135,9 @@ def method(kind, roles, **extra):
     if kind == "ptuning_lstm":
         return PromptEncoderConfig, dict(num_virtual_tokens=10, encoder_hidden_size=64,
                                          encoder_reparameterization_type="LSTM")
+    if kind == "adalora":
+        # ranknum is a frozen Parameter: counted in `all`, not in `trainable`.
+        return AdaLoraConfig, dict(init_r=12, target_modules=roles["up"], total_step=100)
     if kind == "ln":
         return LNTuningConfig, dict(target_modules=roles["norms"])
     if kind == "qv_layers":
@@ -193,7 +198,10 @@ def build_base(name, task, num_labels):
     auto_cls, _ = TASKS[task]
     if name in SMALL:
         torch.manual_seed(0)
-        model = auto_cls.from_config(cfg)
+        # float32, as peftc trains (SmolLM2's config says bfloat16). The dtype shows in one
+        # count: PEFT moves AdaLoRA's frozen `ranknum` to the base layer's dtype by
+        # re-registering it, which makes it trainable (+1 per module) unless the dtypes match.
+        model = auto_cls.from_config(cfg, dtype=torch.float32)
     else:
         # torch's meta device context, not accelerate.init_empty_weights(): the latter
         # re-wraps every registered Parameter, which silently unties tied embeddings

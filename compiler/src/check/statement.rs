@@ -170,19 +170,20 @@ pub fn check_conflicts(statements: &[CheckedStatement], modules: &[Module]) -> V
     let mut errors = Vec::new();
     for (j, b) in statements.iter().enumerate() {
         let spec = b.kind.spec();
-        if spec.once_per_block
+        if let Some(why) = spec.once_per_block
             && let Some(a) = statements[..j].iter().find(|a| a.kind == b.kind)
         {
             errors.push(
                 Diagnostic::error(format!(
-                    "`{}` is written twice in one block; its layers share one pair of projections",
+                    "`{}` is written twice in one block; {why}",
                     spec.name
                 ))
                 .at(b.span, "a second statement")
                 .with_secondary(a.span, "the first")
-                .with_help(
-                    "select every target in one statement, e.g. `vera() on attn.{q, v}, mlp.up`",
-                ),
+                .with_help(format!(
+                    "select every target in one statement, e.g. `{}() on attn.{{q, v}}, mlp.up`",
+                    spec.name
+                )),
             );
             continue;
         }

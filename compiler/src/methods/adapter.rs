@@ -75,7 +75,7 @@ pub const SPEC: MethodSpec = MethodSpec {
     exclusive: "adapter at the same place",
     single_target: false,
     scales_ffn_input: false,
-    once_per_block: false,
+    once_per_block: None,
     configure,
     check: no_check,
 };

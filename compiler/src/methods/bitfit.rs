@@ -21,7 +21,7 @@ pub const SPEC: MethodSpec = MethodSpec {
     exclusive: "bitfit",
     single_target: false,
     scales_ffn_input: false,
-    once_per_block: false,
+    once_per_block: None,
     configure: |args, _| enabled(args).then_some(MethodConfig::Bitfit),
     check: no_check,
 };

@@ -22,7 +22,7 @@ pub const SPEC: MethodSpec = MethodSpec {
     exclusive: "ia3 scaling",
     single_target: false,
     scales_ffn_input: true,
-    once_per_block: false,
+    once_per_block: None,
     configure: |args, _| enabled(args).then_some(MethodConfig::Ia3),
     check: no_check,
 };

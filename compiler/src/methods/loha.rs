@@ -54,7 +54,7 @@ pub const SPEC: MethodSpec = MethodSpec {
     exclusive: "low-rank update (loha)",
     single_target: false,
     scales_ffn_input: false,
-    once_per_block: false,
+    once_per_block: None,
     configure: |args, _| configure(args),
     check: no_check,
 };

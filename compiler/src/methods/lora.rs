@@ -141,7 +141,7 @@ pub const LORA: MethodSpec = MethodSpec {
     exclusive: "low-rank update (lora/dora)",
     single_target: false,
     scales_ffn_input: false,
-    once_per_block: false,
+    once_per_block: None,
     configure: |args, _| configure(args, false),
     check: no_check,
 };

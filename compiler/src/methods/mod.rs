@@ -5,6 +5,7 @@
 //! `table.rs` lists the methods; every other layer dispatches through it.
 //! The runtime's side of each method is one file in `runtime/src/methods/`.
 
+mod adalora;
 mod adapter;
 mod args;
 mod bitfit;
@@ -22,6 +23,7 @@ mod table;
 mod tensors;
 mod vera;
 
+pub use adalora::AdaloraConfig;
 pub use adapter::{Activation, AdapterConfig};
 pub use args::{ArgValue, Args, Scalar, check_args, check_keyed};
 pub use loha::LohaConfig;

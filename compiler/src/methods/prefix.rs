@@ -48,7 +48,7 @@ pub const SPEC: MethodSpec = MethodSpec {
     exclusive: "prefix",
     single_target: false,
     scales_ffn_input: false,
-    once_per_block: false,
+    once_per_block: None,
     configure: |args, _| configure(args),
     check: no_check,
 };

@@ -60,7 +60,7 @@ pub const SPEC: MethodSpec = MethodSpec {
     exclusive: "soft prompt",
     single_target: true,
     scales_ffn_input: false,
-    once_per_block: false,
+    once_per_block: None,
     configure: |args, _| configure(args),
     check,
 };

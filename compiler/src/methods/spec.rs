@@ -163,9 +163,9 @@ pub struct MethodSpec {
     /// On a feed-forward down projection the method works on the layer's
     /// input, not its output ((IA)³; HF PEFT's `feedforward_modules`).
     pub scales_ffn_input: bool,
-    /// At most one statement of the method per block (VeRA's projections are
-    /// shared by all its layers).
-    pub once_per_block: bool,
+    /// At most one statement of the method per block, and why (VeRA's
+    /// layers share its projections, AdaLoRA's their rank budget).
+    pub once_per_block: Option<&'static str>,
     /// The typed configuration from fixed, checked arguments; `None` when the
     /// method is absent at this point (size 0 or `enabled=false`).
     pub configure: fn(&Args, Placement) -> Option<MethodConfig>,

@@ -4,6 +4,7 @@
 //! every other place that must learn about it (all matches over methods are
 //! exhaustive).
 
+use super::adalora::{self, AdaloraConfig};
 use super::adapter::{self, AdapterConfig};
 use super::bitfit::{self, Bitfit};
 use super::ia3::{self, Ia3};
@@ -36,6 +37,7 @@ pub enum MethodKind {
     Lokr,
     Ln,
     Ptuning,
+    Adalora,
 }
 
 /// Every method the language knows, in the order `peftc` lists them.
@@ -52,6 +54,7 @@ pub const METHODS: &[&MethodSpec] = &[
     &lokr::SPEC,
     &ln::SPEC,
     &ptuning::SPEC,
+    &adalora::SPEC,
 ];
 
 impl MethodKind {
@@ -69,6 +72,7 @@ impl MethodKind {
             MethodKind::Lokr => &lokr::SPEC,
             MethodKind::Ln => &ln::SPEC,
             MethodKind::Ptuning => &ptuning::SPEC,
+            MethodKind::Adalora => &adalora::SPEC,
         }
     }
 }
@@ -95,6 +99,7 @@ pub enum MethodConfig {
     /// LN tuning.
     Ln,
     Ptuning(PtuningConfig),
+    Adalora(AdaloraConfig),
 }
 
 impl MethodConfig {
@@ -112,6 +117,7 @@ impl MethodConfig {
             MethodConfig::Lokr(c) => c,
             MethodConfig::Ln => &Ln,
             MethodConfig::Ptuning(c) => c,
+            MethodConfig::Adalora(c) => c,
         }
     }
 
@@ -132,7 +138,8 @@ impl MethodConfig {
             | MethodConfig::Loha(_)
             | MethodConfig::Lokr(_)
             | MethodConfig::Ln
-            | MethodConfig::Ptuning(_) => true,
+            | MethodConfig::Ptuning(_)
+            | MethodConfig::Adalora(_) => true,
             MethodConfig::Bitfit => false,
         }
     }
@@ -150,7 +157,8 @@ impl MethodConfig {
             | MethodConfig::Loha(_)
             | MethodConfig::Lokr(_)
             | MethodConfig::Ln
-            | MethodConfig::Ptuning(_) => Vec::new(),
+            | MethodConfig::Ptuning(_)
+            | MethodConfig::Adalora(_) => Vec::new(),
         }
     }
 }

@@ -70,7 +70,7 @@ pub const SPEC: MethodSpec = MethodSpec {
     exclusive: "low-rank update (vera)",
     single_target: false,
     scales_ffn_input: false,
-    once_per_block: true,
+    once_per_block: Some("its layers share one pair of projections"),
     configure: |args, _| configure(args),
     check: no_check,
 };

@@ -28,6 +28,10 @@ pub struct AdapterMeta {
     #[serde(default)]
     pub spec_dir: String,
     pub params: Vec<(String, Vec<usize>)>,
+    /// Optimizer steps it was trained for (absent in adapters written
+    /// before peftc recorded it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub steps: Option<usize>,
 }
 
 pub fn save(dir: &Path, meta: &AdapterMeta, params: &BTreeMap<String, HostTensor>) -> Result<()> {

@@ -10,6 +10,15 @@ use serde_json::{Map, Value};
 use std::collections::BTreeMap;
 use std::path::Path;
 
+/// What the export knows beyond the plan.
+#[derive(Debug, Clone, Copy)]
+pub struct ExportInfo<'a> {
+    /// The plan's trained tensors.
+    pub values: &'a BTreeMap<String, HostTensor>,
+    /// Optimizer steps the adapter was trained for (AdaLoRA's `total_step`).
+    pub trained_steps: Option<usize>,
+}
+
 pub trait HfForm: Sync {
     /// `peft_type` in `adapter_config.json` (`LORA`, `IA3`, ...).
     fn peft_type(&self) -> &'static str;
@@ -20,7 +29,7 @@ pub trait HfForm: Sync {
     }
 
     /// The method's own fields of `adapter_config.json` for `plan`.
-    fn config(&self, plan: &Plan) -> Map<String, Value>;
+    fn config(&self, plan: &Plan, info: &ExportInfo<'_>) -> Map<String, Value>;
 
     /// Those fields of a config read back, against `plan`: `Err` says which
     /// field disagrees with the spec and how.

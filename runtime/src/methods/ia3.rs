@@ -102,7 +102,7 @@ impl HfForm for Hf {
         "IA3"
     }
 
-    fn config(&self, plan: &Plan) -> Map<String, Value> {
+    fn config(&self, plan: &Plan, _info: &super::hf::ExportInfo<'_>) -> Map<String, Value> {
         let mut c = Map::new();
         let any_ff = plan.sites.iter().any(|s| s.feedforward);
         c.insert(

@@ -49,7 +49,7 @@ impl HfForm for Hf {
         "LN_TUNING"
     }
 
-    fn config(&self, plan: &Plan) -> Map<String, Value> {
+    fn config(&self, plan: &Plan, _info: &super::hf::ExportInfo<'_>) -> Map<String, Value> {
         let mut c = Map::new();
         c.insert(
             "target_modules".into(),

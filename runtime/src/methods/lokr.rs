@@ -102,7 +102,7 @@ impl HfForm for Hf {
         "LOKR"
     }
 
-    fn config(&self, plan: &Plan) -> Map<String, Value> {
+    fn config(&self, plan: &Plan, _info: &super::hf::ExportInfo<'_>) -> Map<String, Value> {
         let mut c = super::lycoris_config(plan);
         if let Some(l) = config_of(plan) {
             c.insert("r".into(), json!(l.r));

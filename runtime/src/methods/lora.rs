@@ -193,7 +193,7 @@ impl HfForm for Hf {
         "LORA"
     }
 
-    fn config(&self, plan: &Plan) -> Map<String, Value> {
+    fn config(&self, plan: &Plan, _info: &super::hf::ExportInfo<'_>) -> Map<String, Value> {
         let mut c = Map::new();
         let Some(l) = config_of(plan) else {
             return c;

@@ -4,6 +4,7 @@
 //! tensors and capabilities. `table.rs` dispatches to them with exhaustive
 //! matches.
 
+mod adalora;
 mod adapter;
 mod hf;
 mod hook;
@@ -19,9 +20,12 @@ mod table;
 pub mod trace;
 mod vera;
 
-pub use hf::HfForm;
+pub use hf::{ExportInfo, HfForm};
 pub use hook::{At, BaseLinear, Hook, SiteHook, Stage};
-pub use table::{hf_form, hook, merge, prompt_embeddings, prompt_len, tuned_norm};
+pub use table::{
+    after_update, check_run, hf_form, hook, merge, prompt_embeddings, prompt_len, regularizer,
+    tuned_norm,
+};
 
 use crate::error::{Result, RuntimeError};
 use crate::kernels::PeftKernels;

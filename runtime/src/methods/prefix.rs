@@ -124,7 +124,7 @@ impl HfForm for Hf {
         true
     }
 
-    fn config(&self, plan: &Plan) -> Map<String, Value> {
+    fn config(&self, plan: &Plan, _info: &super::hf::ExportInfo<'_>) -> Map<String, Value> {
         let d = &plan.model.dims;
         let kv = d.kv_heads * d.head_dim;
         let mut c = Map::new();

@@ -36,7 +36,7 @@ impl HfForm for Hf {
         true
     }
 
-    fn config(&self, plan: &Plan) -> Map<String, Value> {
+    fn config(&self, plan: &Plan, _info: &super::hf::ExportInfo<'_>) -> Map<String, Value> {
         let d = &plan.model.dims;
         let mut c = Map::new();
         if let Some(p) = config_of(plan) {

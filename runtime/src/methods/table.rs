@@ -4,7 +4,7 @@
 
 use super::hf::HfForm;
 use super::hook::Hook;
-use super::{adapter, ia3, ln, loha, lokr, lora, prefix, prompt, ptuning, vera};
+use super::{adalora, adapter, ia3, ln, loha, lokr, lora, prefix, prompt, ptuning, vera};
 use crate::error::{Result, RuntimeError};
 use crate::kernels::PeftKernels;
 use crate::model::{ParamStore, Params};
@@ -12,6 +12,7 @@ use crate::weights::HostTensor;
 use burn::tensor::Tensor;
 use peftc_compiler::methods::MethodConfig;
 use peftc_compiler::plan::{Plan, Site};
+use std::collections::BTreeMap;
 
 /// The hook of `site`'s method at its module (`w`: the module's base weight
 /// when it is a linear layer); `None` for methods that act elsewhere (a soft
@@ -24,6 +25,7 @@ pub fn hook<B: PeftKernels>(site: &Site, w: Option<&Tensor<B, 2>>) -> Option<Hoo
         MethodConfig::Vera(c) => Some(vera::hook(c)),
         MethodConfig::Loha(c) => Some(loha::hook(c)),
         MethodConfig::Lokr(c) => Some(lokr::hook(c)),
+        MethodConfig::Adalora(c) => Some(adalora::hook(c)),
         // The norm reads LN tuning's copy itself (`tuned_norm`).
         MethodConfig::Prompt(_)
         | MethodConfig::Ptuning(_)
@@ -50,6 +52,7 @@ pub fn prompt_embeddings<B: PeftKernels>(
             | MethodConfig::Vera(_)
             | MethodConfig::Loha(_)
             | MethodConfig::Lokr(_)
+            | MethodConfig::Adalora(_)
             | MethodConfig::Ln => {}
         }
     }
@@ -85,6 +88,7 @@ pub fn hf_form(plan: &Plan) -> std::result::Result<&'static dyn HfForm, String> 
         MethodConfig::Lokr(_) => Ok(&lokr::Hf),
         MethodConfig::Ln => Ok(&ln::Hf),
         MethodConfig::Ptuning(_) => Ok(&ptuning::Hf),
+        MethodConfig::Adalora(_) => Ok(&adalora::Hf),
         MethodConfig::Adapter(_) | MethodConfig::Bitfit => none(),
     }
 }
@@ -111,6 +115,7 @@ pub fn merge(
         MethodConfig::Vera(c) => vera::merge(c, site, w, store),
         MethodConfig::Loha(c) => loha::merge(c, site, w, store),
         MethodConfig::Lokr(c) => lokr::merge(c, site, w, store),
+        MethodConfig::Adalora(c) => adalora::merge(c, site, w, store),
         MethodConfig::Ln => ln::merge(site, w, bias, store),
         // BitFit's biases replace the base ones (see `merge::merged_weights`).
         MethodConfig::Bitfit => Ok(()),
@@ -135,6 +140,33 @@ pub fn tuned_norm(plan: &Plan, path: &str) -> Option<(String, Option<String>)> {
         | MethodConfig::Vera(_)
         | MethodConfig::Loha(_)
         | MethodConfig::Lokr(_)
+        | MethodConfig::Adalora(_)
         | MethodConfig::Ptuning(_) => None,
     })
+}
+
+/// The terms the plan's methods add to the training loss (AdaLoRA's
+/// orthogonality regularizer), `None` when they add none.
+pub fn regularizer<B: PeftKernels>(plan: &Plan, p: &Params<B>) -> Result<Option<Tensor<B, 1>>> {
+    adalora::regularizer(plan, p)
+}
+
+/// Refuses a training run of `total` steps that a method of the plan cannot
+/// work in (AdaLoRA's schedule needs steps between `tinit` and `tfinal`).
+pub fn check_run(plan: &Plan, total: usize) -> std::result::Result<(), String> {
+    adalora::check_run(plan, total)
+}
+
+/// What the plan's methods do after each optimizer update of step `step`
+/// (from 0) of `total`, with that step's gradients: AdaLoRA's rank
+/// allocation. `state` is kept with the optimizer's.
+pub fn after_update(
+    plan: &Plan,
+    step: usize,
+    total: usize,
+    store: &mut ParamStore,
+    grads: &BTreeMap<String, HostTensor>,
+    state: &mut BTreeMap<String, Vec<f32>>,
+) -> Result<()> {
+    adalora::after_update(plan, step, total, store, grads, state)
 }

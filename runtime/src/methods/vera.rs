@@ -95,7 +95,7 @@ impl HfForm for Hf {
         "VERA"
     }
 
-    fn config(&self, plan: &Plan) -> Map<String, Value> {
+    fn config(&self, plan: &Plan, _info: &super::hf::ExportInfo<'_>) -> Map<String, Value> {
         let mut c = Map::new();
         if let Some(v) = config_of(plan) {
             c.insert("r".into(), json!(v.r));

@@ -169,6 +169,21 @@ impl<B: PeftKernels> PeftModel<B> {
         }
     }
 
+    /// The loss training minimizes: the task's, plus the regularizers the
+    /// plan's methods add (AdaLoRA's orthogonality term).
+    pub fn training_loss(
+        &self,
+        out: &Output<B>,
+        batch: &Batch,
+        p: &Params<B>,
+    ) -> Result<Tensor<B, 1>> {
+        let task = self.loss(out, batch);
+        Ok(match crate::methods::regularizer(&self.plan, p)? {
+            Some(r) => task + r,
+            None => task,
+        })
+    }
+
     /// The token embedding table.
     pub fn word_embeddings(&self) -> &Tensor<B, 2> {
         match &self.base {

@@ -53,6 +53,9 @@ pub fn save(
         for (k, v) in &adam.v {
             opt.insert(format!("v.{k}"), HostTensor::new(vec![v.len()], v.clone()));
         }
+        for (k, x) in &adam.extra {
+            opt.insert(format!("x.{k}"), HostTensor::new(vec![x.len()], x.clone()));
+        }
         write_safetensors(&staged.join("optimizer.safetensors"), &opt, None)?;
         let json =
             serde_json::to_vec_pretty(state).map_err(|e| RuntimeError::Internal(e.to_string()))?;
@@ -130,6 +133,8 @@ pub fn load_latest(run: &Path, weight_decay: f32) -> Result<Option<Checkpoint>> 
             adam.m.insert(name.to_string(), t.data);
         } else if let Some(name) = k.strip_prefix("v.") {
             adam.v.insert(name.to_string(), t.data);
+        } else if let Some(name) = k.strip_prefix("x.") {
+            adam.extra.insert(name.to_string(), t.data);
         }
     }
     Ok(Some(Checkpoint {

@@ -14,6 +14,9 @@ pub struct AdamW {
     pub t: u64,
     pub m: BTreeMap<String, Vec<f32>>,
     pub v: BTreeMap<String, Vec<f32>>,
+    /// State a method keeps beside the optimizer's (AdaLoRA's smoothed
+    /// importance), checkpointed with it.
+    pub extra: BTreeMap<String, Vec<f32>>,
 }
 
 impl AdamW {
@@ -26,6 +29,7 @@ impl AdamW {
             t: 0,
             m: BTreeMap::new(),
             v: BTreeMap::new(),
+            extra: BTreeMap::new(),
         }
     }
 

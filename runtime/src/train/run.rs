@@ -100,6 +100,7 @@ pub fn train_observed<B: AutodiffBackend + crate::kernels::PeftKernels>(
         .unwrap_or(cfg.epochs * steps_per_epoch)
         .max(1);
     let warmup = (cfg.warmup * total as f64).round() as usize;
+    crate::methods::check_run(&plan, total).map_err(RuntimeError::Invalid)?;
     let print = |s: String| eprintln!("{s}");
     print(format!(
         "peftc train: {} / block `{}`: {} train + {} held-out examples, {total} steps (batch {} x {} accum), {} trainable params",
@@ -186,6 +187,7 @@ pub fn train_observed<B: AutodiffBackend + crate::kernels::PeftKernels>(
             &micro,
             step * cfg.grad_accum,
             step,
+            total,
             lr,
             policy,
             device,
@@ -264,7 +266,7 @@ pub fn train_observed<B: AutodiffBackend + crate::kernels::PeftKernels>(
     };
     checkpoint::save(&opts.out, &state, &store.values, &adam)?;
     let adapter_dir = opts.out.join("adapter");
-    let meta = meta(&plan, &data, &opts.spec_text);
+    let meta = meta(&plan, &data, &opts.spec_text, total);
     crate::atomic::replace_dir_with(&adapter_dir, |staged| {
         native::save(staged, &meta, &store.values)
     })?;
@@ -309,7 +311,7 @@ fn finished_summary(run: &std::path::Path, total: usize) -> Result<TrainSummary>
     })
 }
 
-fn meta(plan: &Plan, data: &TaskData, spec: &str) -> AdapterMeta {
+fn meta(plan: &Plan, data: &TaskData, spec: &str, steps: usize) -> AdapterMeta {
     AdapterMeta {
         format: native::FORMAT.into(),
         version: 1,
@@ -327,6 +329,7 @@ fn meta(plan: &Plan, data: &TaskData, spec: &str) -> AdapterMeta {
             .into_iter()
             .map(|s| (s.name, s.shape))
             .collect(),
+        steps: Some(steps),
     }
 }
 

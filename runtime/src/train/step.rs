@@ -40,7 +40,7 @@ pub fn first_non_finite(tensors: &BTreeMap<String, HostTensor>) -> Option<&str> 
 }
 
 /// Trains on `micro` (one group of gradient accumulation) at learning rate
-/// `lr`. `first_micro` is the global index of the first micro-batch: dropout
+/// `lr`, as step `step` (from 0) of `total`. `first_micro` is the global index of the first micro-batch: dropout
 /// masks are keyed by it, so the step is reproducible from the step alone.
 #[allow(clippy::too_many_arguments)]
 pub fn train_step<B: AutodiffBackend + PeftKernels>(
@@ -51,6 +51,7 @@ pub fn train_step<B: AutodiffBackend + PeftKernels>(
     micro: &[Batch],
     first_micro: usize,
     step: usize,
+    total: usize,
     lr: f64,
     policy: NonFinitePolicy,
     device: &B::Device,
@@ -78,7 +79,9 @@ pub fn train_step<B: AutodiffBackend + PeftKernels>(
             key(&[cfg.seed, 0xD50, (first_micro + i) as u64]),
         );
         let out = model.forward(batch, &params, &ctx)?;
-        let loss = model.loss(&out, batch).div_scalar(n as f64);
+        let loss = model
+            .training_loss(&out, batch, &params)?
+            .div_scalar(n as f64);
         // The logits' last use is the loss's backward, which may then write
         // the gradient over them.
         drop(out);
@@ -133,6 +136,7 @@ pub fn train_step<B: AutodiffBackend + PeftKernels>(
         }
         return refuse(what);
     }
+    crate::methods::after_update(&model.plan, step, total, store, &grads, &mut adam.extra)?;
     Ok(StepStats {
         loss: loss_sum,
         tokens,

@@ -115,6 +115,7 @@ pub fn export(
     plan: &Plan,
     values: &BTreeMap<String, HostTensor>,
     base_name: &str,
+    trained_steps: Option<usize>,
     dir: &Path,
 ) -> Result<()> {
     exportable(plan).map_err(RuntimeError::Invalid)?;
@@ -132,7 +133,11 @@ pub fn export(
         "revision": null,
     });
     if let Some(c) = config.as_object_mut() {
-        c.extend(form.config(plan));
+        let info = crate::methods::ExportInfo {
+            values,
+            trained_steps,
+        };
+        c.extend(form.config(plan, &info));
     }
     std::fs::create_dir_all(dir).map_err(|e| RuntimeError::write(dir, e))?;
     write_safetensors(
