@@ -115,7 +115,7 @@ pub fn check_run(plan: &Plan, total: usize) -> std::result::Result<(), String> {
 /// The budget (triplets kept) at `step` and whether to prune there: full
 /// until `tinit`, the target after `total - tfinal`, a cubic decay between,
 /// pruning every `delta_t` steps (HF's `budget_schedule`).
-pub fn budget(
+fn budget(
     c: &AdaloraConfig,
     init: usize,
     target: usize,
@@ -134,8 +134,9 @@ pub fn budget(
     (b, step.is_multiple_of(c.delta_t))
 }
 
-/// The state the allocator keeps between steps (checkpointed with the
-/// optimizer's): smoothed sensitivity and uncertainty of every A, E, B.
+/// The key of the allocator's state for tensor `name` (`kind`: `ipt_bar`,
+/// the smoothed sensitivity, or `unc_bar`, its uncertainty), kept between
+/// steps in `AdamW::extra` and checkpointed with the optimizer's state.
 fn key(kind: &str, name: &str) -> String {
     format!("adalora.{kind}.{name}")
 }

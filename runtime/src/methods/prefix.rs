@@ -3,7 +3,7 @@
 //! statement's reparameterization MLP (Embedding → Linear → Tanh → Linear).
 
 use super::hf::HfForm;
-use crate::adapter::hf::config::virtual_tokens;
+use crate::adapter::hf::config::{prompt_learning_fields, virtual_tokens};
 use crate::error::{Result, RuntimeError};
 use crate::kernels::PeftKernels;
 use crate::model::Params;
@@ -127,14 +127,8 @@ impl HfForm for Hf {
     fn config(&self, plan: &Plan, _info: &super::hf::ExportInfo<'_>) -> Map<String, Value> {
         let d = &plan.model.dims;
         let kv = d.kv_heads * d.head_dim;
-        let mut c = Map::new();
-        if let Some(p) = config_of(plan) {
-            c.insert("num_virtual_tokens".into(), json!(p.len));
-        }
-        c.insert("token_dim".into(), json!(kv));
-        c.insert("num_transformer_submodules".into(), json!(1));
-        c.insert("num_attention_heads".into(), json!(d.kv_heads));
-        c.insert("num_layers".into(), json!(d.layers));
+        let len = config_of(plan).map(|p| p.len);
+        let mut c = prompt_learning_fields(len, kv, d.kv_heads, d.layers);
         c.insert("encoder_hidden_size".into(), json!(kv));
         c.insert("prefix_projection".into(), json!(false));
         c

@@ -2,7 +2,7 @@
 //! input embeddings by the model.
 
 use super::hf::HfForm;
-use crate::adapter::hf::config::virtual_tokens;
+use crate::adapter::hf::config::{prompt_learning_fields, virtual_tokens};
 use crate::error::Result;
 use crate::kernels::PeftKernels;
 use crate::model::Params;
@@ -38,14 +38,8 @@ impl HfForm for Hf {
 
     fn config(&self, plan: &Plan, _info: &super::hf::ExportInfo<'_>) -> Map<String, Value> {
         let d = &plan.model.dims;
-        let mut c = Map::new();
-        if let Some(p) = config_of(plan) {
-            c.insert("num_virtual_tokens".into(), json!(p.len));
-        }
-        c.insert("token_dim".into(), json!(d.hidden));
-        c.insert("num_transformer_submodules".into(), json!(1));
-        c.insert("num_attention_heads".into(), json!(d.heads));
-        c.insert("num_layers".into(), json!(d.layers));
+        let len = config_of(plan).map(|p| p.len);
+        let mut c = prompt_learning_fields(len, d.hidden, d.heads, d.layers);
         c.insert("prompt_tuning_init".into(), json!("RANDOM"));
         c
     }

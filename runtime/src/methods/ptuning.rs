@@ -4,7 +4,7 @@
 //! saves only the encoder's output); HF PEFT's `P_TUNING` form.
 
 use super::hf::HfForm;
-use crate::adapter::hf::config::{shown, virtual_tokens};
+use crate::adapter::hf::config::{prompt_learning_fields, shown, virtual_tokens};
 use crate::error::{Result, RuntimeError};
 use crate::kernels::PeftKernels;
 use crate::model::Params;
@@ -114,9 +114,9 @@ impl HfForm for Hf {
 
     fn config(&self, plan: &Plan, _info: &super::hf::ExportInfo<'_>) -> Map<String, Value> {
         let d = &plan.model.dims;
-        let mut c = Map::new();
+        let len = config_of(plan).map(|p| p.len);
+        let mut c = prompt_learning_fields(len, d.hidden, d.heads, d.layers);
         if let Some(p) = config_of(plan) {
-            c.insert("num_virtual_tokens".into(), json!(p.len));
             c.insert(
                 "encoder_reparameterization_type".into(),
                 json!(match p.encoder {
@@ -128,10 +128,6 @@ impl HfForm for Hf {
         }
         c.insert("encoder_num_layers".into(), json!(LSTM_LAYERS));
         c.insert("encoder_dropout".into(), json!(0.0));
-        c.insert("token_dim".into(), json!(d.hidden));
-        c.insert("num_transformer_submodules".into(), json!(1));
-        c.insert("num_attention_heads".into(), json!(d.heads));
-        c.insert("num_layers".into(), json!(d.layers));
         c
     }
 

@@ -12,7 +12,7 @@ use crate::error::{Result, RuntimeError};
 use peftc_compiler::model::{ModuleKind, Role};
 use peftc_compiler::plan::Plan;
 use peftc_compiler::task::TaskKind;
-use serde_json::Value;
+use serde_json::{Map, Value, json};
 use std::collections::BTreeSet;
 use std::path::Path;
 
@@ -56,6 +56,26 @@ fn fields(plan: &Plan, cfg: &Value) -> std::result::Result<(), String> {
         ));
     }
     form.check(plan, cfg)
+}
+
+/// The fields every prompt-learning config of HF PEFT writes: the prompt's
+/// length (when the plan has one) and the model's shape as the method sees
+/// it (`token_dim` and heads are the key/value width for a prefix).
+pub fn prompt_learning_fields(
+    len: Option<usize>,
+    token_dim: usize,
+    heads: usize,
+    layers: usize,
+) -> Map<String, Value> {
+    let mut c = Map::new();
+    if let Some(len) = len {
+        c.insert("num_virtual_tokens".into(), json!(len));
+    }
+    c.insert("token_dim".into(), json!(token_dim));
+    c.insert("num_transformer_submodules".into(), json!(1));
+    c.insert("num_attention_heads".into(), json!(heads));
+    c.insert("num_layers".into(), json!(layers));
+    c
 }
 
 /// A prompt-learning config's `num_virtual_tokens` against the spec's `len`.
