@@ -229,3 +229,26 @@ fn bad_command_lines_are_errors_not_panics() {
         stderr(&out)
     );
 }
+
+/// Every spec in `examples/` passes `peftc check` against the real models.
+#[test]
+fn every_example_checks() {
+    let dir = repo().join("examples");
+    let mut n = 0;
+    for e in std::fs::read_dir(&dir).expect("examples") {
+        let p = e.expect("entry").path();
+        if p.extension().and_then(|x| x.to_str()) != Some("peft") {
+            continue;
+        }
+        let out = peftc(&["check", p.to_str().expect("utf-8")]);
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "{}: {}",
+            p.display(),
+            stderr(&out)
+        );
+        n += 1;
+    }
+    assert!(n >= 5, "only {n} examples found");
+}

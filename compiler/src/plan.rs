@@ -141,8 +141,7 @@ pub fn lower(
         if !config.places_sites() {
             continue;
         }
-        for &t in &st.targets {
-            let m = &checked.modules[t];
+        for m in config.site_modules(&targets, &checked.modules) {
             let (in_dim, out_dim) = io_dims(model, m);
             sites.push(Site {
                 method: config.clone(),
@@ -184,6 +183,19 @@ pub fn lower(
         }
         None => None,
     };
+    // A bias a site already trains as its own tensor (`full`) is not a
+    // second one.
+    biases.retain(|b| {
+        let name = crate::methods::site_name(b, "bias");
+        !sites.iter().any(|s| {
+            &s.module == b
+                && s.method
+                    .site()
+                    .tensors(s, &model.dims)
+                    .iter()
+                    .any(|d| d.name == name)
+        })
+    });
     let mut plan = Plan {
         block: block.name.clone(),
         model: model.clone(),

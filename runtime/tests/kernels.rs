@@ -517,3 +517,39 @@ fn reference_adapter_backward_matches_autodiff() {
         }
     }
 }
+
+/// The mask's sparse delta against its reference and against the dense
+/// closed form `y + x·ΔWᵀ` (ΔW written out), with repeated rows and columns
+/// among the positions and tokens past a chunk boundary.
+#[test]
+fn sparse_delta_matches_reference_and_dense_form() {
+    use kernels::SparseIndex;
+    let (n, i, o) = (37, 11, 9);
+    let idx = SparseIndex {
+        rows: vec![0, 0, 2, 3, 3, 3, 8],
+        cols: vec![1, 10, 0, 2, 5, 9, 4],
+    };
+    let k = idx.len();
+    let (y, x, v) = (rand([n, o], 90), rand([n, i], 91), rand([1, k], 92));
+    let idx = Arc::new(idx);
+    let y1 = kernels::sparse_delta(y.clone(), x.clone(), v.clone(), idx.clone());
+    let y2 = kernels::sparse::reference(y.clone(), x.clone(), v.clone(), &idx);
+    let mut dense = vec![0f32; o * i];
+    let vs = host(v.clone().inner());
+    for e in 0..k {
+        dense[idx.rows[e] as usize * i + idx.cols[e] as usize] += vs[e];
+    }
+    let dw = Tensor::<Cpu, 2>::from_data(TensorData::new(dense, [o, i]), &Default::default());
+    let y3 = y.clone().inner() + x.clone().inner().matmul(dw.transpose());
+    close(
+        "vs reference",
+        &host(y1.clone().inner()),
+        &host(y2.clone().inner()),
+        1e-6,
+    );
+    close("vs dense", &host(y1.clone().inner()), &host(y3), 1e-5);
+    let (a, b) = (loss(y1, 93).backward(), loss(y2, 93).backward());
+    for (name, t) in [("dy", &y), ("dx", &x), ("dvalues", &v)] {
+        close(name, &grad(t, &a), &grad(t, &b), 1e-5);
+    }
+}

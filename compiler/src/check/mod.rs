@@ -17,7 +17,7 @@ use peftc_grammar::{Diagnostic, Span};
 use std::path::{Path, PathBuf};
 
 pub use statement::CheckedStatement;
-pub use targets::biases_under;
+pub use targets::{biases_under, weights_under};
 
 /// Where the spec lives and what the command line overrides.
 #[derive(Debug, Clone, Default)]

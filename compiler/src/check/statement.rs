@@ -134,6 +134,12 @@ pub fn check_statement(
             }
         }
         targets.sort_unstable();
+        if errors.is_empty()
+            && let Some(a) = &args
+        {
+            let selected: Vec<&Module> = targets.iter().map(|&i| &modules[i]).collect();
+            errors.extend((spec.check_targets)(a, &selected, st.call_span));
+        }
         if spec.single_target && targets.len() > 1 {
             errors.push(
                 Diagnostic::error(format!(

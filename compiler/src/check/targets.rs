@@ -14,6 +14,7 @@ pub fn accepts(t: TargetKind, m: &Module, all: &[Module]) -> bool {
             ModuleKind::Linear { .. } | ModuleKind::Attention | ModuleKind::Mlp | ModuleKind::Layer
         ),
         TargetKind::Biased => !biases_under(m, all).is_empty(),
+        TargetKind::Weighted => !weights_under(m, all).is_empty(),
         TargetKind::Norm => matches!(
             m.kind,
             ModuleKind::LayerNorm { .. } | ModuleKind::RmsNorm { .. }
@@ -69,9 +70,28 @@ pub fn hint(t: TargetKind, m: &Module, family: Family) -> Option<String> {
 
 /// The modules holding bias terms at or under `m` (by path), `m` included.
 pub fn biases_under<'a>(m: &Module, all: &'a [Module]) -> Vec<&'a Module> {
+    under(m, all, |x| x.kind.bias_len().is_some())
+}
+
+/// The modules holding weights of their own (linear layers and norms) at or
+/// under `m`, `m` included, the task head excluded.
+pub fn weights_under<'a>(m: &Module, all: &'a [Module]) -> Vec<&'a Module> {
+    under(m, all, |x| {
+        x.role != Some(Role::Head)
+            && matches!(
+                x.kind,
+                ModuleKind::Linear { .. }
+                    | ModuleKind::LayerNorm { .. }
+                    | ModuleKind::RmsNorm { .. }
+            )
+    })
+}
+
+/// The modules at or under `m` that `keep` accepts.
+fn under<'a>(m: &Module, all: &'a [Module], keep: impl Fn(&Module) -> bool) -> Vec<&'a Module> {
     let layer_roles = |x: &Module| x.role.and_then(Role::layer_role);
     all.iter()
-        .filter(|x| x.kind.bias_len().is_some())
+        .filter(|x| keep(x))
         .filter(|x| {
             if x.path == m.path || x.path.starts_with(&format!("{}.", m.path)) {
                 return true;

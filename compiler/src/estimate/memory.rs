@@ -113,7 +113,7 @@ pub fn memory(g: &Graph, w: &Workload) -> Result<MemoryReport, Overflow> {
                             .unwrap_or(1)
                             .max(1);
                 }
-            Op::Act(_) | Op::Ia3 { .. } => saved.extend(ins.first()),
+            Op::Act(_) | Op::Ia3 { .. } | Op::ScaleShift { .. } => saved.extend(ins.first()),
             Op::Mul => saved.extend(ins.iter().take(2)),
             Op::Attention { heads, .. } => {
                 saved.extend(ins.iter().take(4));

@@ -51,7 +51,7 @@ fn attrs(op: &Op) -> String {
             },
             if *gated { " gated" } else { "" }
         ),
-        Op::Ia3 { dim } => format!("dim={dim}"),
+        Op::Ia3 { dim } | Op::ScaleShift { dim } => format!("dim={dim}"),
         Op::Delta { in_f, out_f, .. } => format!("{in_f}->{out_f}"),
         Op::PromptConcat { len, .. } => format!("len={len}"),
         Op::PrefixKv { len, gated, .. } => {

@@ -191,6 +191,10 @@ pub enum Op {
     Ia3 {
         dim: usize,
     },
+    /// SSF's per-channel `y ⊙ scale + shift`.
+    ScaleShift {
+        dim: usize,
+    },
     /// Prepend `len` learned embeddings: `[B, S, H] -> [B, S+len, H]`.
     PromptConcat {
         len: usize,
@@ -247,6 +251,7 @@ impl Op {
             Op::LoraDelta { .. } => "lora_delta",
             Op::Dora { .. } => "dora",
             Op::Ia3 { .. } => "ia3_scale",
+            Op::ScaleShift { .. } => "scale_shift",
             Op::PromptConcat { .. } => "prompt_concat",
             Op::PrefixKv { .. } => "prefix_kv",
             Op::Adapter { .. } => "adapter",
@@ -277,6 +282,7 @@ impl Op {
             | Op::LastToken
             | Op::Loss(_)
             | Op::Ia3 { .. }
+            | Op::ScaleShift { .. }
             | Op::PromptConcat { .. }
             | Op::Delta { .. } => false,
         }
@@ -289,6 +295,7 @@ impl Op {
             Op::LoraDelta { .. }
                 | Op::Dora { .. }
                 | Op::Ia3 { .. }
+                | Op::ScaleShift { .. }
                 | Op::PromptConcat { .. }
                 | Op::PrefixKv { .. }
                 | Op::Adapter { .. }

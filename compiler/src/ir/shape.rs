@@ -53,7 +53,7 @@ fn output_shape(g: &Graph, n: NodeId, ins: &[Shape]) -> Result<Shape, IrError> {
             }
             a.clone()
         }
-        Op::LayerNorm { dim } | Op::RmsNorm { dim } | Op::Ia3 { dim } => {
+        Op::LayerNorm { dim } | Op::RmsNorm { dim } | Op::Ia3 { dim } | Op::ScaleShift { dim } => {
             let x = input(g, n, ins, 0)?;
             expect_last(g, n, x, *dim)?;
             x.clone()

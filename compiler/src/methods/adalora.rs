@@ -7,7 +7,8 @@
 use super::args::Args;
 use super::method::{Capabilities, Lowering, SiteMethod, Wiring};
 use super::spec::{
-    ArgSpec, ArgType, Default, MethodSpec, ON, POSITIVE, PROB, SIZE, TargetKind, float, size,
+    ArgSpec, ArgType, Default, MethodSpec, ON, POSITIVE, PROB, SIZE, TargetKind, float,
+    no_target_check, size,
 };
 use super::table::{MethodConfig, MethodKind};
 use super::tensors::{Init, TensorDecl, TensorKind, site_name};
@@ -131,6 +132,7 @@ pub const SPEC: MethodSpec = MethodSpec {
     once_per_block: Some("its layers share one rank budget"),
     configure: |args, _| configure(args),
     check,
+    check_targets: no_target_check,
 };
 
 fn configure(args: &Args) -> Option<MethodConfig> {

@@ -5,7 +5,7 @@ use super::args::Args;
 use super::method::{Capabilities, Lowering, SiteMethod, Wiring, gate_tensors};
 use super::spec::{
     ArgSpec, ArgType, Default, MethodSpec, POSITIVE, SERIAL_OR_PARALLEL, SIZE, TargetKind, choice,
-    float, no_check, size,
+    float, no_check, no_target_check, size,
 };
 use super::table::{MethodConfig, MethodKind};
 use super::tensors::{Init, TensorDecl, site_name};
@@ -78,6 +78,7 @@ pub const SPEC: MethodSpec = MethodSpec {
     once_per_block: None,
     configure,
     check: no_check,
+    check_targets: no_target_check,
 };
 
 fn configure(args: &Args, placement: Placement) -> Option<MethodConfig> {

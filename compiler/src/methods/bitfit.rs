@@ -3,7 +3,7 @@
 //! model's, declared trainable by the plan.
 
 use super::method::{Capabilities, Lowering, SiteMethod};
-use super::spec::{ENABLED, MethodSpec, ON, TargetKind, enabled, no_check};
+use super::spec::{ENABLED, MethodSpec, ON, TargetKind, enabled, no_check, no_target_check};
 use super::table::{MethodConfig, MethodKind};
 use super::tensors::TensorDecl;
 use crate::model::{Dims, Module, Role};
@@ -24,6 +24,7 @@ pub const SPEC: MethodSpec = MethodSpec {
     once_per_block: None,
     configure: |args, _| enabled(args).then_some(MethodConfig::Bitfit),
     check: no_check,
+    check_targets: no_target_check,
 };
 
 /// BitFit has no arguments beyond `enabled`.

@@ -3,7 +3,7 @@
 //! `feedforward_modules`).
 
 use super::method::{Capabilities, Lowering, SiteMethod, Wiring};
-use super::spec::{ENABLED, MethodSpec, ON, TargetKind, enabled, no_check};
+use super::spec::{ENABLED, MethodSpec, ON, TargetKind, enabled, no_check, no_target_check};
 use super::table::{MethodConfig, MethodKind};
 use super::tensors::{Init, TensorDecl, site_name};
 use crate::ir::Op;
@@ -25,6 +25,7 @@ pub const SPEC: MethodSpec = MethodSpec {
     once_per_block: None,
     configure: |args, _| enabled(args).then_some(MethodConfig::Ia3),
     check: no_check,
+    check_targets: no_target_check,
 };
 
 /// (IA)³ has no arguments beyond `enabled`.

@@ -2,7 +2,7 @@
 //! norm's weight (and bias, for LayerNorm) replaces it; nothing else changes.
 
 use super::method::{Capabilities, Lowering, SiteMethod, Wiring};
-use super::spec::{ENABLED, MethodSpec, ON, TargetKind, enabled, no_check};
+use super::spec::{ENABLED, MethodSpec, ON, TargetKind, enabled, no_check, no_target_check};
 use super::table::{MethodConfig, MethodKind};
 use super::tensors::{Init, TensorDecl, site_name};
 use crate::ir::Op;
@@ -24,6 +24,7 @@ pub const SPEC: MethodSpec = MethodSpec {
     once_per_block: None,
     configure: |args, _| enabled(args).then_some(MethodConfig::Ln),
     check: no_check,
+    check_targets: no_target_check,
 };
 
 /// LN tuning has no arguments beyond `enabled`.

@@ -5,7 +5,8 @@
 use super::args::Args;
 use super::method::{Capabilities, Lowering, SiteMethod, Wiring};
 use super::spec::{
-    ArgSpec, Default, MethodSpec, ON, POSITIVE, SIZE, TargetKind, float, no_check, size,
+    ArgSpec, Default, MethodSpec, ON, POSITIVE, SIZE, TargetKind, float, no_check, no_target_check,
+    size,
 };
 use super::table::{MethodConfig, MethodKind};
 use super::tensors::{Init, TensorDecl, site_name};
@@ -57,6 +58,7 @@ pub const SPEC: MethodSpec = MethodSpec {
     once_per_block: None,
     configure: |args, _| configure(args),
     check: no_check,
+    check_targets: no_target_check,
 };
 
 fn configure(args: &Args) -> Option<MethodConfig> {

@@ -7,7 +7,8 @@ use super::args::Args;
 use super::loha::{RANK_ARGS, weight_delta};
 use super::method::{Capabilities, Lowering, SiteMethod};
 use super::spec::{
-    ArgSpec, ArgType, Default, MethodSpec, ON, TargetKind, flag, float, no_check, size,
+    ArgSpec, ArgType, Default, MethodSpec, ON, TargetKind, flag, float, no_check, no_target_check,
+    size,
 };
 use super::table::{MethodConfig, MethodKind};
 use super::tensors::{Init, TensorDecl, site_name};
@@ -116,6 +117,7 @@ pub const SPEC: MethodSpec = MethodSpec {
     once_per_block: None,
     configure: |args, _| configure(args),
     check: no_check,
+    check_targets: no_target_check,
 };
 
 fn configure(args: &Args) -> Option<MethodConfig> {

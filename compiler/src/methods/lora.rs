@@ -6,7 +6,7 @@ use super::args::Args;
 use super::method::{Capabilities, Lowering, SiteMethod, Wiring, gate_tensors};
 use super::spec::{
     ArgSpec, ArgType, Default, MethodSpec, ON, POSITIVE, PROB, SIZE, TargetKind, choice, flag,
-    float, no_check, size,
+    float, no_check, no_target_check, size,
 };
 use super::table::{MethodConfig, MethodKind};
 use super::tensors::{Init, TensorDecl, site_name};
@@ -144,6 +144,7 @@ pub const LORA: MethodSpec = MethodSpec {
     once_per_block: None,
     configure: |args, _| configure(args, false),
     check: no_check,
+    check_targets: no_target_check,
 };
 
 pub const DORA: MethodSpec = MethodSpec {

@@ -4,7 +4,9 @@
 
 use super::args::Args;
 use super::method::{Capabilities, Lowering, SiteMethod, Wiring, gate_tensors};
-use super::spec::{ArgSpec, ArgType, Default, MethodSpec, ON, SIZE, TargetKind, no_check, size};
+use super::spec::{
+    ArgSpec, ArgType, Default, MethodSpec, ON, SIZE, TargetKind, no_check, no_target_check, size,
+};
 use super::table::{MethodConfig, MethodKind};
 use super::tensors::{Init, TensorDecl};
 use crate::ir::Op;
@@ -51,6 +53,7 @@ pub const SPEC: MethodSpec = MethodSpec {
     once_per_block: None,
     configure: |args, _| configure(args),
     check: no_check,
+    check_targets: no_target_check,
 };
 
 fn configure(args: &Args) -> Option<MethodConfig> {

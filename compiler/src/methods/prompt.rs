@@ -3,7 +3,9 @@
 
 use super::args::Args;
 use super::method::{Capabilities, Lowering, SiteMethod, Wiring};
-use super::spec::{ArgSpec, ArgType, Default, MethodSpec, ON, SIZE, TargetKind, choice, size};
+use super::spec::{
+    ArgSpec, ArgType, Default, MethodSpec, ON, SIZE, TargetKind, choice, no_target_check, size,
+};
 use super::table::{MethodConfig, MethodKind};
 use super::tensors::{Init, TensorDecl};
 use crate::ir::Op;
@@ -63,6 +65,7 @@ pub const SPEC: MethodSpec = MethodSpec {
     once_per_block: None,
     configure: |args, _| configure(args),
     check,
+    check_targets: no_target_check,
 };
 
 fn configure(args: &Args) -> Option<MethodConfig> {

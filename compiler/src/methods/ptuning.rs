@@ -8,7 +8,8 @@
 use super::args::Args;
 use super::method::{Capabilities, Lowering, SiteMethod, Wiring};
 use super::spec::{
-    ArgSpec, ArgType, Default, MethodSpec, ON, SIZE, TargetKind, choice, no_check, size,
+    ArgSpec, ArgType, Default, MethodSpec, ON, SIZE, TargetKind, choice, no_check, no_target_check,
+    size,
 };
 use super::table::{MethodConfig, MethodKind};
 use super::tensors::{Init, TensorDecl};
@@ -68,6 +69,7 @@ pub const SPEC: MethodSpec = MethodSpec {
     once_per_block: None,
     configure: |args, _| configure(args),
     check: no_check,
+    check_targets: no_target_check,
 };
 
 fn configure(args: &Args) -> Option<MethodConfig> {

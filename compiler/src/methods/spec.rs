@@ -5,6 +5,7 @@
 
 use super::args::Args;
 use super::table::{MethodConfig, MethodKind};
+use crate::model::Module;
 use peftc_grammar::ast::Placement;
 use peftc_grammar::{Diagnostic, Span};
 
@@ -23,6 +24,8 @@ pub enum TargetKind {
     Biased,
     /// A LayerNorm or RMSNorm.
     Norm,
+    /// Any module holding weights (a linear, a norm, or a block of them).
+    Weighted,
 }
 
 impl TargetKind {
@@ -34,6 +37,9 @@ impl TargetKind {
             TargetKind::Block => "a block (`attn`, `mlp`, a layer, or a linear layer)",
             TargetKind::Biased => "modules with bias terms",
             TargetKind::Norm => "a norm (`attn_norm`, `mlp_norm`, `final_norm`)",
+            TargetKind::Weighted => {
+                "a module with weights (a linear layer, a norm, `attn`, `mlp`, a layer)"
+            }
         }
     }
 }
@@ -172,6 +178,9 @@ pub struct MethodSpec {
     /// Checks across arguments that the table cannot express (`init=text`
     /// needs `text`); `call` is the statement's `method(...)` span.
     pub check: fn(&Args, call: Span) -> Vec<Diagnostic>,
+    /// Checks of the arguments against the modules the statement selects (a
+    /// row mask whose density selects no row of some layer).
+    pub check_targets: fn(&Args, &[&Module], call: Span) -> Vec<Diagnostic>,
 }
 
 impl std::fmt::Debug for MethodSpec {
@@ -190,6 +199,11 @@ impl MethodSpec {
 
 /// For methods with no cross-argument rule.
 pub fn no_check(_: &Args, _: Span) -> Vec<Diagnostic> {
+    Vec::new()
+}
+
+/// For methods whose arguments fit every module they may target.
+pub fn no_target_check(_: &Args, _: &[&Module], _: Span) -> Vec<Diagnostic> {
     Vec::new()
 }
 

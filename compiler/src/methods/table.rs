@@ -7,16 +7,19 @@
 use super::adalora::{self, AdaloraConfig};
 use super::adapter::{self, AdapterConfig};
 use super::bitfit::{self, Bitfit};
+use super::full::{self, Full};
 use super::ia3::{self, Ia3};
 use super::ln::{self, Ln};
 use super::loha::{self, LohaConfig};
 use super::lokr::{self, LokrConfig};
 use super::lora::{self, LoraConfig};
+use super::mask::{self, MaskConfig};
 use super::method::SiteMethod;
 use super::prefix::{self, PrefixConfig};
 use super::prompt::{self, PromptConfig};
 use super::ptuning::{self, PtuningConfig};
 use super::spec::MethodSpec;
+use super::ssf::{self, Ssf};
 use super::vera::{self, VeraConfig};
 use crate::model::Module;
 use serde::{Deserialize, Serialize};
@@ -38,6 +41,9 @@ pub enum MethodKind {
     Ln,
     Ptuning,
     Adalora,
+    Mask,
+    Ssf,
+    Full,
 }
 
 /// Every method the language knows, in the order `peftc` lists them.
@@ -55,6 +61,9 @@ pub const METHODS: &[&MethodSpec] = &[
     &ln::SPEC,
     &ptuning::SPEC,
     &adalora::SPEC,
+    &mask::SPEC,
+    &ssf::SPEC,
+    &full::SPEC,
 ];
 
 impl MethodKind {
@@ -73,6 +82,9 @@ impl MethodKind {
             MethodKind::Ln => &ln::SPEC,
             MethodKind::Ptuning => &ptuning::SPEC,
             MethodKind::Adalora => &adalora::SPEC,
+            MethodKind::Mask => &mask::SPEC,
+            MethodKind::Ssf => &ssf::SPEC,
+            MethodKind::Full => &full::SPEC,
         }
     }
 }
@@ -100,6 +112,12 @@ pub enum MethodConfig {
     Ln,
     Ptuning(PtuningConfig),
     Adalora(AdaloraConfig),
+    /// A sparse mask over a linear layer's weight.
+    Mask(MaskConfig),
+    /// SSF's scale and shift after a module.
+    Ssf,
+    /// Full fine-tuning of chosen modules.
+    Full,
 }
 
 impl MethodConfig {
@@ -118,6 +136,9 @@ impl MethodConfig {
             MethodConfig::Ln => &Ln,
             MethodConfig::Ptuning(c) => c,
             MethodConfig::Adalora(c) => c,
+            MethodConfig::Mask(c) => c,
+            MethodConfig::Ssf => &Ssf,
+            MethodConfig::Full => &Full,
         }
     }
 
@@ -139,8 +160,33 @@ impl MethodConfig {
             | MethodConfig::Lokr(_)
             | MethodConfig::Ln
             | MethodConfig::Ptuning(_)
-            | MethodConfig::Adalora(_) => true,
+            | MethodConfig::Adalora(_)
+            | MethodConfig::Mask(_)
+            | MethodConfig::Ssf
+            | MethodConfig::Full => true,
             MethodConfig::Bitfit => false,
+        }
+    }
+
+    /// The modules a statement's sites sit on: its targets, or for `full`
+    /// the linear layers and norms under them.
+    pub fn site_modules<'a>(&self, targets: &[&'a Module], all: &'a [Module]) -> Vec<&'a Module> {
+        match self {
+            MethodConfig::Full => Full::leaves(targets, all),
+            MethodConfig::Lora(_)
+            | MethodConfig::Ia3
+            | MethodConfig::Prompt(_)
+            | MethodConfig::Prefix(_)
+            | MethodConfig::Adapter(_)
+            | MethodConfig::Bitfit
+            | MethodConfig::Vera(_)
+            | MethodConfig::Loha(_)
+            | MethodConfig::Lokr(_)
+            | MethodConfig::Ln
+            | MethodConfig::Ptuning(_)
+            | MethodConfig::Adalora(_)
+            | MethodConfig::Mask(_)
+            | MethodConfig::Ssf => targets.to_vec(),
         }
     }
 
@@ -158,7 +204,10 @@ impl MethodConfig {
             | MethodConfig::Lokr(_)
             | MethodConfig::Ln
             | MethodConfig::Ptuning(_)
-            | MethodConfig::Adalora(_) => Vec::new(),
+            | MethodConfig::Adalora(_)
+            | MethodConfig::Mask(_)
+            | MethodConfig::Ssf
+            | MethodConfig::Full => Vec::new(),
         }
     }
 }

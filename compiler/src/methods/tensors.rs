@@ -37,6 +37,10 @@ pub enum Init {
         skip: u64,
         bound: f32,
     },
+    /// A sparse mask's selected positions, sorted ascending, chosen by the
+    /// rule it carries (FishMask's are replaced by its calibration before
+    /// the first step).
+    MaskIndex(super::mask::MaskSelect),
 }
 
 /// Whether a tensor trains.

@@ -6,7 +6,8 @@
 use super::args::Args;
 use super::method::{Capabilities, Lowering, SiteMethod, Wiring};
 use super::spec::{
-    ArgSpec, ArgType, Default, MethodSpec, ON, PROB, SIZE, TargetKind, float, no_check, size,
+    ArgSpec, ArgType, Default, MethodSpec, ON, PROB, SIZE, TargetKind, float, no_check,
+    no_target_check, size,
 };
 use super::table::{MethodConfig, MethodKind};
 use super::tensors::{Init, TensorDecl, TensorKind, site_name};
@@ -73,6 +74,7 @@ pub const SPEC: MethodSpec = MethodSpec {
     once_per_block: Some("its layers share one pair of projections"),
     configure: |args, _| configure(args),
     check: no_check,
+    check_targets: no_target_check,
 };
 
 fn configure(args: &Args) -> Option<MethodConfig> {

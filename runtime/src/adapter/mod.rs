@@ -47,7 +47,9 @@ pub fn load_into(plan: &Plan, store: &mut ParamStore, path: &Path) -> Result<()>
             *store = ParamStore::declared(&inference);
         }
     }
-    store.load_from(tensors, &origin)
+    store.load_from(tensors, &origin)?;
+    crate::methods::check_loaded(plan, store)
+        .map_err(|what| RuntimeError::Adapter { dir: origin, what })
 }
 
 /// The tensors at `path` under the plan's names, and the folder they came from.

@@ -3,8 +3,8 @@
 //! kernel needs); otherwise burn differentiates the reference composition.
 
 use super::{
-    AdapterFn, AdapterParams, AttnInputs, AttnShape, PeftKernels, RopeShape, prim, reference,
-    tensor,
+    AdapterFn, AdapterParams, AttnInputs, AttnShape, PeftKernels, RopeShape, SparseIndex, prim,
+    reference, tensor,
 };
 use burn::backend::Autodiff;
 use burn::backend::autodiff::checkpoint::base::Checkpointer;
@@ -294,7 +294,81 @@ impl<B: PeftKernels> Backward<B, 6> for AdapterNode {
     }
 }
 
+#[derive(Debug)]
+struct SparseDeltaNode;
+
+impl<B: PeftKernels> Backward<B, 3> for SparseDeltaNode {
+    /// `x` (kept only when the values train), the values (kept only when `x`
+    /// needs a gradient), the positions, the input width.
+    type State = (
+        Option<FloatTensor<B>>,
+        Option<FloatTensor<B>>,
+        Arc<SparseIndex>,
+        usize,
+    );
+    fn backward(self, ops: Ops<Self::State, 3>, grads: &mut Gradients, _: &mut Checkpointer) {
+        let [py, px, pv] = ops.parents;
+        let dy = grads.consume::<B>(&ops.node);
+        let (x, v, idx, in_f) = ops.state;
+        let (dx, dv) = B::k_sparse_delta_backward(
+            x.filter(|_| pv.is_some()),
+            v.filter(|_| px.is_some()),
+            &idx,
+            dy.clone(),
+            in_f,
+        );
+        register_all!(B, grads, [px, dx], [pv, dv]);
+        register!(B, grads, py, dy);
+    }
+}
+
 impl<B: PeftKernels, C: CheckpointStrategy> PeftKernels for Autodiff<B, C> {
+    fn op_sparse_delta(
+        y: FloatTensor<Self>,
+        x: FloatTensor<Self>,
+        values: FloatTensor<Self>,
+        idx: Arc<SparseIndex>,
+    ) -> FloatTensor<Self> {
+        if !B::FUSED {
+            return prim(super::sparse::reference::<Self>(
+                tensor(y),
+                tensor(x),
+                tensor(values),
+                &idx,
+            ));
+        }
+        let x_needs = x.node.clone_if_require_grad().is_some();
+        let v_trains = values.node.clone_if_require_grad().is_some();
+        let in_f = burn::tensor::TensorMetadata::shape(&x.primitive).dims::<2>()[1];
+        match SparseDeltaNode
+            .prepare::<C>([y.node.clone(), x.node.clone(), values.node.clone()])
+            .compute_bound()
+            .stateful()
+        {
+            OpsKind::Tracked(prep) => {
+                let out = B::k_sparse_delta(
+                    y.primitive,
+                    x.primitive.clone(),
+                    values.primitive.clone(),
+                    &idx,
+                );
+                let state = (
+                    v_trains.then_some(x.primitive),
+                    x_needs.then_some(values.primitive),
+                    idx,
+                    in_f,
+                );
+                prep.finish(state, out)
+            }
+            OpsKind::UnTracked(prep) => prep.finish(B::k_sparse_delta(
+                y.primitive,
+                x.primitive,
+                values.primitive,
+                &idx,
+            )),
+        }
+    }
+
     fn op_adapter(
         res: FloatTensor<Self>,
         x: FloatTensor<Self>,

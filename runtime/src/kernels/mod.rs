@@ -21,9 +21,11 @@ mod bottleneck;
 mod cpu;
 mod cube;
 pub mod reference;
+pub mod sparse;
 
 pub use bottleneck::{AdapterFn, AdapterGrads, AdapterNeed, AdapterParams};
 pub use cube::Unsupported;
+pub use sparse::SparseIndex;
 
 pub use cpu::attention::AttnShape;
 pub use cpu::rope::RopeShape;
@@ -342,7 +344,51 @@ pub trait PeftKernels: Backend {
         bottleneck::backward_by_kernels::<Self>(x, z, w, dy, f, need)
     }
 
+    /// A mask's sparse delta `y + x·ΔWᵀ` (`values: [1, k]` at `idx`; see
+    /// `sparse.rs`).
+    fn k_sparse_delta(
+        y: FloatTensor<Self>,
+        x: FloatTensor<Self>,
+        values: FloatTensor<Self>,
+        idx: &SparseIndex,
+    ) -> FloatTensor<Self> {
+        prim(sparse::reference::<Self>(
+            tensor(y),
+            tensor(x),
+            tensor(values),
+            idx,
+        ))
+    }
+    /// `(dx, dvalues)` of [`Self::k_sparse_delta`]: `dx` when `values` is
+    /// given, `dvalues` when `x` is.
+    #[allow(clippy::type_complexity)]
+    fn k_sparse_delta_backward(
+        x: Option<FloatTensor<Self>>,
+        values: Option<FloatTensor<Self>>,
+        idx: &SparseIndex,
+        dy: FloatTensor<Self>,
+        in_f: usize,
+    ) -> (Option<FloatTensor<Self>>, Option<FloatTensor<Self>>) {
+        let (dx, dv) = sparse::reference_backward::<Self>(
+            x.map(tensor),
+            values.map(tensor),
+            idx,
+            tensor(dy),
+            in_f,
+        );
+        (dx.map(prim), dv.map(prim))
+    }
+
     // ---- the ops the model calls; `Autodiff<B>` overrides these with graph nodes.
+
+    fn op_sparse_delta(
+        y: FloatTensor<Self>,
+        x: FloatTensor<Self>,
+        values: FloatTensor<Self>,
+        idx: Arc<SparseIndex>,
+    ) -> FloatTensor<Self> {
+        Self::k_sparse_delta(y, x, values, &idx)
+    }
 
     fn op_adapter(
         res: FloatTensor<Self>,
@@ -542,4 +588,15 @@ pub fn sgmv<B: PeftKernels>(
     scales: &[f32],
 ) -> Tensor<B, 2> {
     tensor(B::k_sgmv(prim(y), prim(x), ids, prim(a), prim(b), scales))
+}
+
+/// `y + x·ΔWᵀ` for a mask's sparse `ΔW` (`values: [1, k]` at the positions
+/// `idx`), never forming `ΔW`.
+pub fn sparse_delta<B: PeftKernels>(
+    y: Tensor<B, 2>,
+    x: Tensor<B, 2>,
+    values: Tensor<B, 2>,
+    idx: Arc<SparseIndex>,
+) -> Tensor<B, 2> {
+    tensor(B::op_sparse_delta(prim(y), prim(x), prim(values), idx))
 }

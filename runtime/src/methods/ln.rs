@@ -1,5 +1,5 @@
 //! LN tuning at run time: the norm reads its trained copy (`model/norm.rs`
-//! asks [`tuned_norm`] which tensors); merging puts the copy in place; HF
+//! asks [`super::tuned`] which tensors); merging puts the copy in place; HF
 //! PEFT's `LN_TUNING` form.
 
 use super::hf::HfForm;

@@ -6,6 +6,7 @@
 
 mod adalora;
 mod adapter;
+mod full;
 mod hf;
 mod hook;
 mod ia3;
@@ -13,18 +14,21 @@ mod ln;
 mod loha;
 mod lokr;
 mod lora;
+mod mask;
 pub mod prefix;
 mod prompt;
 mod ptuning;
+mod ssf;
 mod table;
 pub mod trace;
 mod vera;
 
 pub use hf::{ExportInfo, HfForm};
 pub use hook::{At, BaseLinear, Hook, SiteHook, Stage};
+pub use mask::initial_index as mask_index;
 pub use table::{
-    after_update, check_run, hf_form, hook, merge, prompt_embeddings, prompt_len, regularizer,
-    tuned_norm,
+    after_update, before_training, calibration_batches, check_loaded, check_run, hf_form, hook,
+    merge, prompt_embeddings, prompt_len, regularizer, tuned,
 };
 
 use crate::error::{Result, RuntimeError};
@@ -92,7 +96,8 @@ fn regenerate(d: &peftc_compiler::methods::TensorDecl) -> Result<HostTensor> {
         | Init::FromBase(_)
         | Init::FromBaseOrNormal(..)
         | Init::RowNorms(_)
-        | Init::EmbeddingRows => {
+        | Init::EmbeddingRows
+        | Init::MaskIndex(_) => {
             return Err(RuntimeError::Internal(format!(
                 "`{}` cannot be made again without its saved values",
                 d.name

@@ -4,12 +4,16 @@
 
 use super::hf::HfForm;
 use super::hook::Hook;
-use super::{adalora, adapter, ia3, ln, loha, lokr, lora, prefix, prompt, ptuning, vera};
+use super::{
+    adalora, adapter, full, ia3, ln, loha, lokr, lora, mask, prefix, prompt, ptuning, ssf, vera,
+};
+use crate::data::Batch;
 use crate::error::{Result, RuntimeError};
 use crate::kernels::PeftKernels;
-use crate::model::{ParamStore, Params};
+use crate::model::{ParamStore, Params, PeftModel};
 use crate::weights::HostTensor;
 use burn::tensor::Tensor;
+use burn::tensor::backend::AutodiffBackend;
 use peftc_compiler::methods::MethodConfig;
 use peftc_compiler::plan::{Plan, Site};
 use std::collections::BTreeMap;
@@ -26,11 +30,14 @@ pub fn hook<B: PeftKernels>(site: &Site, w: Option<&Tensor<B, 2>>) -> Option<Hoo
         MethodConfig::Loha(c) => Some(loha::hook(c)),
         MethodConfig::Lokr(c) => Some(lokr::hook(c)),
         MethodConfig::Adalora(c) => Some(adalora::hook(c)),
+        MethodConfig::Mask(c) => Some(mask::hook(c)),
+        MethodConfig::Ssf => Some(ssf::hook()),
         // The norm reads LN tuning's copy itself (`tuned_norm`).
         MethodConfig::Prompt(_)
         | MethodConfig::Ptuning(_)
         | MethodConfig::Prefix(_)
         | MethodConfig::Bitfit
+        | MethodConfig::Full
         | MethodConfig::Ln => None,
     }
 }
@@ -53,6 +60,9 @@ pub fn prompt_embeddings<B: PeftKernels>(
             | MethodConfig::Loha(_)
             | MethodConfig::Lokr(_)
             | MethodConfig::Adalora(_)
+            | MethodConfig::Mask(_)
+            | MethodConfig::Ssf
+            | MethodConfig::Full
             | MethodConfig::Ln => {}
         }
     }
@@ -89,7 +99,11 @@ pub fn hf_form(plan: &Plan) -> std::result::Result<&'static dyn HfForm, String> 
         MethodConfig::Ln => Ok(&ln::Hf),
         MethodConfig::Ptuning(_) => Ok(&ptuning::Hf),
         MethodConfig::Adalora(_) => Ok(&adalora::Hf),
-        MethodConfig::Adapter(_) | MethodConfig::Bitfit => none(),
+        MethodConfig::Adapter(_)
+        | MethodConfig::Bitfit
+        | MethodConfig::Mask(_)
+        | MethodConfig::Ssf
+        | MethodConfig::Full => none(),
     }
 }
 
@@ -116,6 +130,9 @@ pub fn merge(
         MethodConfig::Loha(c) => loha::merge(c, site, w, store),
         MethodConfig::Lokr(c) => lokr::merge(c, site, w, store),
         MethodConfig::Adalora(c) => adalora::merge(c, site, w, store),
+        MethodConfig::Mask(c) => mask::merge(c, site, w, store),
+        MethodConfig::Ssf => ssf::merge(site, w, bias, store),
+        MethodConfig::Full => full::merge(site, w, bias, store),
         MethodConfig::Ln => ln::merge(site, w, bias, store),
         // BitFit's biases replace the base ones (see `merge::merged_weights`).
         MethodConfig::Bitfit => Ok(()),
@@ -126,11 +143,13 @@ pub fn merge(
     }
 }
 
-/// The trained copy of the norm `path` (weight, bias), when a method of the
-/// plan retrains it (LN tuning).
-pub fn tuned_norm(plan: &Plan, path: &str) -> Option<(String, Option<String>)> {
+/// The trained copy of module `path`'s own weight and bias, when a method
+/// of the plan retrains them (LN tuning on a norm, `full` on a linear layer
+/// or a norm).
+pub fn tuned(plan: &Plan, path: &str) -> Option<(String, Option<String>)> {
     plan.sites_at(path).find_map(|s| match &s.method {
         MethodConfig::Ln => Some(ln::names(s)),
+        MethodConfig::Full => Some(peftc_compiler::methods::Full::names(s)),
         MethodConfig::Lora(_)
         | MethodConfig::Ia3
         | MethodConfig::Prompt(_)
@@ -141,6 +160,8 @@ pub fn tuned_norm(plan: &Plan, path: &str) -> Option<(String, Option<String>)> {
         | MethodConfig::Loha(_)
         | MethodConfig::Lokr(_)
         | MethodConfig::Adalora(_)
+        | MethodConfig::Mask(_)
+        | MethodConfig::Ssf
         | MethodConfig::Ptuning(_) => None,
     })
 }
@@ -151,10 +172,40 @@ pub fn regularizer<B: PeftKernels>(plan: &Plan, p: &Params<B>) -> Result<Option<
     adalora::regularizer(plan, p)
 }
 
-/// Refuses a training run of `total` steps that a method of the plan cannot
-/// work in (AdaLoRA's schedule needs steps between `tinit` and `tfinal`).
-pub fn check_run(plan: &Plan, total: usize) -> std::result::Result<(), String> {
-    adalora::check_run(plan, total)
+/// Refuses a training run of `total` steps over `batches_per_epoch`
+/// batches that a method of the plan cannot work in (AdaLoRA's schedule
+/// needs steps between `tinit` and `tfinal`; FishMask's calibration, that
+/// many batches).
+pub fn check_run(
+    plan: &Plan,
+    total: usize,
+    batches_per_epoch: usize,
+) -> std::result::Result<(), String> {
+    adalora::check_run(plan, total)?;
+    mask::check_run(plan, batches_per_epoch)
+}
+
+/// Batches of training data the plan's methods read before the first step
+/// (FishMask's calibration); 0 for none.
+pub fn calibration_batches(plan: &Plan) -> usize {
+    mask::calibration_batches(plan)
+}
+
+/// What the plan's methods do before the first step of a fresh run, with
+/// the first batches of the training data: FishMask's choice of entries.
+pub fn before_training<B: AutodiffBackend + PeftKernels>(
+    model: &PeftModel<B>,
+    store: &mut ParamStore,
+    batches: &[Batch],
+    device: &B::Device,
+) -> Result<()> {
+    mask::calibrate(model, store, batches, device)
+}
+
+/// Checks of a store just read from a file beyond names, shapes and
+/// finiteness (a mask's positions in range and sorted).
+pub fn check_loaded(plan: &Plan, store: &ParamStore) -> std::result::Result<(), String> {
+    mask::check_loaded(plan, store)
 }
 
 /// What the plan's methods do after each optimizer update of step `step`

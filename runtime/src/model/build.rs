@@ -76,7 +76,9 @@ impl<B: PeftKernels> Loader<'_, B> {
             None
         };
         let attached = self.attached_linear(path, &w);
-        Ok(SiteLinear::new(path.to_string(), w, bias, attached))
+        let mut l = SiteLinear::new(path.to_string(), w, bias, attached);
+        l.tuned = crate::methods::tuned(self.plan, path);
+        Ok(l)
     }
 
     /// A norm's weight (and bias, for LayerNorm) `[1, d]`.

@@ -75,6 +75,9 @@ pub struct SiteLinear<B: PeftKernels> {
     /// `[1, out]`; replaced by the trainable copy when `attached.trainable_bias`.
     pub bias: Option<Tensor<B, 2>>,
     pub attached: Attached<B>,
+    /// Names of the trained copy of the weight (and bias) when a method
+    /// retrains the layer itself (`full`).
+    pub tuned: Option<(String, Option<String>)>,
 }
 
 impl<B: PeftKernels> SiteLinear<B> {
@@ -89,6 +92,7 @@ impl<B: PeftKernels> SiteLinear<B> {
             w,
             bias,
             attached,
+            tuned: None,
         }
     }
 
@@ -99,18 +103,22 @@ impl<B: PeftKernels> SiteLinear<B> {
         for h in hooks.iter().filter(|h| h.stage() == Stage::Input) {
             x = h.input(x, &self.path, p)?;
         }
-        let bias = if self.attached.trainable_bias {
-            Some(p.get(&pname(&self.path, "bias"))?)
-        } else {
-            self.bias.clone()
+        let bias = match &self.tuned {
+            Some((_, Some(b))) => Some(p.get(b)?),
+            _ if self.attached.trainable_bias => Some(p.get(&pname(&self.path, "bias"))?),
+            _ => self.bias.clone(),
         };
-        let mut y = linear_pt(x.clone(), self.w.clone(), bias.clone());
+        let w = match &self.tuned {
+            Some((w, _)) => p.get(w)?,
+            None => self.w.clone(),
+        };
+        let mut y = linear_pt(x.clone(), w.clone(), bias.clone());
         let at = At {
             path: &self.path,
             input: &input,
             x: &x,
             base: Some(BaseLinear {
-                w: &self.w,
+                w: &w,
                 bias: bias.as_ref(),
             }),
             p,

@@ -1,5 +1,5 @@
 //! A norm's parameters as the forward pass reads them: the frozen ones, or
-//! a trained copy where a method retrains the norm (LN tuning), or a trained
+//! a trained copy where a method retrains the norm (LN tuning, `full`), or a trained
 //! bias (BitFit).
 
 use super::build::Loader;
@@ -30,7 +30,7 @@ impl<B: PeftKernels> NormWeights<B> {
             path: path.to_string(),
             weight,
             bias,
-            tuned: crate::methods::tuned_norm(l.plan, path),
+            tuned: crate::methods::tuned(l.plan, path),
             trainable_bias: l.trainable_bias(path),
         })
     }

@@ -69,6 +69,9 @@ impl ParamStore {
                         .collect()
                 }
                 Init::Constant(v) => vec![*v; n],
+                Init::MaskIndex(sel) => {
+                    crate::methods::mask_index(sel, base.get(&sel.weight)?, seed)?
+                }
                 Init::TorchUniform { seed, skip, bound } => {
                     crate::torch_rng::uniform(*seed, *skip, n, *bound)
                 }

@@ -100,7 +100,7 @@ pub fn train_observed<B: AutodiffBackend + crate::kernels::PeftKernels>(
         .unwrap_or(cfg.epochs * steps_per_epoch)
         .max(1);
     let warmup = (cfg.warmup * total as f64).round() as usize;
-    crate::methods::check_run(&plan, total).map_err(RuntimeError::Invalid)?;
+    crate::methods::check_run(&plan, total, micro_per_epoch).map_err(RuntimeError::Invalid)?;
     let print = |s: String| eprintln!("{s}");
     print(format!(
         "peftc train: {} / block `{}`: {} train + {} held-out examples, {total} steps (batch {} x {} accum), {} trainable params",
@@ -139,6 +139,10 @@ pub fn train_observed<B: AutodiffBackend + crate::kernels::PeftKernels>(
             )));
         }
         store.load_from(ck.params, &opts.out)?;
+        crate::methods::check_loaded(&plan, &store).map_err(|what| RuntimeError::Adapter {
+            dir: opts.out.clone(),
+            what,
+        })?;
         adam = ck.adam;
         start = ck.state.step;
         if start == total && opts.out.join("adapter").join("adapter.json").is_file() {
@@ -167,17 +171,28 @@ pub fn train_observed<B: AutodiffBackend + crate::kernels::PeftKernels>(
     } else {
         NonFinitePolicy::Stop
     };
+    // Micro-batch `m` of the run (epochs follow each other).
+    let micro_batch = |m: usize| {
+        let (epoch, within) = (m / micro_per_epoch, m % micro_per_epoch);
+        let order = batcher.epoch_order(epoch);
+        let idx = &order[within * cfg.batch..((within + 1) * cfg.batch).min(order.len())];
+        data.train.batch(idx, pad)
+    };
+    if start == 0 {
+        let calib = crate::methods::calibration_batches(&plan);
+        if calib > 0 {
+            print(format!(
+                "calibrating on {calib} batches of the training data"
+            ));
+            let batches: Vec<Batch> = (0..calib).map(micro_batch).collect();
+            crate::methods::before_training(&model, &mut store, &batches, device)?;
+        }
+    }
     for step in start..total {
         let lr = cfg.lr * schedule::factor(cfg.schedule, step, warmup, total);
         let t_step = Instant::now();
         let micro: Vec<Batch> = (0..cfg.grad_accum)
-            .map(|k| {
-                let m = step * cfg.grad_accum + k;
-                let (epoch, within) = (m / micro_per_epoch, m % micro_per_epoch);
-                let order = batcher.epoch_order(epoch);
-                let idx = &order[within * cfg.batch..((within + 1) * cfg.batch).min(order.len())];
-                data.train.batch(idx, pad)
-            })
+            .map(|k| micro_batch(step * cfg.grad_accum + k))
             .collect();
         let stats = train_step(
             &model,

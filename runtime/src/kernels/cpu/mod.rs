@@ -196,6 +196,44 @@ impl PeftKernels for Flex {
         (du, db)
     }
 
+    fn k_sparse_delta(y: T, x: T, values: T, idx: &super::SparseIndex) -> T {
+        let (mut y, x, v) = (contiguous(y), contiguous(x), contiguous(values));
+        let (o, i) = (dims(&y)[1], dims(&x)[1]);
+        if let Some(buf) = f32s_mut(&mut y) {
+            super::sparse::host::forward(buf, o, f32s(&x), i, f32s(&v), idx);
+            return y;
+        }
+        let mut out = f32s(&y).to_vec();
+        super::sparse::host::forward(&mut out, o, f32s(&x), i, f32s(&v), idx);
+        make(out, dims(&y))
+    }
+
+    fn k_sparse_delta_backward(
+        x: Option<T>,
+        values: Option<T>,
+        idx: &super::SparseIndex,
+        dy: T,
+        in_f: usize,
+    ) -> (Option<T>, Option<T>) {
+        let dy = contiguous(dy);
+        let (n, o) = (dims(&dy)[0], dims(&dy)[1]);
+        let dx = values.map(|v| {
+            let v = contiguous(v);
+            make(
+                super::sparse::host::dx(f32s(&dy), o, f32s(&v), idx, in_f),
+                vec![n, in_f],
+            )
+        });
+        let dv = x.map(|x| {
+            let x = contiguous(x);
+            make(
+                super::sparse::host::dvalues(f32s(&dy), o, f32s(&x), in_f, idx),
+                vec![1, idx.len()],
+            )
+        });
+        (dx, dv)
+    }
+
     fn k_act(act: Activation, z: T) -> T {
         let z = contiguous(z);
         let mut h = vec![0f32; f32s(&z).len()];

@@ -1,0 +1,336 @@
+//! Sparse masks at run time: the delta at the selected positions only
+//! (`kernels::sparse_delta` for single entries; a product scattered into, or
+//! gathered from, whole rows / columns), the selection itself (seeded random,
+//! magnitude, FishMask's calibration), the fold into the weight, and the
+//! checks an adapter file's positions must pass.
+
+use super::hook::{At, Hook, SiteHook, Stage};
+use crate::data::Batch;
+use crate::error::{Result, RuntimeError};
+use crate::kernels::{PeftKernels, SparseIndex, sparse_delta};
+use crate::model::ops::linear_pt;
+use crate::model::{ParamStore, Params, PeftModel};
+use crate::rng::{Rng, key};
+use crate::weights::HostTensor;
+use burn::tensor::backend::AutodiffBackend;
+use burn::tensor::{IndexingUpdateOp, Int, Tensor, TensorData};
+use peftc_compiler::methods::{
+    MaskBy, MaskConfig, MaskSelect, MaskStructure, MethodConfig, index_name, site_name, values_name,
+};
+use peftc_compiler::plan::{Plan, Site};
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+/// FishMask's calibration probe at `module`: a dense zero delta whose
+/// gradient is the loss's gradient with respect to the weight.
+fn probe_name(module: &str) -> String {
+    site_name(module, "mask_probe")
+}
+
+struct MaskHook {
+    structure: MaskStructure,
+}
+
+pub fn hook<B: PeftKernels>(c: &MaskConfig) -> Hook<B> {
+    Box::new(MaskHook {
+        structure: c.structure,
+    })
+}
+
+/// A device tensor of small whole numbers as host `u32`s.
+fn numbers<B: PeftKernels>(t: Tensor<B, 2>) -> Vec<u32> {
+    t.into_data()
+        .convert::<f32>()
+        .into_vec::<f32>()
+        .unwrap_or_default()
+        .into_iter()
+        .map(|v| v as u32)
+        .collect()
+}
+
+fn ints<B: PeftKernels>(v: &[u32], device: &B::Device) -> Tensor<B, 1, Int> {
+    let d: Vec<i64> = v.iter().map(|&i| i as i64).collect();
+    Tensor::from_data(TensorData::new(d, [v.len()]), device)
+}
+
+impl<B: PeftKernels> SiteHook<B> for MaskHook {
+    fn stage(&self) -> Stage {
+        Stage::Delta
+    }
+
+    fn output(&self, at: &At<B>, y: Tensor<B, 2>) -> Result<Tensor<B, 2>> {
+        let p = at.p;
+        let probe = probe_name(at.path);
+        if p.has(&probe) {
+            return Ok(y + linear_pt(at.x.clone(), p.get(&probe)?, None));
+        }
+        let values = p.get(&values_name(at.path))?;
+        let index = numbers(p.get(&index_name(at.path))?);
+        let device = at.x.device();
+        Ok(match self.structure {
+            MaskStructure::Element => {
+                let idx = SparseIndex {
+                    rows: index.iter().step_by(2).copied().collect(),
+                    cols: index.iter().skip(1).step_by(2).copied().collect(),
+                };
+                let k = idx.len();
+                sparse_delta(y, at.x.clone(), values.reshape([1, k]), Arc::new(idx))
+            }
+            MaskStructure::Row => {
+                // values `[k, in]`: the selected rows of ΔW.
+                let delta = linear_pt(at.x.clone(), values, None);
+                y.select_assign(1, ints::<B>(&index, &device), delta, IndexingUpdateOp::Add)
+            }
+            MaskStructure::Column => {
+                // values `[out, k]`: the selected columns of ΔW.
+                let xs = at.x.clone().select(1, ints::<B>(&index, &device));
+                y + linear_pt(xs, values, None)
+            }
+        })
+    }
+}
+
+/// The index tensor's values for `sel`, chosen from `scores` (one per
+/// weight entry, `[out · in]`; larger is kept): the best `count` units,
+/// ties to the lower position, sorted ascending.
+fn pick(sel: &MaskSelect, scores: &[f32]) -> Vec<f32> {
+    let (o, i) = (sel.out_f, sel.in_f);
+    let unit: Vec<f32> = match sel.structure {
+        MaskStructure::Element => scores.to_vec(),
+        MaskStructure::Row => scores.chunks_exact(i).map(|r| r.iter().sum()).collect(),
+        MaskStructure::Column => (0..i)
+            .map(|c| (0..o).map(|r| scores[r * i + c]).sum())
+            .collect(),
+    };
+    let mut order: Vec<u32> = (0..unit.len() as u32).collect();
+    let k = sel.count.min(order.len());
+    let better = |a: &u32, b: &u32| {
+        unit[*b as usize]
+            .total_cmp(&unit[*a as usize])
+            .then(a.cmp(b))
+    };
+    if k < order.len() {
+        order.select_nth_unstable_by(k, better);
+    }
+    let mut kept = order[..k].to_vec();
+    kept.sort_unstable();
+    encode(sel, &kept)
+}
+
+/// Positions (flat entry numbers, or row / column numbers) as the index
+/// tensor holds them: `(row, col)` pairs for entries.
+fn encode(sel: &MaskSelect, kept: &[u32]) -> Vec<f32> {
+    match sel.structure {
+        MaskStructure::Element => {
+            let i = sel.in_f as u32;
+            kept.iter()
+                .flat_map(|&e| [(e / i) as f32, (e % i) as f32])
+                .collect()
+        }
+        MaskStructure::Row | MaskStructure::Column => kept.iter().map(|&u| u as f32).collect(),
+    }
+}
+
+/// `count` of `n` numbers drawn without replacement (Floyd's algorithm),
+/// sorted.
+fn sample(n: usize, count: usize, rng: &mut Rng) -> Vec<u32> {
+    let mut chosen = std::collections::BTreeSet::new();
+    for j in n - count..n {
+        let t = (rng.next_u64() % (j as u64 + 1)) as u32;
+        if !chosen.insert(t) {
+            chosen.insert(j as u32);
+        }
+    }
+    chosen.into_iter().collect()
+}
+
+/// The starting index tensor of a mask on the base weight `w` (`seed`: the
+/// run's, keyed by the tensor's name). FishMask starts from the magnitude
+/// choice; its calibration ([`calibrate`]) replaces it before step 0.
+pub fn initial_index(sel: &MaskSelect, w: &HostTensor, seed: u64) -> Result<Vec<f32>> {
+    if w.shape != [sel.out_f, sel.in_f] {
+        return Err(RuntimeError::Invalid(format!(
+            "base weight `{}` has shape {:?}; the mask needs [{}, {}]",
+            sel.weight, w.shape, sel.out_f, sel.in_f
+        )));
+    }
+    Ok(match sel.by {
+        MaskBy::Random => {
+            let mut rng = Rng::new(key(&[seed, crate::model::params::name_hash(&sel.weight)]));
+            encode(sel, &sample(sel.units(), sel.count, &mut rng))
+        }
+        MaskBy::Magnitude | MaskBy::Fisher => {
+            let scores: Vec<f32> = w.data.iter().map(|v| v * v).collect();
+            pick(sel, &scores)
+        }
+    })
+}
+
+fn masks(plan: &Plan) -> impl Iterator<Item = (&Site, &MaskConfig)> {
+    plan.sites.iter().filter_map(|s| match &s.method {
+        MethodConfig::Mask(c) => Some((s, c)),
+        _ => None,
+    })
+}
+
+/// Batches FishMask's calibration reads: the most any fisher mask asks for.
+pub fn calibration_batches(plan: &Plan) -> usize {
+    masks(plan)
+        .filter(|(_, c)| c.by == MaskBy::Fisher)
+        .map(|(_, c)| c.calib)
+        .max()
+        .unwrap_or(0)
+}
+
+/// Refuses a calibration longer than one pass over the training data.
+pub fn check_run(plan: &Plan, batches_per_epoch: usize) -> std::result::Result<(), String> {
+    let calib = calibration_batches(plan);
+    if calib > batches_per_epoch {
+        return Err(format!(
+            "`mask(by=fisher, calib={calib})` asks for {calib} calibration batches, but the training data holds {batches_per_epoch}; lower `calib` or the batch size"
+        ));
+    }
+    Ok(())
+}
+
+/// FishMask: sums each fisher mask's squared weight gradient over
+/// `batches` (the model frozen but for a zero probe per site, no dropout)
+/// and keeps the largest. Other masks are left as they are.
+pub fn calibrate<B: AutodiffBackend + PeftKernels>(
+    model: &PeftModel<B>,
+    store: &mut ParamStore,
+    batches: &[Batch],
+    device: &B::Device,
+) -> Result<()> {
+    let fisher: Vec<(&Site, MaskSelect)> = masks(&model.plan)
+        .filter(|(_, c)| c.by == MaskBy::Fisher)
+        .map(|(s, c)| (s, c.select(s)))
+        .collect();
+    if fisher.is_empty() || batches.is_empty() {
+        return Ok(());
+    }
+    let mut probe = ParamStore {
+        values: store.values.clone(),
+        frozen: store.values.keys().cloned().collect(),
+    };
+    for (s, sel) in &fisher {
+        probe.values.insert(
+            probe_name(&s.module),
+            HostTensor::zeros(vec![sel.out_f, sel.in_f]),
+        );
+    }
+    let mut scores: BTreeMap<String, Vec<f32>> = BTreeMap::new();
+    for batch in batches {
+        let params = Params::<B>::tracked(&probe, device);
+        let ctx = model.ctx(batch, false, 0);
+        let out = model.forward(batch, &params, &ctx)?;
+        let loss = model.training_loss(&out, batch, &params)?;
+        drop(out);
+        for (name, g) in params.grads(&loss.backward(), &probe) {
+            let acc = scores
+                .entry(name)
+                .or_insert_with(|| vec![0.0; g.data.len()]);
+            acc.iter_mut().zip(&g.data).for_each(|(a, v)| *a += v * v);
+        }
+    }
+    for (s, sel) in &fisher {
+        let score = scores.get(&probe_name(&s.module)).ok_or_else(|| {
+            RuntimeError::Internal(format!("no calibration gradient at `{}`", s.module))
+        })?;
+        if let Some(t) = store.values.get_mut(&index_name(&s.module)) {
+            t.data = pick(sel, score);
+        }
+    }
+    Ok(())
+}
+
+/// `W[r, c] += v` at every selected position.
+pub fn merge(c: &MaskConfig, site: &Site, w: &mut HostTensor, store: &ParamStore) -> Result<()> {
+    let m = &site.module;
+    let values = super::trained(store, &values_name(m))?;
+    let index = super::trained(store, &index_name(m))?;
+    let (o, i) = (site.out_dim, site.in_dim);
+    let at: Vec<usize> = index.data.iter().map(|&v| v as usize).collect();
+    match c.structure {
+        MaskStructure::Element => {
+            for (pair, v) in at.chunks_exact(2).zip(&values.data) {
+                w.data[pair[0] * i + pair[1]] += v;
+            }
+        }
+        MaskStructure::Row => {
+            for (&r, row) in at.iter().zip(values.data.chunks_exact(i)) {
+                w.data[r * i..(r + 1) * i]
+                    .iter_mut()
+                    .zip(row)
+                    .for_each(|(x, v)| *x += v);
+            }
+        }
+        MaskStructure::Column => {
+            let k = at.len();
+            for r in 0..o {
+                for (j, &col) in at.iter().enumerate() {
+                    w.data[r * i + col] += values.data[r * k + j];
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Every mask's positions in `store` (an adapter or checkpoint just read)
+/// are whole numbers inside the weight, strictly ascending.
+pub fn check_loaded(plan: &Plan, store: &ParamStore) -> std::result::Result<(), String> {
+    for (s, c) in masks(plan) {
+        let name = index_name(&s.module);
+        let Some(t) = store.get(&name) else { continue };
+        let (o, i) = (s.out_dim, s.in_dim);
+        let flat: Vec<f64> = match c.structure {
+            MaskStructure::Element => t
+                .data
+                .chunks_exact(2)
+                .map(|p| {
+                    if p[0] < 0.0 || p[0] >= o as f32 || p[1] < 0.0 || p[1] >= i as f32 {
+                        f64::NAN
+                    } else {
+                        p[0] as f64 * i as f64 + p[1] as f64
+                    }
+                })
+                .collect(),
+            MaskStructure::Row | MaskStructure::Column => {
+                let limit = if c.structure == MaskStructure::Row {
+                    o
+                } else {
+                    i
+                };
+                t.data
+                    .iter()
+                    .map(|&v| {
+                        if v < 0.0 || v >= limit as f32 {
+                            f64::NAN
+                        } else {
+                            v as f64
+                        }
+                    })
+                    .collect()
+            }
+        };
+        let whole = t.data.iter().all(|v| v.fract() == 0.0);
+        if let Some(e) = flat.iter().position(|v| v.is_nan()) {
+            return Err(format!(
+                "tensor `{name}` holds a position outside the [{o}, {i}] weight (entry {e})"
+            ));
+        }
+        if !whole {
+            return Err(format!(
+                "tensor `{name}` holds a position that is not a whole number"
+            ));
+        }
+        if let Some(e) = flat.windows(2).position(|w| w[1] <= w[0]) {
+            return Err(format!(
+                "tensor `{name}`'s positions are not strictly ascending (entries {e} and {})",
+                e + 1
+            ));
+        }
+    }
+    Ok(())
+}

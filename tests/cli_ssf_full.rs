@@ -1,0 +1,201 @@
+//! SSF and `full()` end to end: trained on MiniLM, merged into a checkpoint
+//! whose weights are the closed form of the fold (SSF: `diag(γ)·W`,
+//! `γ ⊙ b + β`; full: the trained copies themselves), with the unmerged
+//! logits; SSF after a block is refused by `merge` with the reason; and both
+//! train on SmolLM2 together with a mask.
+
+mod common;
+use common::*;
+use peftc_runtime::weights::{read_safetensors, read_safetensors_all_float};
+use std::path::{Path, PathBuf};
+
+const TEXTS: &[&str] = &["WIN a free prize now, call 0800", "see you at lunch"];
+
+fn minilm_spec(dir: &Path, name: &str, statement: &str) -> PathBuf {
+    let sms = std::fs::read_to_string(asset("sms/spam_collection.csv")).expect("sms");
+    let rows: Vec<&str> = sms.lines().filter(|l| l.contains('\t')).take(40).collect();
+    write(dir, "d.tsv", &(rows.join("\n") + "\n"));
+    write(
+        dir,
+        name,
+        &format!(
+            "model \"{}\"\npeft b {{\n    {statement}\n}}\ntrain {{\n    adapter = b\n    task = classify\n    data = \"d.tsv\"\n    batch = 4\n    seq_len = 24\n    lr = 1e-2\n}}\n",
+            asset("all-MiniLM-L6-v2").display()
+        ),
+    )
+}
+
+fn max_diff(a: &[Vec<f64>], b: &[Vec<f64>]) -> f64 {
+    a.iter()
+        .flatten()
+        .zip(b.iter().flatten())
+        .map(|(x, y)| (x - y).abs())
+        .fold(0.0, f64::max)
+}
+
+fn merged_logits(sp: &Path, run: &Path) -> Vec<Vec<f64>> {
+    let (sp, run) = (sp.display().to_string(), run.display().to_string());
+    let mut args = vec!["infer", &sp, "--json", "--merged", "--adapter", &run];
+    for t in TEXTS {
+        args.extend(["--text", t]);
+    }
+    let out: serde_json::Value = serde_json::from_str(&ok(&args)).expect("json");
+    out["logits"]
+        .as_array()
+        .expect("logits")
+        .iter()
+        .map(|r| {
+            r.as_array()
+                .expect("row")
+                .iter()
+                .filter_map(|x| x.as_f64())
+                .collect()
+        })
+        .collect()
+}
+
+/// Trains `statement` for two steps and merges it: (spec, run, merged).
+fn train_and_merge(d: &Path, name: &str, statement: &str) -> (PathBuf, PathBuf, PathBuf) {
+    let sp = minilm_spec(d, &format!("{name}.peft"), statement);
+    let run = d.join(format!("{name}-run"));
+    let merged = d.join(format!("{name}-merged"));
+    let s = |p: &Path| p.display().to_string();
+    ok(&["train", &s(&sp), "--out", &s(&run), "--max-steps", "2"]);
+    ok(&["merge", &s(&run), "--out", &s(&merged)]);
+    let unmerged = infer_logits(&sp, &[&s(&run)], TEXTS, "cpu");
+    assert!(
+        max_diff(&unmerged, &infer_logits(&sp, &[], TEXTS, "cpu")) > 1e-4,
+        "{name}: training changed nothing"
+    );
+    let diff = max_diff(&unmerged, &merged_logits(&sp, &run));
+    assert!(
+        diff <= 1e-4,
+        "{name}: merged logits {diff:e} off the unmerged ones"
+    );
+    (sp, run, merged)
+}
+
+fn close(what: &str, a: &[f32], b: &[f32], tol: f32) {
+    assert_eq!(a.len(), b.len(), "{what}: lengths");
+    let worst = a
+        .iter()
+        .zip(b)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0f32, f32::max);
+    assert!(worst <= tol, "{what}: off by {worst:e}");
+}
+
+#[test]
+fn ssf_folds_into_a_linear_layer_as_its_closed_form() {
+    let d = temp_dir("ssf");
+    let (_, run, merged) = train_and_merge(&d, "ssf", "ssf() after layers[*].attn.{q, v}");
+    let base = read_safetensors(&asset("all-MiniLM-L6-v2/model.safetensors")).expect("base");
+    let after = read_safetensors(&merged.join("model.safetensors")).expect("merged");
+    let adapter =
+        read_safetensors_all_float(&run.join("adapter/adapter.safetensors")).expect("adapter");
+    let m = "encoder.layer.3.attention.self.value";
+    let (g, s) = (
+        &adapter[&format!("{m}.ssf_scale")],
+        &adapter[&format!("{m}.ssf_shift")],
+    );
+    assert!(g.data.iter().any(|&v| v != 1.0), "the scale trained");
+    let (w, b) = (&base[&format!("{m}.weight")], &base[&format!("{m}.bias")]);
+    let cols = w.cols();
+    let want_w: Vec<f32> = w
+        .data
+        .iter()
+        .enumerate()
+        .map(|(e, &x)| x * g.data[e / cols])
+        .collect();
+    let want_b: Vec<f32> = b
+        .data
+        .iter()
+        .zip(&g.data)
+        .zip(&s.data)
+        .map(|((&b, &g), &s)| b * g + s)
+        .collect();
+    close(
+        "weight",
+        &after[&format!("bert.{m}.weight")].data,
+        &want_w,
+        0.0,
+    );
+    close("bias", &after[&format!("bert.{m}.bias")].data, &want_b, 0.0);
+}
+
+#[test]
+fn ssf_after_a_block_is_refused_by_merge_with_the_reason() {
+    let d = temp_dir("ssf-block");
+    let sp = minilm_spec(&d, "b.peft", "ssf() after layers[*].mlp");
+    let run = d.join("run");
+    let merged = d.join("merged");
+    let s = |p: &Path| p.display().to_string();
+    ok(&["train", &s(&sp), "--out", &s(&run), "--max-steps", "1"]);
+    let out = peftc(&["merge", &s(&run), "--out", &s(&merged)]);
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("ssf") && err.contains("cannot be folded"),
+        "{err}"
+    );
+    assert!(!merged.exists(), "a refused merge leaves no folder");
+}
+
+#[test]
+fn full_trains_every_tensor_of_a_block_and_merges_the_copies() {
+    let d = temp_dir("full");
+    let (_, run, merged) = train_and_merge(&d, "full", "full() on layers[5].attn");
+    let base = read_safetensors(&asset("all-MiniLM-L6-v2/model.safetensors")).expect("base");
+    let after = read_safetensors(&merged.join("model.safetensors")).expect("merged");
+    let adapter =
+        read_safetensors_all_float(&run.join("adapter/adapter.safetensors")).expect("adapter");
+    // The attention block's four projections and its output norm, weights
+    // and biases: 10 tensors, every one trained and merged as trained.
+    let own: Vec<&String> = adapter
+        .keys()
+        .filter(|k| k.starts_with("encoder.layer.5.attention."))
+        .collect();
+    assert_eq!(own.len(), 10, "{own:?}");
+    for k in own {
+        let t = &adapter[k];
+        assert_ne!(t.data, base[k].data, "`{k}` did not train");
+        assert_eq!(
+            after[&format!("bert.{k}")].data,
+            t.data,
+            "`{k}` merged as trained"
+        );
+    }
+    // Nothing outside the block moved.
+    let other = "encoder.layer.4.attention.self.query.weight";
+    assert_eq!(after[&format!("bert.{other}")].data, base[other].data);
+}
+
+/// Masks, SSF and `full()` on SmolLM2 (LLaMA family, GGUF): one step of
+/// each trains to a finite loss and an adapter that changes the logits.
+#[test]
+fn masks_ssf_and_full_train_on_smollm2() {
+    let d = temp_dir("smollm2-selective");
+    let corpus: String = (0..40)
+        .map(|i| format!("The markets rose for the {i}th day as investors bought shares.\n"))
+        .collect();
+    write(&d, "c.txt", &corpus);
+    let sp = write(
+        &d,
+        "s.peft",
+        &format!(
+            "model \"{}\"\npeft b {{\n    mask(density=0.001, by=fisher, calib=2) on layers[*].mlp.{{gate, up, down}}\n    mask(density=0.05, structure=column) on layers[*].attn.o\n    ssf() after layers[*].attn\n    full() on final_norm\n}}\ntrain {{\n    adapter = b\n    task = causal_lm\n    data = \"c.txt\"\n    batch = 2\n    seq_len = 32\n    lr = 1e-3\n}}\n",
+            asset("SmolLM2-135M-Instruct/SmolLM2-135M-Instruct.Q4_1.gguf").display()
+        ),
+    );
+    let run = d.join("run");
+    let s = |p: &Path| p.display().to_string();
+    ok(&["train", &s(&sp), "--out", &s(&run), "--max-steps", "2"]);
+    let texts = ["The markets rose"];
+    let trained = infer_logits(&sp, &[&s(&run)], &texts, "cpu");
+    let untrained = infer_logits(&sp, &[], &texts, "cpu");
+    assert!(trained.iter().flatten().all(|v| v.is_finite()));
+    assert!(
+        max_diff(&trained, &untrained) > 1e-4,
+        "training changed nothing"
+    );
+}
