@@ -173,6 +173,12 @@ pub const TRAIN_KEYS: &[ArgSpec] = &[
         doc: "evaluate on at most this many held-out examples (windows for causal LM)",
     },
     ArgSpec {
+        name: "adapter_drop",
+        ty: int(0),
+        default: Some(Default::Int(0)),
+        doc: "AdapterDrop: each step drops the methods of the lowest n layers, n drawn from 0..=N",
+    },
+    ArgSpec {
         name: "dtype",
         ty: ArgType::Choice(&["f32", "bf16"]),
         default: Some(Default::Name("f32")),
@@ -237,6 +243,9 @@ pub struct TrainConfig {
     /// At most this many held-out examples are evaluated.
     pub eval_max: Option<usize>,
     pub dtype: DType,
+    /// AdapterDrop (Rücklé et al. 2021): each step, the methods of the
+    /// lowest `n` layers are left out, `n` drawn from `0..=adapter_drop`.
+    pub adapter_drop: usize,
 }
 
 impl TrainConfig {
@@ -286,6 +295,7 @@ impl TrainConfig {
                 Some("bf16") => DType::Bf16,
                 _ => DType::F32,
             },
+            adapter_drop: int("adapter_drop", 0),
         }
     }
 }

@@ -26,15 +26,23 @@ pub struct EvalArgs {
     /// Sequences per evaluation batch (default: the train block's batch).
     #[arg(long, value_parser = super::flags::count)]
     pub batch: Option<u64>,
+    /// Read a `dylora` adapter at this rank (any of its trained ranks).
+    #[arg(long, value_parser = super::flags::count)]
+    pub rank: Option<u64>,
+    /// AdapterDrop: leave out the methods of the lowest N layers (faster;
+    /// a model trained with `adapter_drop` keeps its quality).
+    #[arg(long, value_parser = super::flags::count)]
+    pub adapter_drop: Option<u64>,
 }
 
 pub fn run(a: EvalArgs) -> Result<(), CliError> {
-    let (_spec, plan) = plans::from_spec(
+    let (_spec, mut plan) = plans::from_spec(
         &a.spec,
         a.block.as_deref(),
         a.model.clone(),
         super::spec::Data::Reads,
     )?;
+    plans::cut_rank(&mut plan, a.rank)?;
     let cfg = plan.train.clone().ok_or_else(|| {
         CliError::Input("the spec has no `train` block naming the data to evaluate on".into())
     })?;
@@ -47,8 +55,12 @@ pub fn run(a: EvalArgs) -> Result<(), CliError> {
     let data = prepare(&plan, &cfg, &session.tokenizer)?;
     let pad = session.tokenizer.pad_id;
     let batch = a.batch.map_or(cfg.batch, |b| b as usize);
+    let model_plan = match a.adapter_drop {
+        Some(n) => peftc_runtime::methods::drop_lowest(&plan, n as usize),
+        None => plan.clone(),
+    };
     let result = crate::with_backend!(a.device, infer, |B, dev| {
-        let model = PeftModel::<B>::load(&plan, session.weights, &dev)?;
+        let model = PeftModel::<B>::load(&model_plan, session.weights, &dev)?;
         let params = Params::<B>::constant(&store, &dev);
         evaluate(&model, &params, &data.eval, batch, pad)
     })?;

@@ -28,10 +28,19 @@ pub struct ExportArgs {
     /// (nothing there is replaced or removed).
     #[arg(long)]
     pub force: bool,
+    /// Export a `dylora` adapter cut to this rank (a LoRA of that rank).
+    #[arg(long, value_parser = super::flags::count)]
+    pub rank: Option<u64>,
 }
 
 pub fn run(a: ExportArgs) -> Result<(), CliError> {
-    let (meta, plan) = plans::from_run(&a.run)?;
+    let (meta, mut plan) = plans::from_run(&a.run)?;
+    plans::cut_rank(&mut plan, a.rank)?;
+    if a.rank.is_some() && a.format == Format::Peftc {
+        return Err(CliError::Input(
+            "`--rank` cuts the Hugging Face export; a peftc adapter keeps every rank (read it with `--rank`)".into(),
+        ));
+    }
     let mut store = ParamStore::default();
     for s in param_specs(&plan) {
         store.values.insert(

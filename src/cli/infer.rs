@@ -32,15 +32,23 @@ pub struct InferArgs {
     pub block: Option<String>,
     #[arg(long)]
     pub model: Option<PathBuf>,
+    /// Read a `dylora` adapter at this rank (any of its trained ranks).
+    #[arg(long, value_parser = super::flags::count)]
+    pub rank: Option<u64>,
+    /// AdapterDrop: leave out the methods of the lowest N layers (faster;
+    /// a model trained with `adapter_drop` keeps its quality).
+    #[arg(long, value_parser = super::flags::count)]
+    pub adapter_drop: Option<u64>,
 }
 
 pub fn run(a: InferArgs) -> Result<(), CliError> {
-    let (_spec, plan) = plans::from_spec(
+    let (_spec, mut plan) = plans::from_spec(
         &a.spec,
         a.block.as_deref(),
         a.model.clone(),
         super::spec::Data::Estimates,
     )?;
+    plans::cut_rank(&mut plan, a.rank)?;
     let seed = plan.train.as_ref().map(|t| t.seed).unwrap_or(0);
     let max_len = plan.train.as_ref().map(|t| t.seq_len).unwrap_or(512);
     super::device::ensure(a.device)?;
@@ -58,6 +66,11 @@ pub fn run(a: InferArgs) -> Result<(), CliError> {
         peftc_runtime::model::routes::routable(&plan).map_err(CliError::Input)?;
     }
     let tokenizer = session.tokenizer;
+    if a.merged && a.adapter_drop.is_some() {
+        return Err(CliError::Input(
+            "--adapter-drop leaves adapters out of an unmerged model; --merged has none to leave out".into(),
+        ));
+    }
     let (model_plan, weights) = if a.merged {
         if routing.paths.len() != 1 || routing.paths[0].is_none() {
             return Err(CliError::Input(
@@ -72,7 +85,11 @@ pub fn run(a: InferArgs) -> Result<(), CliError> {
         let w = peftc_runtime::weights::Weights::from_map(PathBuf::from("(merged)"), merged);
         (base, w)
     } else {
-        (plan.clone(), session.weights)
+        let kept = match a.adapter_drop {
+            Some(n) => peftc_runtime::methods::drop_lowest(&plan, n as usize),
+            None => plan.clone(),
+        };
+        (kept, session.weights)
     };
     let texts = &routing.texts;
     let logits = crate::with_backend!(a.device, infer, |B, dev| {

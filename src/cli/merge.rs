@@ -21,10 +21,13 @@ pub struct MergeArgs {
     /// (nothing there is replaced or removed).
     #[arg(long)]
     pub force: bool,
+    /// Fold a `dylora` adapter at this rank (any of its trained ranks).
+    #[arg(long, value_parser = super::flags::count)]
+    pub rank: Option<u64>,
 }
 
 pub fn run(a: MergeArgs) -> Result<(), CliError> {
-    let (plan, labels) = match &a.spec {
+    let (mut plan, labels) = match &a.spec {
         Some(spec) => {
             let (_, plan) = plans::from_spec(spec, None, None, super::spec::Data::Estimates)?;
             let labels = plan.label_names.clone().unwrap_or_default();
@@ -35,6 +38,7 @@ pub fn run(a: MergeArgs) -> Result<(), CliError> {
             (plan, meta.label_names)
         }
     };
+    plans::cut_rank(&mut plan, a.rank)?;
     peftc_runtime::merge::mergeable(&plan).map_err(CliError::Input)?;
     let base = plans::model_dir(&plan);
     let out = Staged::begin(&a.out, Kind::Merge, a.force, &[&a.run, &base])?;

@@ -29,6 +29,14 @@ pub fn from_spec(
     Ok((s, plan))
 }
 
+/// Cuts the plan's DyLoRA to `--rank K`, when given.
+pub fn cut_rank(plan: &mut Plan, rank: Option<u64>) -> Result<(), CliError> {
+    match rank {
+        Some(k) => peftc_compiler::methods::cut_dylora(plan, k as usize).map_err(CliError::Input),
+        None => Ok(()),
+    }
+}
+
 /// The adapter description of a run folder or a peftc adapter folder.
 pub fn meta_of(path: &Path) -> Result<AdapterMeta, CliError> {
     let dir = if native::is_native(path) {

@@ -55,6 +55,7 @@ fn count(decls: &[TensorDecl]) -> Counted {
     for d in decls {
         match d.kind {
             TensorKind::Trainable => c.trainable += d.numel(),
+            TensorKind::Pruned { kept } => c.trainable += kept,
             TensorKind::Frozen { in_total } => {
                 c.frozen += d.numel();
                 if in_total {

@@ -8,7 +8,7 @@ use super::spec::{
     float, no_check, no_target_check, size,
 };
 use super::table::{MethodConfig, MethodKind};
-use super::tensors::{Init, TensorDecl, site_name};
+use super::tensors::{Init, TensorDecl, TensorKind, site_name};
 use crate::ir::Op;
 use crate::model::Dims;
 use crate::plan::Site;
@@ -31,6 +31,47 @@ pub struct AdapterConfig {
     pub scale: f64,
     /// `beside` (parallel) rather than `after` (serial).
     pub parallel: bool,
+    /// SparseAdapter (He et al. 2022): the fraction of each projection's
+    /// weights pruned at initialization and kept at zero.
+    #[serde(default)]
+    pub sparsity: f64,
+    #[serde(default)]
+    pub prune: Prune,
+}
+
+/// How a SparseAdapter chooses the weights it keeps.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Prune {
+    /// Seeded, uniformly.
+    Random,
+    /// The largest |w| at initialization (at random where the projection
+    /// starts at zero, as the up projection does).
+    #[default]
+    Magnitude,
+    /// SNIP (Lee et al. 2019): the largest connection sensitivity |g ⊙ w|
+    /// summed over [`SNIP_BATCHES`] batches of the training data before the
+    /// first step (|g| where the projection starts at zero).
+    Snip,
+}
+
+/// Training batches SNIP's scores are summed over.
+pub const SNIP_BATCHES: usize = 4;
+
+/// A pruned weight's mask, as its [`Init`] carries it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PruneSelect {
+    /// The adapter weight the mask prunes (declared just before it).
+    pub weight: String,
+    pub by: Prune,
+    /// Entries kept.
+    pub kept: usize,
+}
+
+/// Entries of `numel` a projection keeps at `sparsity`: at least one.
+pub fn kept(sparsity: f64, numel: usize) -> usize {
+    let pruned = (sparsity * numel as f64).round() as usize;
+    numel.saturating_sub(pruned).max(1)
 }
 
 impl AdapterConfig {
@@ -68,6 +109,23 @@ pub const SPEC: MethodSpec = MethodSpec {
             default: Some(Default::Float(1.0)),
             doc: "scale of the adapter's output",
         },
+        ArgSpec {
+            name: "sparsity",
+            ty: ArgType::Float {
+                lo: 0.0,
+                hi: 1.0,
+                lo_open: false,
+                hi_open: true,
+            },
+            default: Some(Default::Float(0.0)),
+            doc: "SparseAdapter: fraction of each projection's weights pruned at initialization",
+        },
+        ArgSpec {
+            name: "prune",
+            ty: ArgType::Choice(&["magnitude", "random", "snip"]),
+            default: Some(Default::Name("magnitude")),
+            doc: "how pruned weights are chosen: smallest |w|, at random, or by SNIP's sensitivity",
+        },
     ],
     gateable: true,
     doc: "bottleneck adapter, serial (Houlsby 2019) with `after` or parallel (He et al. 2022) with `beside`",
@@ -92,7 +150,18 @@ fn configure(args: &Args, placement: Placement) -> Option<MethodConfig> {
         },
         scale: float(args, "scale"),
         parallel: placement == Placement::Beside,
+        sparsity: float(args, "sparsity"),
+        prune: match choice(args, "prune") {
+            "random" => Prune::Random,
+            "snip" => Prune::Snip,
+            _ => Prune::Magnitude,
+        },
     }))
+}
+
+/// The mask of the pruned adapter weight `weight`.
+pub fn mask_name(weight: &str) -> String {
+    format!("{}.mask", weight.trim_end_matches(".weight"))
 }
 
 impl SiteMethod for AdapterConfig {
@@ -116,6 +185,37 @@ impl SiteMethod for AdapterConfig {
             TensorDecl::trainable(n("up.weight"), vec![o, b], Init::Zeros),
             TensorDecl::trainable(n("up.bias"), vec![o], Init::Zeros),
         ];
+        if self.sparsity > 0.0 {
+            // Each projection's weight trains only its kept entries; its
+            // mask (frozen, saved with the adapter) follows it.
+            let mut pruned = Vec::new();
+            for d in out.drain(..) {
+                let is_weight = d.name.ends_with(".weight");
+                let (name, shape) = (d.name.clone(), d.shape.clone());
+                let kept = kept(self.sparsity, d.shape.iter().product());
+                pruned.push(if is_weight {
+                    TensorDecl {
+                        kind: TensorKind::Pruned { kept: kept as u64 },
+                        ..d
+                    }
+                } else {
+                    d
+                });
+                if is_weight {
+                    pruned.push(TensorDecl {
+                        name: mask_name(&name),
+                        shape,
+                        kind: TensorKind::Frozen { in_total: false },
+                        init: Init::PruneMask(PruneSelect {
+                            weight: name,
+                            by: self.prune,
+                            kept,
+                        }),
+                    });
+                }
+            }
+            out = pruned;
+        }
         out.extend(gate_tensors(site, self.tag(), input));
         out
     }

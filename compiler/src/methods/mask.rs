@@ -202,7 +202,6 @@ fn check_targets(args: &Args, targets: &[&Module], call: Span) -> Vec<Diagnostic
                 in_features
             };
             if count(d, of, structure) == 0 {
-                let least = 0.5 / of as f64;
                 return vec![
                     Diagnostic::error(format!(
                         "`density = {d}` selects no {unit} of `{}`: round({d} × {of}) = 0",
@@ -210,7 +209,7 @@ fn check_targets(args: &Args, targets: &[&Module], call: Span) -> Vec<Diagnostic
                     ))
                     .at(args.span("density").unwrap_or(call), "selects nothing")
                     .with_help(format!(
-                        "use a density of at least {least:.2e}, or `structure=element`"
+                        "use a density of at least 1/{of} (one {unit}), or `structure=element`"
                     )),
                 ];
             }

@@ -9,6 +9,7 @@ mod adalora;
 mod adapter;
 mod args;
 mod bitfit;
+mod dylora;
 mod full;
 mod ia3;
 mod ln;
@@ -27,8 +28,11 @@ mod tensors;
 mod vera;
 
 pub use adalora::AdaloraConfig;
-pub use adapter::{Activation, AdapterConfig};
+pub use adapter::{
+    Activation, AdapterConfig, Prune, PruneSelect, SNIP_BATCHES, mask_name as adapter_mask_name,
+};
 pub use args::{ArgValue, Args, Scalar, check_args, check_keyed};
+pub use dylora::{DyloraConfig, cut as cut_dylora};
 pub use full::Full;
 pub use loha::LohaConfig;
 pub use lokr::{LokrConfig, factorization};

@@ -7,6 +7,7 @@
 use super::adalora::{self, AdaloraConfig};
 use super::adapter::{self, AdapterConfig};
 use super::bitfit::{self, Bitfit};
+use super::dylora::{self, DyloraConfig};
 use super::full::{self, Full};
 use super::ia3::{self, Ia3};
 use super::ln::{self, Ln};
@@ -44,6 +45,7 @@ pub enum MethodKind {
     Mask,
     Ssf,
     Full,
+    Dylora,
 }
 
 /// Every method the language knows, in the order `peftc` lists them.
@@ -64,6 +66,7 @@ pub const METHODS: &[&MethodSpec] = &[
     &mask::SPEC,
     &ssf::SPEC,
     &full::SPEC,
+    &dylora::SPEC,
 ];
 
 impl MethodKind {
@@ -85,6 +88,7 @@ impl MethodKind {
             MethodKind::Mask => &mask::SPEC,
             MethodKind::Ssf => &ssf::SPEC,
             MethodKind::Full => &full::SPEC,
+            MethodKind::Dylora => &dylora::SPEC,
         }
     }
 }
@@ -118,6 +122,7 @@ pub enum MethodConfig {
     Ssf,
     /// Full fine-tuning of chosen modules.
     Full,
+    Dylora(DyloraConfig),
 }
 
 impl MethodConfig {
@@ -139,6 +144,7 @@ impl MethodConfig {
             MethodConfig::Mask(c) => c,
             MethodConfig::Ssf => &Ssf,
             MethodConfig::Full => &Full,
+            MethodConfig::Dylora(c) => c,
         }
     }
 
@@ -163,7 +169,8 @@ impl MethodConfig {
             | MethodConfig::Adalora(_)
             | MethodConfig::Mask(_)
             | MethodConfig::Ssf
-            | MethodConfig::Full => true,
+            | MethodConfig::Full
+            | MethodConfig::Dylora(_) => true,
             MethodConfig::Bitfit => false,
         }
     }
@@ -186,7 +193,8 @@ impl MethodConfig {
             | MethodConfig::Ptuning(_)
             | MethodConfig::Adalora(_)
             | MethodConfig::Mask(_)
-            | MethodConfig::Ssf => targets.to_vec(),
+            | MethodConfig::Ssf
+            | MethodConfig::Dylora(_) => targets.to_vec(),
         }
     }
 
@@ -207,7 +215,8 @@ impl MethodConfig {
             | MethodConfig::Adalora(_)
             | MethodConfig::Mask(_)
             | MethodConfig::Ssf
-            | MethodConfig::Full => Vec::new(),
+            | MethodConfig::Full
+            | MethodConfig::Dylora(_) => Vec::new(),
         }
     }
 }

@@ -41,6 +41,9 @@ pub enum Init {
     /// rule it carries (FishMask's are replaced by its calibration before
     /// the first step).
     MaskIndex(super::mask::MaskSelect),
+    /// A SparseAdapter's mask over the weight it prunes (1 kept, 0 pruned),
+    /// chosen at initialization by the rule it carries.
+    PruneMask(super::adapter::PruneSelect),
 }
 
 /// Whether a tensor trains.
@@ -53,6 +56,9 @@ pub enum TensorKind {
     /// `in_total`: Hugging Face PEFT holds it as a frozen `nn.Parameter`,
     /// counted in `print_trainable_parameters`' total (a buffer is not).
     Frozen { in_total: bool },
+    /// Trains, but only `kept` of its entries: the others are held at zero
+    /// by a frozen mask (a SparseAdapter's pruned weight).
+    Pruned { kept: u64 },
 }
 
 /// One tensor a plan declares.
@@ -82,7 +88,7 @@ impl TensorDecl {
     }
 
     pub fn is_trainable(&self) -> bool {
-        self.kind == TensorKind::Trainable
+        matches!(self.kind, TensorKind::Trainable | TensorKind::Pruned { .. })
     }
 }
 

@@ -102,18 +102,7 @@ fn pick(sel: &MaskSelect, scores: &[f32]) -> Vec<f32> {
             .map(|c| (0..o).map(|r| scores[r * i + c]).sum())
             .collect(),
     };
-    let mut order: Vec<u32> = (0..unit.len() as u32).collect();
-    let k = sel.count.min(order.len());
-    let better = |a: &u32, b: &u32| {
-        unit[*b as usize]
-            .total_cmp(&unit[*a as usize])
-            .then(a.cmp(b))
-    };
-    if k < order.len() {
-        order.select_nth_unstable_by(k, better);
-    }
-    let mut kept = order[..k].to_vec();
-    kept.sort_unstable();
+    let kept = super::select::largest(&unit, sel.count);
     encode(sel, &kept)
 }
 
@@ -131,19 +120,6 @@ fn encode(sel: &MaskSelect, kept: &[u32]) -> Vec<f32> {
     }
 }
 
-/// `count` of `n` numbers drawn without replacement (Floyd's algorithm),
-/// sorted.
-fn sample(n: usize, count: usize, rng: &mut Rng) -> Vec<u32> {
-    let mut chosen = std::collections::BTreeSet::new();
-    for j in n - count..n {
-        let t = (rng.next_u64() % (j as u64 + 1)) as u32;
-        if !chosen.insert(t) {
-            chosen.insert(j as u32);
-        }
-    }
-    chosen.into_iter().collect()
-}
-
 /// The starting index tensor of a mask on the base weight `w` (`seed`: the
 /// run's, keyed by the tensor's name). FishMask starts from the magnitude
 /// choice; its calibration ([`calibrate`]) replaces it before step 0.
@@ -157,7 +133,10 @@ pub fn initial_index(sel: &MaskSelect, w: &HostTensor, seed: u64) -> Result<Vec<
     Ok(match sel.by {
         MaskBy::Random => {
             let mut rng = Rng::new(key(&[seed, crate::model::params::name_hash(&sel.weight)]));
-            encode(sel, &sample(sel.units(), sel.count, &mut rng))
+            encode(
+                sel,
+                &super::select::sample(sel.units(), sel.count, &mut rng),
+            )
         }
         MaskBy::Magnitude | MaskBy::Fisher => {
             let scores: Vec<f32> = w.data.iter().map(|v| v * v).collect();

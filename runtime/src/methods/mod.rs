@@ -6,6 +6,7 @@
 
 mod adalora;
 mod adapter;
+mod dylora;
 mod full;
 mod hf;
 mod hook;
@@ -18,17 +19,19 @@ mod mask;
 pub mod prefix;
 mod prompt;
 mod ptuning;
+mod select;
 mod ssf;
 mod table;
 pub mod trace;
 mod vera;
 
+pub use adapter::prune_mask;
 pub use hf::{ExportInfo, HfForm};
 pub use hook::{At, BaseLinear, Hook, SiteHook, Stage};
 pub use mask::initial_index as mask_index;
 pub use table::{
-    after_update, before_training, calibration_batches, check_loaded, check_run, hf_form, hook,
-    merge, prompt_embeddings, prompt_len, regularizer, tuned,
+    after_update, before_training, calibration_batches, check_loaded, check_run, drop_lowest,
+    droppable, hf_form, hook, merge, prompt_embeddings, prompt_len, regularizer, tuned,
 };
 
 use crate::error::{Result, RuntimeError};
@@ -97,7 +100,8 @@ fn regenerate(d: &peftc_compiler::methods::TensorDecl) -> Result<HostTensor> {
         | Init::FromBaseOrNormal(..)
         | Init::RowNorms(_)
         | Init::EmbeddingRows
-        | Init::MaskIndex(_) => {
+        | Init::MaskIndex(_)
+        | Init::PruneMask(_) => {
             return Err(RuntimeError::Internal(format!(
                 "`{}` cannot be made again without its saved values",
                 d.name

@@ -5,7 +5,8 @@
 use super::hf::HfForm;
 use super::hook::Hook;
 use super::{
-    adalora, adapter, full, ia3, ln, loha, lokr, lora, mask, prefix, prompt, ptuning, ssf, vera,
+    adalora, adapter, dylora, full, ia3, ln, loha, lokr, lora, mask, prefix, prompt, ptuning, ssf,
+    vera,
 };
 use crate::data::Batch;
 use crate::error::{Result, RuntimeError};
@@ -32,6 +33,7 @@ pub fn hook<B: PeftKernels>(site: &Site, w: Option<&Tensor<B, 2>>) -> Option<Hoo
         MethodConfig::Adalora(c) => Some(adalora::hook(c)),
         MethodConfig::Mask(c) => Some(mask::hook(c)),
         MethodConfig::Ssf => Some(ssf::hook()),
+        MethodConfig::Dylora(c) => Some(dylora::hook(c)),
         // The norm reads LN tuning's copy itself (`tuned_norm`).
         MethodConfig::Prompt(_)
         | MethodConfig::Ptuning(_)
@@ -40,6 +42,39 @@ pub fn hook<B: PeftKernels>(site: &Site, w: Option<&Tensor<B, 2>>) -> Option<Hoo
         | MethodConfig::Full
         | MethodConfig::Ln => None,
     }
+}
+
+/// Whether AdapterDrop can leave `site` out: a method acting through a
+/// hook at its module (one that replaces the module's own tensors, or feeds
+/// the attention or the embedding, stays).
+pub fn droppable(site: &Site) -> bool {
+    match &site.method {
+        MethodConfig::Lora(_)
+        | MethodConfig::Ia3
+        | MethodConfig::Adapter(_)
+        | MethodConfig::Vera(_)
+        | MethodConfig::Loha(_)
+        | MethodConfig::Lokr(_)
+        | MethodConfig::Adalora(_)
+        | MethodConfig::Mask(_)
+        | MethodConfig::Ssf
+        | MethodConfig::Dylora(_) => true,
+        MethodConfig::Prompt(_)
+        | MethodConfig::Ptuning(_)
+        | MethodConfig::Prefix(_)
+        | MethodConfig::Bitfit
+        | MethodConfig::Ln
+        | MethodConfig::Full => false,
+    }
+}
+
+/// `plan` without the sites AdapterDrop leaves out below `layers`: the
+/// model loaded from it does not run them at all.
+pub fn drop_lowest(plan: &Plan, layers: usize) -> Plan {
+    let mut p = plan.clone();
+    p.sites
+        .retain(|s| !(droppable(s) && s.layer().is_some_and(|l| l < layers)));
+    p
 }
 
 /// The soft prompt a plan prepends (`[len, hidden]`), if any.
@@ -63,6 +98,7 @@ pub fn prompt_embeddings<B: PeftKernels>(
             | MethodConfig::Mask(_)
             | MethodConfig::Ssf
             | MethodConfig::Full
+            | MethodConfig::Dylora(_)
             | MethodConfig::Ln => {}
         }
     }
@@ -99,6 +135,7 @@ pub fn hf_form(plan: &Plan) -> std::result::Result<&'static dyn HfForm, String> 
         MethodConfig::Ln => Ok(&ln::Hf),
         MethodConfig::Ptuning(_) => Ok(&ptuning::Hf),
         MethodConfig::Adalora(_) => Ok(&adalora::Hf),
+        MethodConfig::Dylora(_) => Ok(&dylora::Hf),
         MethodConfig::Adapter(_)
         | MethodConfig::Bitfit
         | MethodConfig::Mask(_)
@@ -133,6 +170,7 @@ pub fn merge(
         MethodConfig::Mask(c) => mask::merge(c, site, w, store),
         MethodConfig::Ssf => ssf::merge(site, w, bias, store),
         MethodConfig::Full => full::merge(site, w, bias, store),
+        MethodConfig::Dylora(c) => dylora::merge(c, site, w, store),
         MethodConfig::Ln => ln::merge(site, w, bias, store),
         // BitFit's biases replace the base ones (see `merge::merged_weights`).
         MethodConfig::Bitfit => Ok(()),
@@ -162,6 +200,7 @@ pub fn tuned(plan: &Plan, path: &str) -> Option<(String, Option<String>)> {
         | MethodConfig::Adalora(_)
         | MethodConfig::Mask(_)
         | MethodConfig::Ssf
+        | MethodConfig::Dylora(_)
         | MethodConfig::Ptuning(_) => None,
     })
 }
@@ -182,30 +221,40 @@ pub fn check_run(
     batches_per_epoch: usize,
 ) -> std::result::Result<(), String> {
     adalora::check_run(plan, total)?;
-    mask::check_run(plan, batches_per_epoch)
+    mask::check_run(plan, batches_per_epoch)?;
+    let snip = adapter::calibration_batches(plan);
+    if snip > batches_per_epoch {
+        return Err(format!(
+            "SNIP pruning reads {snip} batches of training data before the first step; the data holds {batches_per_epoch}"
+        ));
+    }
+    Ok(())
 }
 
 /// Batches of training data the plan's methods read before the first step
 /// (FishMask's calibration); 0 for none.
 pub fn calibration_batches(plan: &Plan) -> usize {
-    mask::calibration_batches(plan)
+    mask::calibration_batches(plan).max(adapter::calibration_batches(plan))
 }
 
 /// What the plan's methods do before the first step of a fresh run, with
-/// the first batches of the training data: FishMask's choice of entries.
+/// the first batches of the training data: FishMask's choice of entries,
+/// SNIP's of a SparseAdapter's.
 pub fn before_training<B: AutodiffBackend + PeftKernels>(
     model: &PeftModel<B>,
     store: &mut ParamStore,
     batches: &[Batch],
     device: &B::Device,
 ) -> Result<()> {
-    mask::calibrate(model, store, batches, device)
+    mask::calibrate(model, store, batches, device)?;
+    adapter::calibrate(model, store, batches, device)
 }
 
 /// Checks of a store just read from a file beyond names, shapes and
 /// finiteness (a mask's positions in range and sorted).
 pub fn check_loaded(plan: &Plan, store: &ParamStore) -> std::result::Result<(), String> {
-    mask::check_loaded(plan, store)
+    mask::check_loaded(plan, store)?;
+    adapter::check_loaded(plan, store)
 }
 
 /// What the plan's methods do after each optimizer update of step `step`

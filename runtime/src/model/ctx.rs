@@ -20,6 +20,8 @@ pub struct Ctx<B: PeftKernels> {
     pub dropout_key: u64,
     /// Several adapters in this batch: which rows use which (inference only).
     pub routes: Option<Arc<super::routes::Routes<B>>>,
+    /// AdapterDrop: the methods of layers below this one sit out this pass.
+    pub adapter_drop: usize,
 }
 
 impl<B: PeftKernels> Ctx<B> {

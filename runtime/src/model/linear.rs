@@ -15,6 +15,9 @@ use peftc_compiler::plan::Site;
 /// The methods' hooks at one module, ordered by [`Stage`].
 pub struct Attached<B: PeftKernels> {
     hooks: Vec<Hook<B>>,
+    /// The layer the module belongs to (AdapterDrop leaves out the hooks of
+    /// layers below [`Ctx::adapter_drop`]).
+    layer: Option<usize>,
     /// The module's bias is a trained tensor (BitFit, LoRA `bias=`).
     pub trainable_bias: bool,
 }
@@ -26,13 +29,24 @@ impl<B: PeftKernels> Attached<B> {
         w: Option<&Tensor<B, 2>>,
         trainable_bias: bool,
     ) -> Attached<B> {
+        let mut layer = None;
         let mut hooks: Vec<Hook<B>> = sites
+            .inspect(|s| layer = layer.or(s.layer()))
             .filter_map(|s| crate::methods::hook::<B>(s, w))
             .collect();
         hooks.sort_by_key(|h| h.stage());
         Attached {
             hooks,
+            layer,
             trainable_bias,
+        }
+    }
+
+    /// The hooks acting in this pass: none in a layer AdapterDrop leaves out.
+    fn active(&self, ctx: &Ctx<B>) -> &[Hook<B>] {
+        match self.layer {
+            Some(l) if l < ctx.adapter_drop => &[],
+            _ => &self.hooks,
         }
     }
 
@@ -60,7 +74,7 @@ impl<B: PeftKernels> Attached<B> {
             ctx,
         };
         let mut y = y;
-        for h in &self.hooks {
+        for h in self.active(ctx) {
             y = h.output(&at, y)?;
         }
         Ok(y)
@@ -97,7 +111,7 @@ impl<B: PeftKernels> SiteLinear<B> {
     }
 
     pub fn forward(&self, x: Tensor<B, 2>, p: &Params<B>, ctx: &Ctx<B>) -> Result<Tensor<B, 2>> {
-        let hooks = &self.attached.hooks;
+        let hooks = self.attached.active(ctx);
         let input = x.clone();
         let mut x = x;
         for h in hooks.iter().filter(|h| h.stage() == Stage::Input) {

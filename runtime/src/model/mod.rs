@@ -93,6 +93,7 @@ impl<B: PeftKernels> PeftModel<B> {
             train,
             dropout_key,
             routes: None,
+            adapter_drop: 0,
         }
     }
 

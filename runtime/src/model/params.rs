@@ -72,6 +72,16 @@ impl ParamStore {
                 Init::MaskIndex(sel) => {
                     crate::methods::mask_index(sel, base.get(&sel.weight)?, seed)?
                 }
+                Init::PruneMask(sel) => {
+                    // The weight it prunes was declared (and drawn) just before.
+                    let w = values.get_mut(&sel.weight).ok_or_else(|| {
+                        RuntimeError::Internal(format!(
+                            "`{}` is declared before the weight it prunes",
+                            s.name
+                        ))
+                    })?;
+                    crate::methods::prune_mask(sel, w, seed)
+                }
                 Init::TorchUniform { seed, skip, bound } => {
                     crate::torch_rng::uniform(*seed, *skip, n, *bound)
                 }

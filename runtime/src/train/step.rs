@@ -73,11 +73,16 @@ pub fn train_step<B: AutodiffBackend + PeftKernels>(
     for (i, batch) in micro.iter().enumerate() {
         tokens += batch.tokens();
         let params = Params::<B>::tracked(store, device);
-        let ctx = model.ctx(
+        let mut ctx = model.ctx(
             batch,
             true,
             key(&[cfg.seed, 0xD50, (first_micro + i) as u64]),
         );
+        if cfg.adapter_drop > 0 {
+            let n =
+                key(&[cfg.seed, 0xAD0, (first_micro + i) as u64]) % (cfg.adapter_drop as u64 + 1);
+            ctx.adapter_drop = n as usize;
+        }
         let out = model.forward(batch, &params, &ctx)?;
         let loss = model
             .training_loss(&out, batch, &params)?
