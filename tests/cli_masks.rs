@@ -113,6 +113,24 @@ fn every_mask_trains_merges_exactly_its_entries_and_keeps_the_logits() {
             19,
         ),
         (
+            "lt_sft",
+            "mask(density=0.001, by=lt_sft, warmup_steps=1) on layers[*].attn.{q, v}",
+            "element",
+            "encoder.layer.0.attention.self.query",
+            384,
+            384,
+            147,
+        ),
+        (
+            "diff_pruning",
+            "mask(density=0.05, structure=row, by=diff_pruning, warmup_steps=1) on layers[*].mlp.down",
+            "row",
+            "encoder.layer.3.output.dense",
+            384,
+            1536,
+            19,
+        ),
+        (
             "fisher",
             "mask(density=0.001, by=fisher, calib=2) on layers[*].attn.{q, v}",
             "element",
@@ -277,6 +295,27 @@ fn masks_that_would_train_nothing_are_refused() {
         "mask(density=0.01, by=fisher, calib=100) on layers[*].attn.q",
     );
     let run = d.join("calib-run");
+    let warm = spec(
+        &d,
+        "warm.peft",
+        "mask(density=0.01, by=lt_sft, warmup_steps=5) on layers[*].attn.q",
+    );
+    let warm_run = d.join("warm-run");
+    let out = peftc(&[
+        "train",
+        &warm.display().to_string(),
+        "--out",
+        &warm_run.display().to_string(),
+        "--max-steps",
+        "5",
+    ]);
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("warm-up") && err.contains("warmup_steps = 5"),
+        "{err}"
+    );
+    assert!(!warm_run.exists(), "a refused run leaves no folder");
     let out = peftc(&[
         "train",
         &sp.display().to_string(),

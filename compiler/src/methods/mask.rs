@@ -7,7 +7,12 @@
 //!   output rows or input columns (FAR's FFN neurons are rows of `mlp.up`).
 //! - `by`: how the subset is chosen before training — `random` (seeded),
 //!   `magnitude` (largest |w|, or row / column norm), `fisher` (FishMask:
-//!   largest squared gradient summed over `calib` batches of the training data).
+//!   largest squared gradient summed over `calib` batches of the training data),
+//!   `lt_sft` (LT-SFT: a dense fine-tune of `warmup_steps` steps, keep what
+//!   moved most, rewind, train only that), `diff_pruning` (a dense delta under
+//!   a learned hard-concrete L0 gate per entry for `warmup_steps` steps, its
+//!   penalty annealed until the expected density is the target; the largest
+//!   gated entries are kept with their values).
 //!
 //! Storage is sparse: the values trained (`mask_values`) and their positions
 //! (`mask_index`, frozen, sorted ascending), so memory, optimizer state and the
@@ -33,6 +38,18 @@ pub enum MaskBy {
     Random,
     Magnitude,
     Fisher,
+    LtSft,
+    DiffPruning,
+}
+
+impl MaskBy {
+    /// Chosen after a dense warm-up phase (LT-SFT, diff pruning).
+    pub fn warms_up(self) -> bool {
+        match self {
+            MaskBy::LtSft | MaskBy::DiffPruning => true,
+            MaskBy::Random | MaskBy::Magnitude | MaskBy::Fisher => false,
+        }
+    }
 }
 
 /// What one selected unit is.
@@ -51,6 +68,9 @@ pub struct MaskConfig {
     pub structure: MaskStructure,
     /// Batches of the training data FishMask's scores are summed over.
     pub calib: usize,
+    /// Steps of the dense phase before LT-SFT's or diff pruning's choice.
+    #[serde(default)]
+    pub warmup_steps: usize,
 }
 
 /// A site's selection, as its index tensor's [`Init`] carries it: which
@@ -97,9 +117,9 @@ pub const SPEC: MethodSpec = MethodSpec {
         },
         ArgSpec {
             name: "by",
-            ty: ArgType::Choice(&["random", "magnitude", "fisher"]),
+            ty: ArgType::Choice(&["random", "magnitude", "fisher", "lt_sft", "diff_pruning"]),
             default: Some(Default::Name("magnitude")),
-            doc: "how they are chosen: seeded at random, largest |w|, or largest squared gradient (FishMask)",
+            doc: "how they are chosen: at random, largest |w|, largest squared gradient (FishMask), most moved in a dense warm-up (LT-SFT), or a learned L0 gate (diff pruning)",
         },
         ArgSpec {
             name: "structure",
@@ -112,6 +132,12 @@ pub const SPEC: MethodSpec = MethodSpec {
             ty: SIZE,
             default: Some(Default::Int(16)),
             doc: "batches of training data the fisher scores are summed over",
+        },
+        ArgSpec {
+            name: "warmup_steps",
+            ty: SIZE,
+            default: Some(Default::Int(100)),
+            doc: "steps of the dense phase before lt_sft / diff_pruning choose (not counted in the run's steps)",
         },
     ],
     gateable: false,
@@ -132,6 +158,8 @@ fn configure(args: &Args) -> Option<MethodConfig> {
         by: match choice(args, "by") {
             "random" => MaskBy::Random,
             "fisher" => MaskBy::Fisher,
+            "lt_sft" => MaskBy::LtSft,
+            "diff_pruning" => MaskBy::DiffPruning,
             _ => MaskBy::Magnitude,
         },
         structure: structure_of(choice(args, "structure")),
@@ -140,6 +168,12 @@ fn configure(args: &Args) -> Option<MethodConfig> {
             .and_then(|v| v.as_i64())
             .and_then(|v| usize::try_from(v).ok())
             .unwrap_or(16)
+            .max(1),
+        warmup_steps: args
+            .fixed("warmup_steps")
+            .and_then(|v| v.as_i64())
+            .and_then(|v| usize::try_from(v).ok())
+            .unwrap_or(100)
             .max(1),
     }))
 }

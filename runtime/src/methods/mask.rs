@@ -1,8 +1,9 @@
 //! Sparse masks at run time: the delta at the selected positions only
 //! (`kernels::sparse_delta` for single entries; a product scattered into, or
 //! gathered from, whole rows / columns), the selection itself (seeded random,
-//! magnitude, FishMask's calibration), the fold into the weight, and the
-//! checks an adapter file's positions must pass.
+//! magnitude, FishMask's calibration, LT-SFT's and diff pruning's dense
+//! warm-up), the fold into the weight, and the checks an adapter file's
+//! positions must pass.
 
 use super::hook::{At, Hook, SiteHook, Stage};
 use crate::data::Batch;
@@ -25,6 +26,36 @@ use std::sync::Arc;
 /// gradient is the loss's gradient with respect to the weight.
 fn probe_name(module: &str) -> String {
     site_name(module, "mask_probe")
+}
+
+/// Diff pruning's gate logits `log α` over the probe, and this step's
+/// uniform noise for its hard-concrete sample.
+fn gate_name(module: &str) -> String {
+    site_name(module, "mask_gate")
+}
+fn noise_name(module: &str) -> String {
+    site_name(module, "mask_noise")
+}
+
+/// The hard-concrete distribution's stretch and temperature (Louizos et al.
+/// 2018, as diff pruning uses it).
+const HC_GAMMA: f64 = -0.1;
+const HC_ZETA: f64 = 1.1;
+const HC_BETA: f64 = 2.0 / 3.0;
+
+/// A hard-concrete gate sample from logits `log_alpha` and noise `u`:
+/// `clamp(sigmoid((ln u − ln(1−u) + log α)/β)·(ζ−γ) + γ, 0, 1)`.
+fn hard_concrete<B: PeftKernels>(log_alpha: Tensor<B, 2>, u: Tensor<B, 2>) -> Tensor<B, 2> {
+    let logit = u.clone().log() - u.neg().add_scalar(1.0).log();
+    burn::tensor::activation::sigmoid((logit + log_alpha).div_scalar(HC_BETA))
+        .mul_scalar(HC_ZETA - HC_GAMMA)
+        .add_scalar(HC_GAMMA)
+        .clamp(0.0, 1.0)
+}
+
+/// `P(gate ≠ 0)` per entry: `sigmoid(log α − β·ln(−γ/ζ))`.
+fn open_probability<B: PeftKernels>(log_alpha: Tensor<B, 2>) -> Tensor<B, 2> {
+    burn::tensor::activation::sigmoid(log_alpha.sub_scalar(HC_BETA * (-HC_GAMMA / HC_ZETA).ln()))
 }
 
 struct MaskHook {
@@ -62,7 +93,12 @@ impl<B: PeftKernels> SiteHook<B> for MaskHook {
         let p = at.p;
         let probe = probe_name(at.path);
         if p.has(&probe) {
-            return Ok(y + linear_pt(at.x.clone(), p.get(&probe)?, None));
+            let mut dense = p.get(&probe)?;
+            let gate = gate_name(at.path);
+            if p.has(&gate) {
+                dense = dense * hard_concrete(p.get(&gate)?, p.get(&noise_name(at.path))?);
+            }
+            return Ok(y + linear_pt(at.x.clone(), dense, None));
         }
         let values = p.get(&values_name(at.path))?;
         let index = numbers(p.get(&index_name(at.path))?);
@@ -138,7 +174,8 @@ pub fn initial_index(sel: &MaskSelect, w: &HostTensor, seed: u64) -> Result<Vec<
                 &super::select::sample(sel.units(), sel.count, &mut rng),
             )
         }
-        MaskBy::Magnitude | MaskBy::Fisher => {
+        // The warm-up and FishMask replace this start before the first step.
+        MaskBy::Magnitude | MaskBy::Fisher | MaskBy::LtSft | MaskBy::DiffPruning => {
             let scores: Vec<f32> = w.data.iter().map(|v| v * v).collect();
             pick(sel, &scores)
         }
@@ -153,7 +190,7 @@ fn masks(plan: &Plan) -> impl Iterator<Item = (&Site, &MaskConfig)> {
 }
 
 /// Batches FishMask's calibration reads: the most any fisher mask asks for.
-pub fn calibration_batches(plan: &Plan) -> usize {
+fn fisher_batches(plan: &Plan) -> usize {
     masks(plan)
         .filter(|(_, c)| c.by == MaskBy::Fisher)
         .map(|(_, c)| c.calib)
@@ -161,9 +198,35 @@ pub fn calibration_batches(plan: &Plan) -> usize {
         .unwrap_or(0)
 }
 
-/// Refuses a calibration longer than one pass over the training data.
-pub fn check_run(plan: &Plan, batches_per_epoch: usize) -> std::result::Result<(), String> {
-    let calib = calibration_batches(plan);
+/// Batches the masks read before the first step: FishMask's calibration,
+/// one per step of a dense warm-up.
+pub fn calibration_batches(plan: &Plan) -> usize {
+    let warm = masks(plan)
+        .filter(|(_, c)| c.by.warms_up())
+        .map(|(_, c)| c.warmup_steps)
+        .max()
+        .unwrap_or(0);
+    fisher_batches(plan).max(warm)
+}
+
+/// Refuses a calibration longer than one pass over the training data, and
+/// a warm-up as long as the run.
+pub fn check_run(
+    plan: &Plan,
+    total: usize,
+    batches_per_epoch: usize,
+) -> std::result::Result<(), String> {
+    if let Some(w) = masks(plan)
+        .filter(|(_, c)| c.by.warms_up())
+        .map(|(_, c)| c.warmup_steps)
+        .max()
+        && w >= total
+    {
+        return Err(format!(
+            "the mask's dense warm-up of `warmup_steps = {w}` is as long as the run's {total} steps; train for more steps or lower `warmup_steps`"
+        ));
+    }
+    let calib = fisher_batches(plan);
     if calib > batches_per_epoch {
         return Err(format!(
             "`mask(by=fisher, calib={calib})` asks for {calib} calibration batches, but the training data holds {batches_per_epoch}; lower `calib` or the batch size"
@@ -188,6 +251,7 @@ pub fn calibrate<B: AutodiffBackend + PeftKernels>(
     if fisher.is_empty() || batches.is_empty() {
         return Ok(());
     }
+    let batches = &batches[..fisher_batches(&model.plan).min(batches.len())];
     let mut probe = ParamStore {
         values: store.values.clone(),
         frozen: store.values.keys().cloned().collect(),
@@ -312,4 +376,189 @@ pub fn check_loaded(plan: &Plan, store: &ParamStore) -> std::result::Result<(), 
         }
     }
     Ok(())
+}
+
+/// What the dense warm-up trains with: the run's learning rate and seed.
+#[derive(Debug, Clone, Copy)]
+pub struct WarmUp {
+    pub lr: f64,
+    pub seed: u64,
+}
+
+/// LT-SFT and diff pruning: trains a dense delta per mask (diff pruning's
+/// under its hard-concrete gate, the L0 penalty's weight raised or lowered
+/// each step until the expected density is the target) with everything
+/// else the run trains, one step per batch; then keeps each mask's
+/// largest entries — LT-SFT those that moved most, rewinding everything to
+/// its start; diff pruning the largest gated deltas, with their values and
+/// the rest of the warm-up's training.
+pub fn warm_up<B: AutodiffBackend + PeftKernels>(
+    model: &PeftModel<B>,
+    store: &mut ParamStore,
+    batches: &[Batch],
+    w: WarmUp,
+    device: &B::Device,
+) -> Result<()> {
+    let sites: Vec<(&Site, &MaskConfig, MaskSelect)> = masks(&model.plan)
+        .filter(|(_, c)| c.by.warms_up())
+        .map(|(s, c)| (s, c, c.select(s)))
+        .collect();
+    let Some(steps) = sites.iter().map(|(_, c, _)| c.warmup_steps).max() else {
+        return Ok(());
+    };
+    if batches.is_empty() {
+        return Ok(());
+    }
+    let mut warm = store.clone();
+    for (s, c, sel) in &sites {
+        let (o, i) = (sel.out_f, sel.in_f);
+        warm.frozen.insert(values_name(&s.module));
+        warm.values
+            .insert(probe_name(&s.module), HostTensor::zeros(vec![o, i]));
+        if c.by == MaskBy::DiffPruning {
+            // log α = 3: every gate starts nearly surely open.
+            warm.values.insert(
+                gate_name(&s.module),
+                HostTensor::new(vec![o, i], vec![3.0; o * i]),
+            );
+            warm.values
+                .insert(noise_name(&s.module), HostTensor::zeros(vec![o, i]));
+            warm.frozen.insert(noise_name(&s.module));
+        }
+    }
+    let diff: Vec<&(&Site, &MaskConfig, MaskSelect)> = sites
+        .iter()
+        .filter(|(_, c, _)| c.by == MaskBy::DiffPruning)
+        .collect();
+    let target: f64 = diff.iter().map(|(_, _, sel)| sel.count as f64).sum::<f64>()
+        / diff
+            .iter()
+            .map(|(_, _, sel)| (sel.out_f * sel.in_f) as f64)
+            .sum::<f64>()
+            .max(1.0);
+    let mut l0 = 1.0f64;
+    let mut last_density = None;
+    let mut adam = crate::train::optim::AdamW::new(0.0);
+    for step in 0..steps {
+        let batch = &batches[step % batches.len()];
+        for (s, _, _) in &diff {
+            let t = warm
+                .values
+                .get_mut(&noise_name(&s.module))
+                .ok_or_else(|| RuntimeError::Internal("diff pruning noise".into()))?;
+            let k = key(&[
+                w.seed,
+                0xD1FF,
+                step as u64,
+                crate::model::params::name_hash(&s.module),
+            ]);
+            crate::rng::uniforms(k, 0, &mut t.data);
+            t.data
+                .iter_mut()
+                .for_each(|u| *u = u.clamp(1e-6, 1.0 - 1e-6));
+        }
+        let params = Params::<B>::tracked(&warm, device);
+        let ctx = model.ctx(batch, true, key(&[w.seed, 0x1755, step as u64]));
+        let out = model.forward(batch, &params, &ctx)?;
+        let mut loss = model.training_loss(&out, batch, &params)?;
+        drop(out);
+        let mut density = None;
+        if !diff.is_empty() {
+            let mut open = Vec::new();
+            for (s, _, _) in &diff {
+                open.push(open_probability(params.get(&gate_name(&s.module))?).mean());
+            }
+            let open = Tensor::cat(open, 0).mean();
+            density = Some(crate::train::host(open.clone())[0] as f64);
+            loss = loss + open.mul_scalar(l0);
+        }
+        let value = crate::train::host(loss.clone())[0];
+        if !value.is_finite() {
+            return Err(RuntimeError::NonFinite {
+                step,
+                what: format!("the mask's dense warm-up loss became {value}"),
+            });
+        }
+        let grads = params.grads(&loss.backward(), &warm);
+        adam.step(&mut warm.values, &grads, w.lr as f32);
+        // Anneal the penalty toward the target density.
+        if let Some(d) = density {
+            l0 *= if d > target { 1.1 } else { 1.0 / 1.1 };
+            last_density = Some(d);
+        }
+    }
+    if let Some(d) = last_density {
+        eprintln!(
+            "diff pruning: expected gate density {d:.4} after {steps} warm-up steps (target {target:.4}); keeping the largest gated entries"
+        );
+    }
+    for (s, c, sel) in &sites {
+        let probe = warm
+            .get(&probe_name(&s.module))
+            .ok_or_else(|| RuntimeError::Internal("warm-up probe".into()))?;
+        let delta: Vec<f32> = match c.by {
+            MaskBy::DiffPruning => {
+                let g = warm
+                    .get(&gate_name(&s.module))
+                    .ok_or_else(|| RuntimeError::Internal("warm-up gate".into()))?;
+                // The gate's mean: its sample at the noise's median.
+                probe
+                    .data
+                    .iter()
+                    .zip(&g.data)
+                    .map(|(&v, &a)| {
+                        let z = (1.0 / (1.0 + (-a as f64 / HC_BETA).exp())) * (HC_ZETA - HC_GAMMA)
+                            + HC_GAMMA;
+                        v * z.clamp(0.0, 1.0) as f32
+                    })
+                    .collect()
+            }
+            _ => probe.data.clone(),
+        };
+        let scores: Vec<f32> = delta.iter().map(|v| v * v).collect();
+        let index = pick(sel, &scores);
+        if c.by == MaskBy::DiffPruning {
+            let values = gather(sel, &index, &delta);
+            if let Some(t) = warm.values.get_mut(&values_name(&s.module)) {
+                t.data = values;
+            }
+        }
+        if let Some(t) = store.values.get_mut(&index_name(&s.module)) {
+            t.data = index.clone();
+        }
+        if let Some(t) = warm.values.get_mut(&index_name(&s.module)) {
+            t.data = index;
+        }
+    }
+    // Diff pruning goes on from its warm-up: its masks' values, and the
+    // rest of what trained unless an LT-SFT mask rewinds the run (`store`
+    // keeps its starting values, with the new positions).
+    let rewinds = sites.iter().any(|(_, c, _)| c.by == MaskBy::LtSft);
+    for (k, v) in &warm.values {
+        let diff_values = diff.iter().any(|(s, _, _)| *k == values_name(&s.module));
+        let other = !rewinds && !sites.iter().any(|(s, _, _)| *k == values_name(&s.module));
+        if (diff_values || (other && !diff.is_empty()))
+            && let Some(t) = store.values.get_mut(k)
+        {
+            *t = v.clone();
+        }
+    }
+    Ok(())
+}
+
+/// The values of `delta` (`[out · in]`) at the positions `index` holds, in
+/// the layout of the mask's values tensor.
+fn gather(sel: &MaskSelect, index: &[f32], delta: &[f32]) -> Vec<f32> {
+    let i = sel.in_f;
+    let at: Vec<usize> = index.iter().map(|&v| v as usize).collect();
+    match sel.structure {
+        MaskStructure::Element => at.chunks_exact(2).map(|p| delta[p[0] * i + p[1]]).collect(),
+        MaskStructure::Row => at
+            .iter()
+            .flat_map(|&r| delta[r * i..(r + 1) * i].iter().copied())
+            .collect(),
+        MaskStructure::Column => (0..sel.out_f)
+            .flat_map(|r| at.iter().map(move |&c| delta[r * i + c]))
+            .collect(),
+    }
 }

@@ -221,7 +221,7 @@ pub fn check_run(
     batches_per_epoch: usize,
 ) -> std::result::Result<(), String> {
     adalora::check_run(plan, total)?;
-    mask::check_run(plan, batches_per_epoch)?;
+    mask::check_run(plan, total, batches_per_epoch)?;
     let snip = adapter::calibration_batches(plan);
     if snip > batches_per_epoch {
         return Err(format!(
@@ -239,14 +239,21 @@ pub fn calibration_batches(plan: &Plan) -> usize {
 
 /// What the plan's methods do before the first step of a fresh run, with
 /// the first batches of the training data: FishMask's choice of entries,
-/// SNIP's of a SparseAdapter's.
+/// LT-SFT's and diff pruning's after their dense warm-up, SNIP's of a
+/// SparseAdapter's.
 pub fn before_training<B: AutodiffBackend + PeftKernels>(
     model: &PeftModel<B>,
     store: &mut ParamStore,
     batches: &[Batch],
+    cfg: &peftc_compiler::train::TrainConfig,
     device: &B::Device,
 ) -> Result<()> {
     mask::calibrate(model, store, batches, device)?;
+    let w = mask::WarmUp {
+        lr: cfg.lr,
+        seed: cfg.seed,
+    };
+    mask::warm_up(model, store, batches, w, device)?;
     adapter::calibrate(model, store, batches, device)
 }
 

@@ -182,10 +182,10 @@ pub fn train_observed<B: AutodiffBackend + crate::kernels::PeftKernels>(
         let calib = crate::methods::calibration_batches(&plan);
         if calib > 0 {
             print(format!(
-                "calibrating on {calib} batches of the training data"
+                "choosing sparse entries from {calib} batches of the training data"
             ));
             let batches: Vec<Batch> = (0..calib).map(micro_batch).collect();
-            crate::methods::before_training(&model, &mut store, &batches, device)?;
+            crate::methods::before_training(&model, &mut store, &batches, &cfg, device)?;
         }
     }
     for step in start..total {
