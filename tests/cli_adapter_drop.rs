@@ -10,46 +10,13 @@ use std::path::Path;
 
 const TEXTS: &[&str] = &["WIN a free prize now, call 0800", "see you at lunch"];
 
-fn max_diff(a: &[Vec<f64>], b: &[Vec<f64>]) -> f64 {
-    a.iter()
-        .flatten()
-        .zip(b.iter().flatten())
-        .map(|(x, y)| (x - y).abs())
-        .fold(0.0, f64::max)
-}
-
-fn logits(args: &[&str]) -> Vec<Vec<f64>> {
-    let mut a: Vec<&str> = args.to_vec();
-    a.push("--json");
-    for t in TEXTS {
-        a.extend(["--text", t]);
-    }
-    let out: serde_json::Value = serde_json::from_str(&ok(&a)).expect("json");
-    out["logits"]
-        .as_array()
-        .expect("logits")
-        .iter()
-        .map(|r| {
-            r.as_array()
-                .expect("row")
-                .iter()
-                .filter_map(|x| x.as_f64())
-                .collect()
-        })
-        .collect()
-}
-
+/// Adapters after every MLP, trained with `adapter_drop = drop`.
 fn spec(d: &Path, name: &str, drop: usize) -> std::path::PathBuf {
-    let sms = std::fs::read_to_string(asset("sms/spam_collection.csv")).expect("sms");
-    let rows: Vec<&str> = sms.lines().filter(|l| l.contains('\t')).take(40).collect();
-    write(d, "d.tsv", &(rows.join("\n") + "\n"));
-    write(
+    minilm_spec(
         d,
         name,
-        &format!(
-            "model \"{}\"\npeft a {{\n    adapter(bottleneck=16) after layers[*].mlp\n}}\ntrain {{\n    adapter = a\n    task = classify\n    data = \"d.tsv\"\n    batch = 4\n    seq_len = 24\n    lr = 1e-2\n    adapter_drop = {drop}\n}}\n",
-            asset("all-MiniLM-L6-v2").display()
-        ),
+        "adapter(bottleneck=16) after layers[*].mlp",
+        &format!("    adapter_drop = {drop}\n"),
     )
 }
 
@@ -60,15 +27,18 @@ fn dropping_the_lowest_adapters_is_zeroing_them() {
     let run = d.join("run");
     let s = |p: &Path| p.display().to_string();
     ok(&["train", &s(&sp), "--out", &s(&run), "--max-steps", "4"]);
-    let full = logits(&["infer", &s(&sp), "--adapter", &s(&run)]);
-    let dropped = logits(&[
-        "infer",
-        &s(&sp),
-        "--adapter",
-        &s(&run),
-        "--adapter-drop",
-        "2",
-    ]);
+    let full = json_logits(&["infer", &s(&sp), "--adapter", &s(&run)], TEXTS);
+    let dropped = json_logits(
+        &[
+            "infer",
+            &s(&sp),
+            "--adapter",
+            &s(&run),
+            "--adapter-drop",
+            "2",
+        ],
+        TEXTS,
+    );
     assert!(
         max_diff(&full, &dropped) > 1e-5,
         "dropping two layers changed nothing"
@@ -87,7 +57,7 @@ fn dropping_the_lowest_adapters_is_zeroing_them() {
     std::fs::create_dir_all(&z).expect("dir");
     std::fs::copy(run.join("adapter/adapter.json"), z.join("adapter.json")).expect("meta");
     write_safetensors(&z.join("adapter.safetensors"), &zeroed, None).expect("write");
-    let closed_form = logits(&["infer", &s(&sp), "--adapter", &s(&z)]);
+    let closed_form = json_logits(&["infer", &s(&sp), "--adapter", &s(&z)], TEXTS);
     let diff = max_diff(&dropped, &closed_form);
     assert!(
         diff <= 1e-6,

@@ -9,48 +9,14 @@ use std::path::Path;
 
 const TEXTS: &[&str] = &["WIN a free prize now, call 0800", "see you at lunch"];
 
-fn max_diff(a: &[Vec<f64>], b: &[Vec<f64>]) -> f64 {
-    a.iter()
-        .flatten()
-        .zip(b.iter().flatten())
-        .map(|(x, y)| (x - y).abs())
-        .fold(0.0, f64::max)
-}
-
-fn logits(args: &[&str]) -> Vec<Vec<f64>> {
-    let mut a: Vec<&str> = args.to_vec();
-    a.push("--json");
-    for t in TEXTS {
-        a.extend(["--text", t]);
-    }
-    let out: serde_json::Value = serde_json::from_str(&ok(&a)).expect("json");
-    out["logits"]
-        .as_array()
-        .expect("logits")
-        .iter()
-        .map(|r| {
-            r.as_array()
-                .expect("row")
-                .iter()
-                .filter_map(|x| x.as_f64())
-                .collect()
-        })
-        .collect()
-}
-
 #[test]
 fn one_dylora_run_serves_every_rank() {
     let d = temp_dir("dylora");
-    let sms = std::fs::read_to_string(asset("sms/spam_collection.csv")).expect("sms");
-    let rows: Vec<&str> = sms.lines().filter(|l| l.contains('\t')).take(48).collect();
-    write(&d, "d.tsv", &(rows.join("\n") + "\n"));
-    let sp = write(
+    let sp = minilm_spec(
         &d,
         "dy.peft",
-        &format!(
-            "model \"{}\"\npeft b {{\n    dylora(r=4, min_r=1, alpha=8) on layers[*].attn.{{q, v}}\n}}\ntrain {{\n    adapter = b\n    task = classify\n    data = \"d.tsv\"\n    batch = 4\n    seq_len = 24\n    lr = 1e-2\n}}\n",
-            asset("all-MiniLM-L6-v2").display()
-        ),
+        "dylora(r=4, min_r=1, alpha=8) on layers[*].attn.{q, v}",
+        "",
     );
     let run = d.join("run");
     let s = |p: &Path| p.display().to_string();
@@ -58,7 +24,10 @@ fn one_dylora_run_serves_every_rank() {
     let mut at_rank = Vec::new();
     for k in 1..=4u32 {
         let ks = k.to_string();
-        let native = logits(&["infer", &s(&sp), "--adapter", &s(&run), "--rank", &ks]);
+        let native = json_logits(
+            &["infer", &s(&sp), "--adapter", &s(&run), "--rank", &ks],
+            TEXTS,
+        );
         let hf = d.join(format!("hf{k}"));
         ok(&[
             "export",
@@ -76,20 +45,26 @@ fn one_dylora_run_serves_every_rank() {
         .expect("json");
         assert_eq!(cfg["peft_type"], "LORA");
         assert_eq!(cfg["r"], k, "the export is a LoRA of the cut rank");
-        let from_hf = logits(&["infer", &s(&sp), "--adapter", &s(&hf), "--rank", &ks]);
+        let from_hf = json_logits(
+            &["infer", &s(&sp), "--adapter", &s(&hf), "--rank", &ks],
+            TEXTS,
+        );
         assert!(
             max_diff(&native, &from_hf) <= 1e-6,
             "rank {k}: the HF export reads back off"
         );
-        let merged = logits(&[
-            "infer",
-            &s(&sp),
-            "--adapter",
-            &s(&run),
-            "--rank",
-            &ks,
-            "--merged",
-        ]);
+        let merged = json_logits(
+            &[
+                "infer",
+                &s(&sp),
+                "--adapter",
+                &s(&run),
+                "--rank",
+                &ks,
+                "--merged",
+            ],
+            TEXTS,
+        );
         assert!(
             max_diff(&native, &merged) <= 1e-4,
             "rank {k}: merged logits off the unmerged ones"
@@ -110,7 +85,7 @@ fn one_dylora_run_serves_every_rank() {
         max_diff(&at_rank[0], &at_rank[3]) > 1e-5,
         "rank 1 and rank 4 give the same logits: the ranks did not train apart"
     );
-    let untrained = logits(&["infer", &s(&sp)]);
+    let untrained = json_logits(&["infer", &s(&sp)], TEXTS);
     assert!(
         max_diff(&at_rank[0], &untrained) > 1e-4,
         "rank 1 did not train"

@@ -10,60 +10,16 @@ use peftc_runtime::weights::{
     HostTensor, read_safetensors, read_safetensors_all_float, write_safetensors,
 };
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 const TEXTS: &[&str] = &[
     "WIN a free prize now, call 0800",
     "see you at lunch tomorrow",
 ];
 
-fn spec(dir: &Path, name: &str, statement: &str) -> PathBuf {
-    let sms = std::fs::read_to_string(asset("sms/spam_collection.csv")).expect("sms");
-    let (spam, ham): (Vec<&str>, Vec<&str>) = sms
-        .lines()
-        .filter(|l| l.contains('\t'))
-        .partition(|l| l.starts_with("spam"));
-    let rows: Vec<&str> = (0..24)
-        .map(|i| if i % 3 == 0 { spam[i] } else { ham[i] })
-        .collect();
-    write(dir, "d.tsv", &(rows.join("\n") + "\n"));
-    write(
-        dir,
-        name,
-        &format!(
-            "model \"{}\"\npeft b {{\n    {statement}\n}}\ntrain {{\n    adapter = b\n    task = classify\n    data = \"d.tsv\"\n    batch = 4\n    seq_len = 24\n    lr = 1e-2\n}}\n",
-            asset("all-MiniLM-L6-v2").display()
-        ),
-    )
-}
-
-fn max_diff(a: &[Vec<f64>], b: &[Vec<f64>]) -> f64 {
-    a.iter()
-        .flatten()
-        .zip(b.iter().flatten())
-        .map(|(x, y)| (x - y).abs())
-        .fold(0.0, f64::max)
-}
-
 fn merged_logits(sp: &Path, run: &Path) -> Vec<Vec<f64>> {
     let (sp, run) = (sp.display().to_string(), run.display().to_string());
-    let mut args = vec!["infer", &sp, "--json", "--merged", "--adapter", &run];
-    for t in TEXTS {
-        args.extend(["--text", t]);
-    }
-    let out: serde_json::Value = serde_json::from_str(&ok(&args)).expect("json");
-    out["logits"]
-        .as_array()
-        .expect("logits")
-        .iter()
-        .map(|r| {
-            r.as_array()
-                .expect("row")
-                .iter()
-                .filter_map(|x| x.as_f64())
-                .collect()
-        })
-        .collect()
+    json_logits(&["infer", &sp, "--merged", "--adapter", &run], TEXTS)
 }
 
 /// The `[out, in]` entries a mask's index selects, flat.
@@ -144,7 +100,7 @@ fn every_mask_trains_merges_exactly_its_entries_and_keeps_the_logits() {
     let base =
         read_safetensors(&asset("all-MiniLM-L6-v2/model.safetensors")).expect("base weights");
     for (name, statement, structure, module, out_f, in_f, count) in cases {
-        let sp = spec(&d, &format!("{name}.peft"), statement);
+        let sp = minilm_spec(&d, &format!("{name}.peft"), statement, "");
         let run = d.join(format!("{name}-run"));
         let merged = d.join(format!("{name}-merged"));
         let s = |p: &Path| p.display().to_string();
@@ -207,7 +163,7 @@ fn every_mask_trains_merges_exactly_its_entries_and_keeps_the_logits() {
 fn fisher_selection_depends_on_the_data_and_is_reproducible() {
     let d = temp_dir("masks-fisher");
     let index = |name: &str, statement: &str| {
-        let sp = spec(&d, &format!("{name}.peft"), statement);
+        let sp = minilm_spec(&d, &format!("{name}.peft"), statement, "");
         let run = d.join(name);
         let (sp, run_s) = (sp.display().to_string(), run.display().to_string());
         ok(&["train", &sp, "--out", &run_s, "--max-steps", "1"]);
@@ -234,7 +190,7 @@ fn fisher_selection_depends_on_the_data_and_is_reproducible() {
 #[test]
 fn damaged_mask_positions_are_refused() {
     let d = temp_dir("masks-bad");
-    let sp = spec(&d, "m.peft", "mask(density=0.001) on layers[*].attn.q");
+    let sp = minilm_spec(&d, "m.peft", "mask(density=0.001) on layers[*].attn.q", "");
     let run = d.join("run");
     let s = |p: &Path| p.display().to_string();
     ok(&["train", &s(&sp), "--out", &s(&run), "--max-steps", "1"]);
@@ -276,10 +232,11 @@ fn damaged_mask_positions_are_refused() {
 #[test]
 fn masks_that_would_train_nothing_are_refused() {
     let d = temp_dir("masks-refused");
-    let sp = spec(
+    let sp = minilm_spec(
         &d,
         "rows.peft",
         "mask(density=0.001, structure=row) on layers[*].attn.q",
+        "",
     );
     let out = peftc(&["check", &sp.display().to_string()]);
     let err = stderr(&out);
@@ -289,16 +246,18 @@ fn masks_that_would_train_nothing_are_refused() {
         "{err}"
     );
 
-    let sp = spec(
+    let sp = minilm_spec(
         &d,
         "calib.peft",
         "mask(density=0.01, by=fisher, calib=100) on layers[*].attn.q",
+        "",
     );
     let run = d.join("calib-run");
-    let warm = spec(
+    let warm = minilm_spec(
         &d,
         "warm.peft",
         "mask(density=0.01, by=lt_sft, warmup_steps=5) on layers[*].attn.q",
+        "",
     );
     let warm_run = d.join("warm-run");
     let out = peftc(&[

@@ -9,34 +9,6 @@ mod common;
 use common::*;
 use std::path::Path;
 
-fn spec(dir: &Path, name: &str, statement: &str) -> std::path::PathBuf {
-    let sms = std::fs::read_to_string(asset("sms/spam_collection.csv")).expect("sms");
-    let (spam, ham): (Vec<&str>, Vec<&str>) = sms
-        .lines()
-        .filter(|l| l.contains('\t'))
-        .partition(|l| l.starts_with("spam"));
-    let rows: Vec<&str> = (0..24)
-        .map(|i| if i % 3 == 0 { spam[i] } else { ham[i] })
-        .collect();
-    write(dir, "d.tsv", &(rows.join("\n") + "\n"));
-    write(
-        dir,
-        name,
-        &format!(
-            "model \"{}\"\npeft b {{\n    {statement}\n}}\ntrain {{\n    adapter = b\n    task = classify\n    data = \"d.tsv\"\n    batch = 4\n    seq_len = 24\n    lr = 1e-2\n}}\n",
-            asset("all-MiniLM-L6-v2").display()
-        ),
-    )
-}
-
-fn max_diff(a: &[Vec<f64>], b: &[Vec<f64>]) -> f64 {
-    a.iter()
-        .flatten()
-        .zip(b.iter().flatten())
-        .map(|(x, y)| (x - y).abs())
-        .fold(0.0, f64::max)
-}
-
 const TEXTS: &[&str] = &[
     "WIN a free prize now, call 0800",
     "see you at lunch tomorrow",
@@ -81,7 +53,7 @@ fn every_hf_method_exports_reads_back_and_merges() {
     ];
     let d = temp_dir("methods");
     for (name, statement, mergeable) in cases {
-        let sp = spec(&d, &format!("{name}.peft"), statement);
+        let sp = minilm_spec(&d, &format!("{name}.peft"), statement, "");
         let run = d.join(format!("{name}-run"));
         let hf = d.join(format!("{name}-hf"));
         let s = |p: &Path| p.display().to_string();
@@ -134,10 +106,11 @@ fn every_hf_method_exports_reads_back_and_merges() {
 #[test]
 fn adalora_resumes_to_the_same_adapter() {
     let d = temp_dir("adalora-resume");
-    let sp = spec(
+    let sp = minilm_spec(
         &d,
         "ada.peft",
         "adalora(init_r=4, target_r=2, alpha=8, tfinal=1) on layers[*].attn.{q, v}",
+        "",
     );
     let s = |p: &Path| p.display().to_string();
     let full = d.join("full");
@@ -180,10 +153,11 @@ fn adalora_resumes_to_the_same_adapter() {
 #[test]
 fn adalora_refuses_a_run_with_no_steps_to_prune_in() {
     let d = temp_dir("adalora-short");
-    let sp = spec(
+    let sp = minilm_spec(
         &d,
         "ada.peft",
         "adalora(init_r=4, target_r=2, tinit=2, tfinal=2) on layers[*].attn.q",
+        "",
     );
     let out = d.join("run");
     let o = peftc(&[
@@ -209,10 +183,11 @@ fn adalora_refuses_a_run_with_no_steps_to_prune_in() {
 #[test]
 fn adalora_rank_patterns_that_do_not_fit_are_refused() {
     let d = temp_dir("adalora-pattern");
-    let sp = spec(
+    let sp = minilm_spec(
         &d,
         "ada.peft",
         "adalora(init_r=4, target_r=2, alpha=8) on layers[*].attn.{q, v}",
+        "",
     );
     let s = |p: &Path| p.display().to_string();
     let (run, hf) = (d.join("run"), d.join("hf"));

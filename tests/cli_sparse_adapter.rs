@@ -8,16 +8,11 @@ use peftc_runtime::weights::{read_safetensors_all_float, write_safetensors};
 use std::path::Path;
 
 fn spec(d: &Path, name: &str, args: &str) -> std::path::PathBuf {
-    let sms = std::fs::read_to_string(asset("sms/spam_collection.csv")).expect("sms");
-    let rows: Vec<&str> = sms.lines().filter(|l| l.contains('\t')).take(40).collect();
-    write(d, "d.tsv", &(rows.join("\n") + "\n"));
-    write(
+    minilm_spec(
         d,
         name,
-        &format!(
-            "model \"{}\"\npeft a {{\n    adapter(bottleneck=16, {args}) after layers[*].mlp\n}}\ntrain {{\n    adapter = a\n    task = classify\n    data = \"d.tsv\"\n    batch = 4\n    seq_len = 24\n    lr = 1e-2\n}}\n",
-            asset("all-MiniLM-L6-v2").display()
-        ),
+        &format!("adapter(bottleneck=16, {args}) after layers[*].mlp"),
+        "",
     )
 }
 

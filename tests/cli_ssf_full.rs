@@ -11,52 +11,9 @@ use std::path::{Path, PathBuf};
 
 const TEXTS: &[&str] = &["WIN a free prize now, call 0800", "see you at lunch"];
 
-fn minilm_spec(dir: &Path, name: &str, statement: &str) -> PathBuf {
-    let sms = std::fs::read_to_string(asset("sms/spam_collection.csv")).expect("sms");
-    let rows: Vec<&str> = sms.lines().filter(|l| l.contains('\t')).take(40).collect();
-    write(dir, "d.tsv", &(rows.join("\n") + "\n"));
-    write(
-        dir,
-        name,
-        &format!(
-            "model \"{}\"\npeft b {{\n    {statement}\n}}\ntrain {{\n    adapter = b\n    task = classify\n    data = \"d.tsv\"\n    batch = 4\n    seq_len = 24\n    lr = 1e-2\n}}\n",
-            asset("all-MiniLM-L6-v2").display()
-        ),
-    )
-}
-
-fn max_diff(a: &[Vec<f64>], b: &[Vec<f64>]) -> f64 {
-    a.iter()
-        .flatten()
-        .zip(b.iter().flatten())
-        .map(|(x, y)| (x - y).abs())
-        .fold(0.0, f64::max)
-}
-
-fn merged_logits(sp: &Path, run: &Path) -> Vec<Vec<f64>> {
-    let (sp, run) = (sp.display().to_string(), run.display().to_string());
-    let mut args = vec!["infer", &sp, "--json", "--merged", "--adapter", &run];
-    for t in TEXTS {
-        args.extend(["--text", t]);
-    }
-    let out: serde_json::Value = serde_json::from_str(&ok(&args)).expect("json");
-    out["logits"]
-        .as_array()
-        .expect("logits")
-        .iter()
-        .map(|r| {
-            r.as_array()
-                .expect("row")
-                .iter()
-                .filter_map(|x| x.as_f64())
-                .collect()
-        })
-        .collect()
-}
-
 /// Trains `statement` for two steps and merges it: (spec, run, merged).
 fn train_and_merge(d: &Path, name: &str, statement: &str) -> (PathBuf, PathBuf, PathBuf) {
-    let sp = minilm_spec(d, &format!("{name}.peft"), statement);
+    let sp = minilm_spec(d, &format!("{name}.peft"), statement, "");
     let run = d.join(format!("{name}-run"));
     let merged = d.join(format!("{name}-merged"));
     let s = |p: &Path| p.display().to_string();
@@ -67,7 +24,11 @@ fn train_and_merge(d: &Path, name: &str, statement: &str) -> (PathBuf, PathBuf, 
         max_diff(&unmerged, &infer_logits(&sp, &[], TEXTS, "cpu")) > 1e-4,
         "{name}: training changed nothing"
     );
-    let diff = max_diff(&unmerged, &merged_logits(&sp, &run));
+    let merged_run = json_logits(
+        &["infer", &s(&sp), "--merged", "--adapter", &s(&run)],
+        TEXTS,
+    );
+    let diff = max_diff(&unmerged, &merged_run);
     assert!(
         diff <= 1e-4,
         "{name}: merged logits {diff:e} off the unmerged ones"
@@ -126,7 +87,7 @@ fn ssf_folds_into_a_linear_layer_as_its_closed_form() {
 #[test]
 fn ssf_after_a_block_is_refused_by_merge_with_the_reason() {
     let d = temp_dir("ssf-block");
-    let sp = minilm_spec(&d, "b.peft", "ssf() after layers[*].mlp");
+    let sp = minilm_spec(&d, "b.peft", "ssf() after layers[*].mlp", "");
     let run = d.join("run");
     let merged = d.join("merged");
     let s = |p: &Path| p.display().to_string();

@@ -6,7 +6,6 @@
 use super::hf::HfForm;
 use super::hook::{At, Hook, SiteHook, Stage};
 use crate::adapter::hf::config::check_targets;
-use crate::adapter::hf::targets_regex;
 use crate::error::Result;
 use crate::kernels::PeftKernels;
 use crate::model::ctx::site_id;
@@ -17,7 +16,7 @@ use crate::weights::HostTensor;
 use burn::tensor::Tensor;
 use peftc_compiler::methods::{DyloraConfig, MethodConfig};
 use peftc_compiler::plan::{Plan, Site};
-use serde_json::{Map, Value, json};
+use serde_json::{Map, Value};
 use std::collections::BTreeMap;
 use std::path::Path;
 
@@ -69,21 +68,7 @@ pub fn merge(c: &DyloraConfig, site: &Site, w: &mut HostTensor, store: &ParamSto
     let m = &site.module;
     let a = super::trained(store, &pname(m, "lora_A.weight"))?;
     let b = super::trained(store, &pname(m, "lora_B.weight"))?;
-    let (k, inp, r) = (c.rank(), w.cols(), c.r);
-    let s = c.scale(k) as f32;
-    for o in 0..w.rows() {
-        for j in 0..k {
-            let bo = b.data[o * r + j] * s;
-            if bo != 0.0 {
-                for (x, av) in w.data[o * inp..(o + 1) * inp]
-                    .iter_mut()
-                    .zip(&a.data[j * inp..(j + 1) * inp])
-                {
-                    *x += bo * av;
-                }
-            }
-        }
-    }
+    super::fold_low_rank(w, a, b, c.rank(), c.scale(c.rank()) as f32);
     Ok(())
 }
 
@@ -138,24 +123,21 @@ impl HfForm for Hf {
         "LORA"
     }
 
+    /// A LoRA's fields at the cut rank.
     fn config(&self, plan: &Plan, _info: &super::hf::ExportInfo<'_>) -> Map<String, Value> {
-        let mut c = Map::new();
         let Some(d) = config_of(plan) else {
-            return c;
+            return Map::new();
         };
-        c.insert("r".into(), json!(d.rank()));
-        c.insert("lora_alpha".into(), json!(d.alpha));
-        c.insert("lora_dropout".into(), json!(d.dropout));
-        c.insert("use_rslora".into(), json!(false));
-        c.insert("use_dora".into(), json!(false));
-        c.insert("bias".into(), json!("none"));
-        c.insert("fan_in_fan_out".into(), json!(false));
-        c.insert("init_lora_weights".into(), json!(true));
-        c.insert(
-            "target_modules".into(),
-            json!(targets_regex(plan, |_| true)),
-        );
-        c
+        let as_lora = peftc_compiler::methods::LoraConfig {
+            r: d.rank(),
+            alpha: d.alpha,
+            dropout: d.dropout,
+            rslora: false,
+            init: peftc_compiler::methods::LoraInit::Default,
+            bias: peftc_compiler::methods::BiasMode::None,
+            dora: false,
+        };
+        super::lora::fields(plan, &as_lora)
     }
 
     fn check(&self, plan: &Plan, cfg: &Value) -> std::result::Result<(), String> {

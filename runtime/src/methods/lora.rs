@@ -152,18 +152,7 @@ pub fn merge(c: &LoraConfig, site: &Site, w: &mut HostTensor, store: &ParamStore
     let get = |suffix: &str| super::trained(store, &pname(m, suffix));
     let (a, b) = (get("lora_A.weight")?, get("lora_B.weight")?);
     let (out, inp) = (w.rows(), w.cols());
-    let s = c.scale() as f32;
-    for o in 0..out {
-        for k in 0..c.r {
-            let bok = b.data[o * c.r + k] * s;
-            if bok != 0.0 {
-                let arow = &a.data[k * inp..(k + 1) * inp];
-                for (x, av) in w.data[o * inp..(o + 1) * inp].iter_mut().zip(arow) {
-                    *x += bok * av;
-                }
-            }
-        }
-    }
+    super::fold_low_rank(w, a, b, c.r, c.scale() as f32);
     if c.dora {
         let mag = get("lora_magnitude_vector")?;
         for o in 0..out {
@@ -188,34 +177,40 @@ fn config_of(plan: &Plan) -> Option<&LoraConfig> {
     })
 }
 
+/// The `adapter_config.json` fields of a LoRA `l` over the plan's sites
+/// (DyLoRA cut to a rank writes these too).
+pub(super) fn fields(plan: &Plan, l: &LoraConfig) -> Map<String, Value> {
+    let mut c = Map::new();
+    let bias = if plan.trainable_biases.is_empty() {
+        "none"
+    } else {
+        "lora_only"
+    };
+    c.insert("r".into(), json!(l.r));
+    c.insert("lora_alpha".into(), json!(l.alpha));
+    c.insert("lora_dropout".into(), json!(l.dropout));
+    c.insert("use_rslora".into(), json!(l.rslora));
+    c.insert("use_dora".into(), json!(l.dora));
+    c.insert("bias".into(), json!(bias));
+    c.insert("fan_in_fan_out".into(), json!(false));
+    c.insert("init_lora_weights".into(), json!(true));
+    c.insert(
+        "target_modules".into(),
+        json!(targets_regex(plan, |_| true)),
+    );
+    c
+}
+
 impl HfForm for Hf {
     fn peft_type(&self) -> &'static str {
         "LORA"
     }
 
     fn config(&self, plan: &Plan, _info: &super::hf::ExportInfo<'_>) -> Map<String, Value> {
-        let mut c = Map::new();
-        let Some(l) = config_of(plan) else {
-            return c;
-        };
-        let bias = if plan.trainable_biases.is_empty() {
-            "none"
-        } else {
-            "lora_only"
-        };
-        c.insert("r".into(), json!(l.r));
-        c.insert("lora_alpha".into(), json!(l.alpha));
-        c.insert("lora_dropout".into(), json!(l.dropout));
-        c.insert("use_rslora".into(), json!(l.rslora));
-        c.insert("use_dora".into(), json!(l.dora));
-        c.insert("bias".into(), json!(bias));
-        c.insert("fan_in_fan_out".into(), json!(false));
-        c.insert("init_lora_weights".into(), json!(true));
-        c.insert(
-            "target_modules".into(),
-            json!(targets_regex(plan, |_| true)),
-        );
-        c
+        match config_of(plan) {
+            Some(l) => fields(plan, l),
+            None => Map::new(),
+        }
     }
 
     fn check(&self, plan: &Plan, cfg: &Value) -> std::result::Result<(), String> {

@@ -82,6 +82,25 @@ fn host_matmul(a: &HostTensor, b: &HostTensor) -> HostTensor {
     HostTensor::new(vec![m, n], out)
 }
 
+/// `W[o, :] += s · Σ_{j<k} B[o, j] · A[j, :]`: the first `k` ranks of a
+/// low-rank product folded into `w: [out, in]` (`a: [r, in]`, `b: [out, r]`).
+fn fold_low_rank(w: &mut HostTensor, a: &HostTensor, b: &HostTensor, k: usize, s: f32) {
+    let (inp, r) = (w.cols(), b.cols());
+    for o in 0..w.rows() {
+        for j in 0..k {
+            let bo = b.data[o * r + j] * s;
+            if bo != 0.0 {
+                for (x, av) in w.data[o * inp..(o + 1) * inp]
+                    .iter_mut()
+                    .zip(&a.data[j * inp..(j + 1) * inp])
+                {
+                    *x += bo * av;
+                }
+            }
+        }
+    }
+}
+
 /// A declared tensor whose start needs no base weight, made again (VeRA's
 /// projections from their seed, when an adapter file left them out).
 fn regenerate(d: &peftc_compiler::methods::TensorDecl) -> Result<HostTensor> {
