@@ -286,3 +286,57 @@ fn masks_that_would_train_nothing_are_refused() {
     assert!(err.contains("calibration batches"), "{err}");
     assert!(!run.exists(), "a refused run leaves no folder");
 }
+
+/// `mask(r=K, by=random)` is Hugging Face PEFT's SHiRA: it exports with
+/// `r·(in + out)` entries per layer and reads back with the run's logits; a
+/// magnitude mask has no HF form and is refused.
+#[test]
+fn a_random_mask_with_a_rank_budget_exports_as_shira() {
+    let d = temp_dir("masks-shira");
+    let s = |p: &Path| p.display().to_string();
+    let sp = minilm_spec(
+        &d,
+        "shira.peft",
+        "mask(r=2, by=random) on layers[*].attn.{q, v}",
+        "",
+    );
+    let run = d.join("run");
+    let hf = d.join("hf");
+    ok(&["train", &s(&sp), "--out", &s(&run), "--max-steps", "2"]);
+    ok(&["export", &s(&run), "--format", "hf", "--out", &s(&hf)]);
+    let cfg: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(hf.join("adapter_config.json")).expect("config"),
+    )
+    .expect("json");
+    assert_eq!(cfg["peft_type"], "SHIRA");
+    assert_eq!(cfg["r"], 2);
+    let t = read_safetensors_all_float(&hf.join("adapter_model.safetensors")).expect("hf file");
+    let key = "base_model.model.bert.encoder.layer.0.attention.self.query";
+    assert_eq!(t[&format!("{key}.shira_weight")].shape, [2 * (384 + 384)]);
+    assert_eq!(
+        t[&format!("{key}.shira_indices")].shape,
+        [2, 2 * (384 + 384)]
+    );
+    let from_run = infer_logits(&sp, &[&s(&run)], TEXTS, "cpu");
+    let from_hf = infer_logits(&sp, &[&s(&hf)], TEXTS, "cpu");
+    let diff = max_diff(&from_run, &from_hf);
+    assert!(diff <= 1e-6, "the SHiRA export reads back {diff:e} off");
+
+    let sp = minilm_spec(&d, "mag.peft", "mask(r=2) on layers[*].attn.q", "");
+    let run = d.join("mag-run");
+    ok(&["train", &s(&sp), "--out", &s(&run), "--max-steps", "1"]);
+    let out = peftc(&[
+        "export",
+        &s(&run),
+        "--format",
+        "hf",
+        "--out",
+        &s(&d.join("mag-hf")),
+    ]);
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("mask") && err.contains("Hugging Face"),
+        "{err}"
+    );
+}

@@ -14,15 +14,17 @@
 //!   penalty annealed until the expected density is the target; the largest
 //!   gated entries are kept with their values).
 //!
+//! `r = K` instead of a density gives each layer `K·(in + out)` entries, a
+//! LoRA's budget — Hugging Face PEFT's SHiRA, which `mask(r=K, by=random)`
+//! exports to.
+//!
 //! Storage is sparse: the values trained (`mask_values`) and their positions
 //! (`mask_index`, frozen, sorted ascending), so memory, optimizer state and the
 //! adapter file grow with the entries chosen, not with the weight.
 
 use super::args::{ArgValue, Args};
 use super::method::{Capabilities, Lowering, SiteMethod, Wiring};
-use super::spec::{
-    ArgSpec, ArgType, Default, MethodSpec, ON, SIZE, TargetKind, choice, float, no_check,
-};
+use super::spec::{ArgSpec, ArgType, Default, MethodSpec, ON, SIZE, TargetKind, choice, float};
 use super::table::{MethodConfig, MethodKind};
 use super::tensors::{Init, TensorDecl, TensorKind, site_name};
 use crate::ir::{DeltaCost, Op};
@@ -71,6 +73,9 @@ pub struct MaskConfig {
     /// Steps of the dense phase before LT-SFT's or diff pruning's choice.
     #[serde(default)]
     pub warmup_steps: usize,
+    /// SHiRA's budget: `r·(in + out)` entries per layer instead of `density`.
+    #[serde(default)]
+    pub r: Option<usize>,
 }
 
 /// A site's selection, as its index tensor's [`Init`] carries it: which
@@ -134,6 +139,16 @@ pub const SPEC: MethodSpec = MethodSpec {
             doc: "batches of training data the fisher scores are summed over",
         },
         ArgSpec {
+            name: "r",
+            ty: ArgType::Int {
+                min: 0,
+                max: 1 << 20,
+                zero_absent: false,
+            },
+            default: Some(Default::Int(0)),
+            doc: "instead of density: r·(in + out) entries per layer, a LoRA's budget (HF's SHiRA); 0: use density",
+        },
+        ArgSpec {
             name: "warmup_steps",
             ty: SIZE,
             default: Some(Default::Int(100)),
@@ -148,12 +163,41 @@ pub const SPEC: MethodSpec = MethodSpec {
     scales_ffn_input: false,
     once_per_block: None,
     configure: |args, _| configure(args),
-    check: no_check,
+    check,
     check_targets,
 };
 
+/// `r` replaces `density` and counts single entries.
+fn check(args: &Args, call: Span) -> Vec<Diagnostic> {
+    let r = args.fixed("r").and_then(|v| v.as_i64()).unwrap_or(0);
+    if r == 0 {
+        return Vec::new();
+    }
+    let at = args.span("r").unwrap_or(call);
+    if args.span("density").is_some() {
+        return vec![
+            Diagnostic::error("`r` and `density` both size the mask")
+                .at(at, "give one")
+                .with_help("`r = K` keeps K·(in + out) entries per layer; `density` a fraction"),
+        ];
+    }
+    match args.fixed("structure").and_then(|v| v.as_str()) {
+        Some("row") | Some("column") => vec![
+            Diagnostic::error("`r` sizes a mask of single entries")
+                .at(at, "with structure=row / column")
+                .with_help("size row and column masks with `density`"),
+        ],
+        _ => Vec::new(),
+    }
+}
+
 fn configure(args: &Args) -> Option<MethodConfig> {
     Some(MethodConfig::Mask(MaskConfig {
+        r: args
+            .fixed("r")
+            .and_then(|v| v.as_i64())
+            .and_then(|v| usize::try_from(v).ok())
+            .filter(|&r| r > 0),
         density: float(args, "density"),
         by: match choice(args, "by") {
             "random" => MaskBy::Random,
@@ -208,6 +252,28 @@ fn densities(args: &Args) -> Vec<f64> {
 /// A row or column mask whose density selects no row (or column) of some
 /// target is refused: it would train nothing there.
 fn check_targets(args: &Args, targets: &[&Module], call: Span) -> Vec<Diagnostic> {
+    let r = args.fixed("r").and_then(|v| v.as_i64()).unwrap_or(0) as usize;
+    if r > 0 {
+        for m in targets {
+            if let ModuleKind::Linear {
+                in_features,
+                out_features,
+                ..
+            } = m.kind
+                && r * (in_features + out_features) > in_features * out_features
+            {
+                return vec![
+                    Diagnostic::error(format!(
+                        "`r = {r}` asks for {} entries of `{}`, which has {}",
+                        r * (in_features + out_features),
+                        m.path,
+                        in_features * out_features
+                    ))
+                    .at(args.span("r").unwrap_or(call), "more than the weight has"),
+                ];
+            }
+        }
+    }
     let Some(structure) = args
         .fixed("structure")
         .and_then(|v| v.as_str())
@@ -265,7 +331,10 @@ impl MaskConfig {
             weight: site_name(&site.module, "weight"),
             by: self.by,
             structure: self.structure,
-            count: count(self.density, of, self.structure),
+            count: match self.r {
+                Some(r) => (r * (o + i)).min(o * i),
+                None => count(self.density, of, self.structure),
+            },
             out_f: o,
             in_f: i,
         }
@@ -342,10 +411,13 @@ impl SiteMethod for MaskConfig {
         })
     }
 
+    /// HF PEFT holds a mask as SHiRA: random single entries, `r` per layer.
     fn capabilities(&self, _: &Site) -> Capabilities {
         Capabilities {
             merge: true,
-            hf: false,
+            hf: self.r.is_some()
+                && self.by == MaskBy::Random
+                && self.structure == MaskStructure::Element,
             routable: false,
         }
     }

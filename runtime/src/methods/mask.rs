@@ -562,3 +562,113 @@ fn gather(sel: &MaskSelect, index: &[f32], delta: &[f32]) -> Vec<f32> {
             .collect(),
     }
 }
+
+/// A random mask of `r·(in + out)` entries per layer as Hugging Face PEFT's
+/// SHiRA: `shira_weight [k]` (the values) and `shira_indices [2, k]` (rows,
+/// then columns; HF reads them row-major sorted, as peftc keeps them).
+pub struct Hf;
+
+fn shira_r(plan: &Plan) -> Option<usize> {
+    masks(plan).find_map(|(_, c)| c.r)
+}
+
+impl super::hf::HfForm for Hf {
+    fn peft_type(&self) -> &'static str {
+        "SHIRA"
+    }
+
+    fn config(
+        &self,
+        plan: &Plan,
+        _info: &super::hf::ExportInfo<'_>,
+    ) -> serde_json::Map<String, serde_json::Value> {
+        use serde_json::json;
+        let mut c = serde_json::Map::new();
+        c.insert("r".into(), json!(shira_r(plan)));
+        c.insert("mask_type".into(), json!("random"));
+        c.insert("random_seed".into(), serde_json::Value::Null);
+        c.insert("fan_in_fan_out".into(), json!(false));
+        c.insert("init_weights".into(), json!(true));
+        c.insert(
+            "target_modules".into(),
+            json!(crate::adapter::hf::targets_regex(plan, |_| true)),
+        );
+        c
+    }
+
+    fn check(&self, plan: &Plan, cfg: &serde_json::Value) -> std::result::Result<(), String> {
+        let r = cfg["r"].as_u64().map(|r| r as usize);
+        if r != shira_r(plan) {
+            return Err(format!(
+                "has r {}, the spec's mask has r={}",
+                crate::adapter::hf::config::shown(&cfg["r"]),
+                shira_r(plan).unwrap_or(0)
+            ));
+        }
+        crate::adapter::hf::config::check_targets(plan, cfg, "target_modules", |_| true)
+    }
+
+    fn export(
+        &self,
+        plan: &Plan,
+        values: &BTreeMap<String, HostTensor>,
+    ) -> Option<Result<BTreeMap<String, HostTensor>>> {
+        let mut t = values.clone();
+        for (s, _) in masks(plan) {
+            let m = &s.module;
+            if let (Some(v), Some(idx)) = (t.remove(&values_name(m)), t.remove(&index_name(m))) {
+                let k = v.data.len();
+                let rows = idx.data.iter().step_by(2).copied();
+                let cols = idx.data.iter().skip(1).step_by(2).copied();
+                let pairs: Vec<f32> = rows.chain(cols).collect();
+                t.insert(
+                    site_name(m, "shira_weight"),
+                    HostTensor::new(vec![k], v.data),
+                );
+                t.insert(
+                    site_name(m, "shira_indices"),
+                    HostTensor::new(vec![2, k], pairs),
+                );
+            }
+        }
+        Some(crate::adapter::hf::names::export_default(plan, &t, self))
+    }
+
+    fn import(
+        &self,
+        plan: &Plan,
+        tensors: &BTreeMap<String, HostTensor>,
+        dir: &std::path::Path,
+    ) -> Option<Result<BTreeMap<String, HostTensor>>> {
+        Some((|| {
+            let mut t =
+                crate::adapter::hf::names::import_default(plan, tensors.clone(), self, dir)?;
+            for (s, _) in masks(plan) {
+                let m = &s.module;
+                let (Some(v), Some(idx)) = (
+                    t.remove(&site_name(m, "shira_weight")),
+                    t.remove(&site_name(m, "shira_indices")),
+                ) else {
+                    continue;
+                };
+                let k = v.data.len();
+                if idx.data.len() != 2 * k {
+                    return Err(RuntimeError::Tensor {
+                        file: dir.join("adapter_model.safetensors"),
+                        tensor: format!("{m}.shira_indices"),
+                        what: format!(
+                            "has shape {:?}; its shira_weight holds {k} values, so [2, {k}]",
+                            idx.shape
+                        ),
+                    });
+                }
+                let pairs: Vec<f32> = (0..k)
+                    .flat_map(|e| [idx.data[e], idx.data[k + e]])
+                    .collect();
+                t.insert(values_name(m), HostTensor::new(vec![k], v.data));
+                t.insert(index_name(m), HostTensor::new(vec![k, 2], pairs));
+            }
+            Ok(t)
+        })())
+    }
+}

@@ -136,9 +136,10 @@ pub fn hf_form(plan: &Plan) -> std::result::Result<&'static dyn HfForm, String> 
         MethodConfig::Ptuning(_) => Ok(&ptuning::Hf),
         MethodConfig::Adalora(_) => Ok(&adalora::Hf),
         MethodConfig::Dylora(_) => Ok(&dylora::Hf),
+        // SHiRA, where the mask fits it (its capabilities say when).
+        MethodConfig::Mask(_) => Ok(&mask::Hf),
         MethodConfig::Adapter(_)
         | MethodConfig::Bitfit
-        | MethodConfig::Mask(_)
         | MethodConfig::Ssf
         | MethodConfig::Full => none(),
     }
