@@ -105,7 +105,7 @@ def main():
     ap.add_argument("--only", nargs="*", help="substrings of method names to run")
     a = ap.parse_args()
     keep = lambda n: not a.only or any(o in n for o in a.only)
-    ms, ss = (20, 8) if a.quick else (300, 100)
+    ms, ss = (20, 8) if a.quick else (300, 50)
     results = {"minilm_sms": [], "smollm2_bbc": [], "dylora_ranks": [], "adapter_drop": []}
     with tempfile.TemporaryDirectory(prefix="peftc-selective-") as d:
         dylora_run = None
