@@ -84,6 +84,39 @@ fn ssf_folds_into_a_linear_layer_as_its_closed_form() {
     close("bias", &after[&format!("bert.{m}.bias")].data, &want_b, 0.0);
 }
 
+/// After a LayerNorm, SSF folds into the norm's weight and bias.
+#[test]
+fn ssf_folds_into_a_layer_norm_as_its_closed_form() {
+    let d = temp_dir("ssf-norm");
+    let (_, run, merged) = train_and_merge(&d, "ssfn", "ssf() after layers[*].attn_norm");
+    let base = read_safetensors(&asset("all-MiniLM-L6-v2/model.safetensors")).expect("base");
+    let after = read_safetensors(&merged.join("model.safetensors")).expect("merged");
+    let adapter =
+        read_safetensors_all_float(&run.join("adapter/adapter.safetensors")).expect("adapter");
+    let m = "encoder.layer.1.attention.output.LayerNorm";
+    let (g, s) = (
+        &adapter[&format!("{m}.ssf_scale")],
+        &adapter[&format!("{m}.ssf_shift")],
+    );
+    assert!(g.data.iter().any(|&v| v != 1.0), "the scale trained");
+    let (w, b) = (&base[&format!("{m}.weight")], &base[&format!("{m}.bias")]);
+    let want_w: Vec<f32> = w.data.iter().zip(&g.data).map(|(&w, &g)| w * g).collect();
+    let want_b: Vec<f32> = b
+        .data
+        .iter()
+        .zip(&g.data)
+        .zip(&s.data)
+        .map(|((&b, &g), &s)| b * g + s)
+        .collect();
+    close(
+        "weight",
+        &after[&format!("bert.{m}.weight")].data,
+        &want_w,
+        0.0,
+    );
+    close("bias", &after[&format!("bert.{m}.bias")].data, &want_b, 0.0);
+}
+
 #[test]
 fn ssf_after_a_block_is_refused_by_merge_with_the_reason() {
     let d = temp_dir("ssf-block");
@@ -144,7 +177,7 @@ fn masks_ssf_and_full_train_on_smollm2() {
         &d,
         "s.peft",
         &format!(
-            "model \"{}\"\npeft b {{\n    mask(density=0.001, by=fisher, calib=2) on layers[*].mlp.{{gate, up, down}}\n    mask(density=0.05, structure=column) on layers[*].attn.o\n    ssf() after layers[*].attn\n    full() on final_norm\n}}\ntrain {{\n    adapter = b\n    task = causal_lm\n    data = \"c.txt\"\n    batch = 2\n    seq_len = 32\n    lr = 1e-3\n}}\n",
+            "model \"{}\"\npeft b {{\n    mask(density=0.001, by=fisher, calib=2) on layers[*].mlp.{{gate, up, down}}\n    mask(density=0.05, structure=column) on layers[*].attn.o\n    ssf() after layers[*].attn\n    ssf() after layers[*].mlp_norm\n    full() on final_norm\n}}\ntrain {{\n    adapter = b\n    task = causal_lm\n    data = \"c.txt\"\n    batch = 2\n    seq_len = 32\n    lr = 1e-3\n}}\n",
             asset("SmolLM2-135M-Instruct/SmolLM2-135M-Instruct.Q4_1.gguf").display()
         ),
     );

@@ -1,7 +1,9 @@
 //! SSF (Lian et al. 2022, "Scaling & Shifting Your Features"): after a
 //! module, a learned scale and shift per output channel, `y ⊙ γ + β`. After
 //! a linear layer with a bias it folds into it (`W ← diag(γ)·W`,
-//! `b ← γ ⊙ b + β`), so inference costs nothing.
+//! `b ← γ ⊙ b + β`), after a LayerNorm into its weight and bias, so
+//! inference costs nothing; after an RMSNorm (no bias to take the shift)
+//! or a block it stays an adapter.
 
 use super::method::{Capabilities, Lowering, SiteMethod, Wiring};
 use super::spec::{ENABLED, MethodSpec, TargetKind, enabled, no_check, no_target_check};
@@ -16,7 +18,7 @@ pub const SPEC: MethodSpec = MethodSpec {
     kind: MethodKind::Ssf,
     name: "ssf",
     placements: &[Placement::After],
-    target: TargetKind::Block,
+    target: TargetKind::Weighted,
     args: &[ENABLED],
     gateable: false,
     doc: "a learned per-channel scale and shift after a module (SSF, Lian et al. 2022)",
@@ -65,11 +67,13 @@ impl SiteMethod for Ssf {
         })
     }
 
-    /// Folds into a linear layer that has a bias to take the shift; after a
-    /// block, or a linear without a bias, it stays an adapter.
+    /// Folds into a linear layer or a norm that has a bias to take the shift.
     fn capabilities(&self, site: &Site) -> Capabilities {
         Capabilities {
-            merge: matches!(site.kind, ModuleKind::Linear { bias: true, .. }),
+            merge: matches!(
+                site.kind,
+                ModuleKind::Linear { bias: true, .. } | ModuleKind::LayerNorm { .. }
+            ),
             hf: false,
             routable: false,
         }

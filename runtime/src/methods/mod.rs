@@ -31,7 +31,8 @@ pub use hook::{At, BaseLinear, Hook, SiteHook, Stage};
 pub use mask::initial_index as mask_index;
 pub use table::{
     after_update, before_training, calibration_batches, check_loaded, check_run, drop_lowest,
-    droppable, hf_form, hook, merge, prompt_embeddings, prompt_len, regularizer, tuned,
+    droppable, hf_form, hook, merge, norm_scale_shift, prompt_embeddings, prompt_len, regularizer,
+    tuned,
 };
 
 use crate::error::{Result, RuntimeError};

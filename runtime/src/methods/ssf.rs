@@ -43,10 +43,23 @@ pub fn merge(
     );
     let Some(b) = bias else {
         return Err(RuntimeError::Invalid(format!(
-            "`ssf` after `{}` cannot be folded: the layer has no bias to take the shift",
+            "`ssf` after `{}` cannot be folded: the module has no bias to take the shift",
             site.module
         )));
     };
+    if w.shape.len() == 1 {
+        // A LayerNorm: its weight and bias scale elementwise.
+        for ((x, &gv), (bv, &sv)) in w
+            .data
+            .iter_mut()
+            .zip(&g.data)
+            .zip(b.data.iter_mut().zip(&s.data))
+        {
+            *x *= gv;
+            *bv = *bv * gv + sv;
+        }
+        return Ok(());
+    }
     let cols = w.cols();
     for ((row, &gv), (bv, &sv)) in w
         .data

@@ -206,6 +206,29 @@ pub fn tuned(plan: &Plan, path: &str) -> Option<(String, Option<String>)> {
     })
 }
 
+/// The scale and shift a method applies after the norm `path` (SSF), which
+/// the norm folds into its own weight and bias (an RMSNorm adds the shift).
+pub fn norm_scale_shift(plan: &Plan, path: &str) -> Option<(String, String)> {
+    plan.sites_at(path).find_map(|s| match &s.method {
+        MethodConfig::Ssf => Some(peftc_compiler::methods::ssf_names(&s.module)),
+        MethodConfig::Lora(_)
+        | MethodConfig::Ia3
+        | MethodConfig::Prompt(_)
+        | MethodConfig::Prefix(_)
+        | MethodConfig::Adapter(_)
+        | MethodConfig::Bitfit
+        | MethodConfig::Vera(_)
+        | MethodConfig::Loha(_)
+        | MethodConfig::Lokr(_)
+        | MethodConfig::Ln
+        | MethodConfig::Ptuning(_)
+        | MethodConfig::Adalora(_)
+        | MethodConfig::Mask(_)
+        | MethodConfig::Full
+        | MethodConfig::Dylora(_) => None,
+    })
+}
+
 /// The terms the plan's methods add to the training loss (AdaLoRA's
 /// orthogonality regularizer), `None` when they add none.
 pub fn regularizer<B: PeftKernels>(plan: &Plan, p: &Params<B>) -> Result<Option<Tensor<B, 1>>> {

@@ -8,7 +8,7 @@ use super::ctx::{Ctx, site_id};
 use super::device_params::Params;
 use super::linear::{Attached, SiteLinear};
 use super::norm::NormWeights;
-use super::ops::{rms_norm, silu_mul};
+use super::ops::silu_mul;
 use super::rope;
 use crate::error::Result;
 use crate::kernels::PeftKernels;
@@ -123,7 +123,7 @@ impl<B: PeftKernels> Llama<B> {
         let eps = d.norm_eps;
         for (li, layer) in self.layers.iter().enumerate() {
             let input = x.clone();
-            let n1 = rms_norm(x, layer.input_norm.weight(p)?, eps);
+            let n1 = layer.input_norm.rms(x, eps, p)?;
             let q = layer.q.forward(n1.clone(), p, ctx)?;
             let k = layer.k.forward(n1.clone(), p, ctx)?;
             let v = layer.v.forward(n1.clone(), p, ctx)?;
@@ -152,7 +152,7 @@ impl<B: PeftKernels> Llama<B> {
                 ctx,
             )?;
             let a1 = input.clone() + o;
-            let n2 = rms_norm(a1.clone(), layer.post_norm.weight(p)?, eps);
+            let n2 = layer.post_norm.rms(a1.clone(), eps, p)?;
             let g = layer.gate.forward(n2.clone(), p, ctx)?;
             let u = layer.up.forward(n2.clone(), p, ctx)?;
             let dn = layer.down.forward(silu_mul(g, u), p, ctx)?;
@@ -164,7 +164,7 @@ impl<B: PeftKernels> Llama<B> {
                 .at_layer
                 .around_block(&layer.path, &input, out, p, ctx)?;
         }
-        Ok(rms_norm(x, self.norm.weight(p)?, eps))
+        self.norm.rms(x, eps, p)
     }
 
     /// Vocabulary logits `[n, vocab]` for hidden states `[n, h]`.
