@@ -46,27 +46,29 @@ fn close(what: &str, a: &[f32], b: &[f32], tol: f32) {
     assert!(worst <= tol, "{what}: off by {worst:e}");
 }
 
-#[test]
-fn ssf_folds_into_a_linear_layer_as_its_closed_form() {
-    let d = temp_dir("ssf");
-    let (_, run, merged) = train_and_merge(&d, "ssf", "ssf() after layers[*].attn.{q, v}");
+/// Trains SSF per `statement`, merges, and checks the merged `module`
+/// against the closed form of the fold: each output channel's weights
+/// (a linear's row, a norm's element) times its scale, `scale ⊙ b + shift`.
+fn check_ssf_fold(tag: &str, statement: &str, module: &str) {
+    let d = temp_dir(tag);
+    let (_, run, merged) = train_and_merge(&d, tag, statement);
     let base = read_safetensors(&asset("all-MiniLM-L6-v2/model.safetensors")).expect("base");
     let after = read_safetensors(&merged.join("model.safetensors")).expect("merged");
     let adapter =
         read_safetensors_all_float(&run.join("adapter/adapter.safetensors")).expect("adapter");
-    let m = "encoder.layer.3.attention.self.value";
+    let m = module;
     let (g, s) = (
         &adapter[&format!("{m}.ssf_scale")],
         &adapter[&format!("{m}.ssf_shift")],
     );
     assert!(g.data.iter().any(|&v| v != 1.0), "the scale trained");
     let (w, b) = (&base[&format!("{m}.weight")], &base[&format!("{m}.bias")]);
-    let cols = w.cols();
+    let per_channel = w.data.len() / g.data.len();
     let want_w: Vec<f32> = w
         .data
         .iter()
         .enumerate()
-        .map(|(e, &x)| x * g.data[e / cols])
+        .map(|(e, &x)| x * g.data[e / per_channel])
         .collect();
     let want_b: Vec<f32> = b
         .data
@@ -84,37 +86,23 @@ fn ssf_folds_into_a_linear_layer_as_its_closed_form() {
     close("bias", &after[&format!("bert.{m}.bias")].data, &want_b, 0.0);
 }
 
+#[test]
+fn ssf_folds_into_a_linear_layer_as_its_closed_form() {
+    check_ssf_fold(
+        "ssf",
+        "ssf() after layers[*].attn.{q, v}",
+        "encoder.layer.3.attention.self.value",
+    );
+}
+
 /// After a LayerNorm, SSF folds into the norm's weight and bias.
 #[test]
 fn ssf_folds_into_a_layer_norm_as_its_closed_form() {
-    let d = temp_dir("ssf-norm");
-    let (_, run, merged) = train_and_merge(&d, "ssfn", "ssf() after layers[*].attn_norm");
-    let base = read_safetensors(&asset("all-MiniLM-L6-v2/model.safetensors")).expect("base");
-    let after = read_safetensors(&merged.join("model.safetensors")).expect("merged");
-    let adapter =
-        read_safetensors_all_float(&run.join("adapter/adapter.safetensors")).expect("adapter");
-    let m = "encoder.layer.1.attention.output.LayerNorm";
-    let (g, s) = (
-        &adapter[&format!("{m}.ssf_scale")],
-        &adapter[&format!("{m}.ssf_shift")],
+    check_ssf_fold(
+        "ssfn",
+        "ssf() after layers[*].attn_norm",
+        "encoder.layer.1.attention.output.LayerNorm",
     );
-    assert!(g.data.iter().any(|&v| v != 1.0), "the scale trained");
-    let (w, b) = (&base[&format!("{m}.weight")], &base[&format!("{m}.bias")]);
-    let want_w: Vec<f32> = w.data.iter().zip(&g.data).map(|(&w, &g)| w * g).collect();
-    let want_b: Vec<f32> = b
-        .data
-        .iter()
-        .zip(&g.data)
-        .zip(&s.data)
-        .map(|((&b, &g), &s)| b * g + s)
-        .collect();
-    close(
-        "weight",
-        &after[&format!("bert.{m}.weight")].data,
-        &want_w,
-        0.0,
-    );
-    close("bias", &after[&format!("bert.{m}.bias")].data, &want_b, 0.0);
 }
 
 #[test]

@@ -11,7 +11,7 @@ use crate::error::{Result, RuntimeError};
 use crate::kernels::{self, AdapterFn, AdapterParams, PeftKernels};
 use crate::model::ops::{act, linear_pt};
 use crate::model::params::{name_hash, pname};
-use crate::model::{ParamStore, Params, PeftModel};
+use crate::model::{ParamStore, PeftModel};
 use crate::rng::{Rng, key};
 use crate::weights::HostTensor;
 use burn::tensor::Tensor;
@@ -134,6 +134,17 @@ pub fn calibration_batches(plan: &Plan) -> usize {
     }
 }
 
+/// Refuses SNIP when the training data holds fewer batches than it reads.
+pub fn check_run(plan: &Plan, batches_per_epoch: usize) -> std::result::Result<(), String> {
+    let snip = calibration_batches(plan);
+    if snip > batches_per_epoch {
+        return Err(format!(
+            "SNIP pruning reads {snip} batches of training data before the first step; the data holds {batches_per_epoch}"
+        ));
+    }
+    Ok(())
+}
+
 /// SNIP: sums each pruned weight's connection sensitivity |g ⊙ w| (|g| for
 /// a weight that starts at zero) over `batches`, keeps the largest, and
 /// zeroes the rest.
@@ -149,12 +160,7 @@ pub fn calibrate<B: AutodiffBackend + PeftKernels>(
     }
     let mut scores: std::collections::BTreeMap<String, Vec<f32>> = Default::default();
     for batch in batches.iter().take(SNIP_BATCHES) {
-        let params = Params::<B>::tracked(store, device);
-        let ctx = model.ctx(batch, false, 0);
-        let out = model.forward(batch, &params, &ctx)?;
-        let loss = model.training_loss(&out, batch, &params)?;
-        drop(out);
-        let grads = params.grads(&loss.backward(), store);
+        let grads = super::batch_grads(model, store, batch, device)?;
         for sel in &sites {
             let (Some(g), Some(w)) = (grads.get(&sel.weight), store.get(&sel.weight)) else {
                 continue;

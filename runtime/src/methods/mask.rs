@@ -264,12 +264,7 @@ pub fn calibrate<B: AutodiffBackend + PeftKernels>(
     }
     let mut scores: BTreeMap<String, Vec<f32>> = BTreeMap::new();
     for batch in batches {
-        let params = Params::<B>::tracked(&probe, device);
-        let ctx = model.ctx(batch, false, 0);
-        let out = model.forward(batch, &params, &ctx)?;
-        let loss = model.training_loss(&out, batch, &params)?;
-        drop(out);
-        for (name, g) in params.grads(&loss.backward(), &probe) {
+        for (name, g) in super::batch_grads(model, &probe, batch, device)? {
             let acc = scores
                 .entry(name)
                 .or_insert_with(|| vec![0.0; g.data.len()]);

@@ -64,6 +64,22 @@ fn trained<'a>(store: &'a ParamStore, name: &str) -> Result<&'a HostTensor> {
         .ok_or_else(|| RuntimeError::Internal(format!("trained tensor `{name}` is missing")))
 }
 
+/// The gradients of `store`'s trainable tensors for one batch, without
+/// dropout: what a calibration before training (FishMask, SNIP) scores.
+fn batch_grads<B: burn::tensor::backend::AutodiffBackend + PeftKernels>(
+    model: &crate::model::PeftModel<B>,
+    store: &ParamStore,
+    batch: &crate::data::Batch,
+    device: &B::Device,
+) -> Result<std::collections::BTreeMap<String, HostTensor>> {
+    let params = Params::<B>::tracked(store, device);
+    let ctx = model.ctx(batch, false, 0);
+    let out = model.forward(batch, &params, &ctx)?;
+    let loss = model.training_loss(&out, batch, &params)?;
+    drop(out);
+    Ok(params.grads(&loss.backward(), store))
+}
+
 /// `a · b` on the host (`[m, k] · [k, n]`).
 fn host_matmul(a: &HostTensor, b: &HostTensor) -> HostTensor {
     let (m, k, n) = (a.rows(), a.cols(), b.cols());

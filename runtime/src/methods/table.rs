@@ -237,8 +237,8 @@ pub fn regularizer<B: PeftKernels>(plan: &Plan, p: &Params<B>) -> Result<Option<
 
 /// Refuses a training run of `total` steps over `batches_per_epoch`
 /// batches that a method of the plan cannot work in (AdaLoRA's schedule
-/// needs steps between `tinit` and `tfinal`; FishMask's calibration, that
-/// many batches).
+/// needs steps between `tinit` and `tfinal`; FishMask's calibration and
+/// SNIP, that many batches; a mask's warm-up, fewer steps than the run).
 pub fn check_run(
     plan: &Plan,
     total: usize,
@@ -246,13 +246,7 @@ pub fn check_run(
 ) -> std::result::Result<(), String> {
     adalora::check_run(plan, total)?;
     mask::check_run(plan, total, batches_per_epoch)?;
-    let snip = adapter::calibration_batches(plan);
-    if snip > batches_per_epoch {
-        return Err(format!(
-            "SNIP pruning reads {snip} batches of training data before the first step; the data holds {batches_per_epoch}"
-        ));
-    }
-    Ok(())
+    adapter::check_run(plan, batches_per_epoch)
 }
 
 /// Batches of training data the plan's methods read before the first step
