@@ -157,17 +157,11 @@ fn full_trains_every_tensor_of_a_block_and_merges_the_copies() {
 #[test]
 fn masks_ssf_and_full_train_on_smollm2() {
     let d = temp_dir("smollm2-selective");
-    let corpus: String = (0..40)
-        .map(|i| format!("The markets rose for the {i}th day as investors bought shares.\n"))
-        .collect();
-    write(&d, "c.txt", &corpus);
-    let sp = write(
+    let sp = smollm2_spec(
         &d,
         "s.peft",
-        &format!(
-            "model \"{}\"\npeft b {{\n    mask(density=0.001, by=fisher, calib=2) on layers[*].mlp.{{gate, up, down}}\n    mask(density=0.05, structure=column) on layers[*].attn.o\n    ssf() after layers[*].attn\n    ssf() after layers[*].mlp_norm\n    full() on final_norm\n}}\ntrain {{\n    adapter = b\n    task = causal_lm\n    data = \"c.txt\"\n    batch = 2\n    seq_len = 32\n    lr = 1e-3\n}}\n",
-            asset("SmolLM2-135M-Instruct/SmolLM2-135M-Instruct.Q4_1.gguf").display()
-        ),
+        "mask(density=0.001, by=fisher, calib=2) on layers[*].mlp.{gate, up, down}\n    mask(density=0.05, structure=column) on layers[*].attn.o\n    ssf() after layers[*].attn\n    ssf() after layers[*].mlp_norm\n    full() on final_norm",
+        32,
     );
     let run = d.join("run");
     let s = |p: &Path| p.display().to_string();

@@ -30,6 +30,7 @@ MINILM_METHODS = [
     ("full (layer 5 attn)", "full() on layers[5].attn", ""),
     ("dylora r=8 (q, v)", "dylora(r=8, alpha=16) on layers[*].attn.{q, v}", ""),
     ("adapter 16 + AdapterDrop 0..=3", "adapter(bottleneck=16) after layers[*].mlp", "    adapter_drop = 3\n"),
+    ("coda 16, k=16 (every layer)", "coda(bottleneck=16, k=16) beside layers[*]", ""),
 ]
 SMOLLM2_METHODS = [
     ("lora r=8 (all linear)", "lora(r=8, alpha=16) on layers[*].attn.{q, k, v, o}, layers[*].mlp.{gate, up, down}", ""),
@@ -40,7 +41,11 @@ SMOLLM2_METHODS = [
     ("ssf (attn, mlp)", "ssf() after layers[*].attn, layers[*].mlp", ""),
     ("full (final_norm + layer 29 attn)", "full() on final_norm, layers[29].attn", ""),
     ("dylora r=8 (q, v)", "dylora(r=8, alpha=16) on layers[*].attn.{q, v}", ""),
+    ("coda 16, k=32 (every layer)", "coda(bottleneck=16, k=32) beside layers[*]", ""),
 ]
+# CoDA's inference time against k: one run per k (the router is trained for
+# its k), beside the parallel adapter it reduces to when k covers the sequence.
+CODA_KS = (128, 64, 32, 16)
 
 
 def spec(model, task, data, statement, extra, steps, batch, seq, lr, eval_max):
@@ -106,7 +111,7 @@ def main():
     a = ap.parse_args()
     keep = lambda n: not a.only or any(o in n for o in a.only)
     ms, ss = (20, 8) if a.quick else (300, 50)
-    results = {"minilm_sms": [], "smollm2_bbc": [], "dylora_ranks": [], "adapter_drop": []}
+    results = {"minilm_sms": [], "smollm2_bbc": [], "dylora_ranks": [], "adapter_drop": [], "coda_k": []}
     with tempfile.TemporaryDirectory(prefix="peftc-selective-") as d:
         dylora_run = None
         for name, st, extra in MINILM_METHODS:
@@ -132,6 +137,21 @@ def main():
                     dt = time.time() - t0
                     best, acc = min(best or dt, dt), ev.get("accuracy")
                 results["adapter_drop"].append({"dropped_layers": n, "eval_s": best, "accuracy": acc})
+        if keep("CoDA"):
+            # BBC News texts fill seq_len 128, so k < 128 leaves tokens out of
+            # the heavy branch; held-out perplexity and eval wall time.
+            rows = [("adapter 64 beside layers", "adapter(bottleneck=64) beside layers[*]")]
+            rows += [(f"coda 64, k={k}", f"coda(bottleneck=64, k={k}) beside layers[*]") for k in CODA_KS]
+            for name, st in rows:
+                path, out, row = train(d, "coda-speed " + name, spec(SMOLLM2, "causal_lm", BBC, st, "", ss, 4, 128, "5e-4", 64))
+                best = None
+                for _ in range(3):
+                    t0 = time.time()
+                    ev = json.loads(run_rss(["eval", path, "--adapter", out, "--json"])[0])
+                    best = min(best or 1e9, time.time() - t0)
+                results["coda_k"].append({"method": name, "eval_s": best, "perplexity": ev.get("perplexity"),
+                                          "trainable_params": row["trainable_params"], "step_s": row["step_s"]})
+                print(f"coda-speed {name}: eval {best:.2f} s, ppl {ev.get('perplexity')}", file=sys.stderr)
         if dylora_run:
             path, out = dylora_run
             for k in (1, 2, 4, 8):
@@ -147,7 +167,21 @@ def main():
     results["steps"] = {"minilm": ms, "smollm2": ss}
     results["date"] = time.strftime("%Y-%m-%d")
     if not a.quick:
-        with open(os.path.join(ROOT, "benches", "selective", "results.json"), "w") as f:
+        path = os.path.join(ROOT, "benches", "selective", "results.json")
+        if a.only and os.path.exists(path):
+            # A partial run updates its rows of the last full one.
+            with open(path) as f:
+                old = json.load(f)
+            for key, rows in results.items():
+                if not isinstance(rows, list) or not rows:
+                    continue
+                if key in ("minilm_sms", "smollm2_bbc"):
+                    names = {r["method"] for r in rows}
+                    rows = [r for r in old.get(key, []) if r["method"] not in names] + rows
+                old[key] = rows
+            old["date"] = results["date"]
+            results = old
+        with open(path, "w") as f:
             json.dump(results, f, indent=1)
     table(f"MiniLM + SMS spam ({ms} steps, batch 16 x 64)", results["minilm_sms"])
     table(f"SmolLM2-135M + BBC News ({ss} steps, batch 4 x 128)", results["smollm2_bbc"])
@@ -156,6 +190,12 @@ def main():
         print("| rank | held-out accuracy | loss |\n|---|---|---|")
         for r in results["dylora_ranks"]:
             print(f"| {r['rank']} | {r['accuracy']:.4f} | {r['loss']:.4f} |")
+    if results["coda_k"]:
+        base = results["coda_k"][0]["eval_s"]
+        print(f"\nCoDA on SmolLM2-135M + BBC News ({ss} steps, batch 4 x 128), one run per k: `peftc eval` over 64 held-out texts, best of 3, wall time incl. load\n")
+        print("| method | eval wall time | speedup | held-out ppl | step |\n|---|---|---|---|---|")
+        for r in results["coda_k"]:
+            print(f"| {r['method']} | {r['eval_s']:.2f} s | {base / r['eval_s']:.2f}x | {r['perplexity']:.2f} | {r['step_s']:.2f} s |")
     if results["adapter_drop"]:
         base = results["adapter_drop"][0]["eval_s"]
         print("\nAdapterDrop at inference: adapter(bottleneck=256) after every attn and mlp, trained with adapter_drop = 3; `peftc eval --adapter-drop N` over the held-out set, best of 3, wall time incl. load\n")

@@ -238,8 +238,13 @@ fn print_summary(spec: &spec::LoadedSpec, out: &CompileOutput) {
         ("activations", m.activations),
         ("workspace", m.workspace),
         ("runtime", m.runtime_overhead),
+        // Only masks chosen by a dense phase before training have one.
+        ("selection phase", m.selection),
         ("peak", m.peak),
     ] {
+        if name == "selection phase" && v == 0 {
+            continue;
+        }
         println!("  {name:<18}{:>14}", bytes(v));
     }
     println!();

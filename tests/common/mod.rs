@@ -152,3 +152,21 @@ pub fn minilm_spec(dir: &Path, name: &str, statement: &str, extra: &str) -> Path
         ),
     )
 }
+
+/// A spec training `statements` (one per line, indented) on the real
+/// SmolLM2-135M GGUF as a causal LM over 40 one-line market reports, written
+/// to `dir/name` beside its data: batch 2, `seq_len` tokens, lr 1e-3.
+pub fn smollm2_spec(dir: &Path, name: &str, statements: &str, seq_len: usize) -> PathBuf {
+    let corpus: String = (0..40)
+        .map(|i| format!("The markets rose for the {i}th day as investors bought shares.\n"))
+        .collect();
+    write(dir, "c.txt", &corpus);
+    write(
+        dir,
+        name,
+        &format!(
+            "model \"{}\"\npeft b {{\n    {statements}\n}}\ntrain {{\n    adapter = b\n    task = causal_lm\n    data = \"c.txt\"\n    batch = 2\n    seq_len = {seq_len}\n    lr = 1e-3\n}}\n",
+            asset("SmolLM2-135M-Instruct/SmolLM2-135M-Instruct.Q4_1.gguf").display()
+        ),
+    )
+}

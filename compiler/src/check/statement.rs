@@ -222,5 +222,50 @@ pub fn check_conflicts(statements: &[CheckedStatement], modules: &[Module]) -> V
             }
         }
     }
+    errors.extend(token_routing_conflicts(statements));
     errors
+}
+
+/// Methods that add positions or attention keys of their own (soft prompts,
+/// prefixes): a layer that routes a subset of its tokens cannot carry them.
+fn adds_positions(kind: MethodKind) -> bool {
+    match kind {
+        MethodKind::Prompt | MethodKind::Prefix | MethodKind::Ptuning => true,
+        MethodKind::Lora
+        | MethodKind::Dora
+        | MethodKind::Ia3
+        | MethodKind::Adapter
+        | MethodKind::Bitfit
+        | MethodKind::Vera
+        | MethodKind::Loha
+        | MethodKind::Lokr
+        | MethodKind::Ln
+        | MethodKind::Adalora
+        | MethodKind::Mask
+        | MethodKind::Ssf
+        | MethodKind::Full
+        | MethodKind::Dylora
+        | MethodKind::Coda => false,
+    }
+}
+
+/// CoDA runs its layers on the routed tokens only: no soft prompt or prefix
+/// in the same block.
+fn token_routing_conflicts(statements: &[CheckedStatement]) -> Vec<Diagnostic> {
+    let Some(coda) = statements.iter().find(|s| s.kind == MethodKind::Coda) else {
+        return Vec::new();
+    };
+    statements
+        .iter()
+        .filter(|s| adds_positions(s.kind))
+        .map(|s| {
+            Diagnostic::error(format!(
+                "`{}` cannot share a block with `coda`",
+                s.kind.spec().name
+            ))
+            .at(s.span, "adds positions every layer attends to")
+            .with_secondary(coda.span, "runs layers on the routed tokens only")
+            .with_help("train the soft prompt or prefix in a block of its own")
+        })
+        .collect()
 }

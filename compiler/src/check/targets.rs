@@ -19,6 +19,7 @@ pub fn accepts(t: TargetKind, m: &Module, all: &[Module]) -> bool {
             m.kind,
             ModuleKind::LayerNorm { .. } | ModuleKind::RmsNorm { .. }
         ),
+        TargetKind::Layer => matches!(m.kind, ModuleKind::Layer),
     }
 }
 
@@ -53,6 +54,9 @@ pub fn hint(t: TargetKind, m: &Module, family: Family) -> Option<String> {
             Some("put it on an attention block, e.g. `layers[*].attn`".into())
         }
         (TargetKind::Embedding, _, _) => Some("a soft prompt goes on `embed`".into()),
+        (TargetKind::Layer, _, _) => {
+            Some("CoDA routes tokens around a whole layer: put it beside `layers[*]`".into())
+        }
         (TargetKind::Block, _, _) => {
             Some("put adapters after or beside `attn`, `mlp`, a layer or a projection".into())
         }

@@ -7,7 +7,10 @@
 //!   (a frozen linear saves nothing: its input gradient needs only the weight;
 //!   dropout masks are regenerated from the seed, not stored);
 //! - a workspace for the largest transient tensors of backward;
-//! - a fixed runtime overhead (binary, allocator, tokenizer).
+//! - a fixed runtime overhead (binary, allocator, tokenizer);
+//! - for masks chosen by a dense phase before training (FishMask, LT-SFT,
+//!   diff pruning), that phase's dense copies of the targeted weights: the
+//!   peak is the larger of the phase and the training step.
 
 use crate::ir::{Graph, LossKind, NodeId, Op};
 use crate::train::{DType, OptimizerKind};
@@ -33,7 +36,11 @@ pub struct MemoryReport {
     pub activations: u64,
     pub workspace: u64,
     pub runtime_overhead: u64,
-    /// Sum of the above: the resident peak of a training step.
+    /// What a selection phase before training holds beside the base and
+    /// the activations (0 for none).
+    pub selection: u64,
+    /// The resident peak: the training step (the components above but
+    /// `selection`), or the selection phase where that is larger.
     pub peak: u64,
 }
 
@@ -86,8 +93,12 @@ pub fn memory(g: &Graph, w: &Workload) -> Result<MemoryReport, Overflow> {
             .filter_map(|n| g.inputs(n).first().copied())
             .collect();
     let mut largest = 0u128;
+    let mut selection = 0u128;
     for n in g.g.node_indices() {
         let node = &g.g[n];
+        if let Op::Delta { cost, .. } = &node.op {
+            selection += cost.selection_bytes as u128;
+        }
         if !in_place.contains(&n) {
             largest = largest.max(numel(n));
         }
@@ -177,12 +188,9 @@ pub fn memory(g: &Graph, w: &Workload) -> Result<MemoryReport, Overflow> {
     // activation (but for logits, see `in_place`) beside the saved tensors.
     let workspace = 2 * largest * act_bytes;
     let frozen_weights = frozen * act_bytes;
-    let peak = frozen_weights
-        + trainable_bytes * 2
-        + optimizer_state
-        + activations
-        + workspace
-        + RUNTIME_OVERHEAD as u128;
+    let shared = frozen_weights + activations + workspace + RUNTIME_OVERHEAD as u128;
+    let step = shared + trainable_bytes * 2 + optimizer_state;
+    let peak = step.max(shared + selection);
     Ok(MemoryReport {
         frozen_weights: fit(frozen_weights, "the frozen weights' bytes", w)?,
         trainable_weights: fit(trainable_bytes, "the trainable weights' bytes", w)?,
@@ -191,6 +199,7 @@ pub fn memory(g: &Graph, w: &Workload) -> Result<MemoryReport, Overflow> {
         activations: fit(activations, "the saved activations' bytes", w)?,
         workspace: fit(workspace, "the backward workspace's bytes", w)?,
         runtime_overhead: RUNTIME_OVERHEAD,
+        selection: fit(selection, "the selection phase's bytes", w)?,
         peak: fit(peak, "the peak memory of one step", w)?,
     })
 }

@@ -107,6 +107,9 @@ pub struct DeltaCost {
     pub step_flops: u64,
     pub row_saved: u64,
     pub step_saved: u64,
+    /// Bytes a selection phase before training holds beside the base
+    /// (FishMask's dense gradients, LT-SFT's dense warm-up); 0 for none.
+    pub selection_bytes: u64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]

@@ -221,6 +221,7 @@ impl SiteMethod for AdaloraConfig {
                     step_flops: r * i + 2 * r * r * (i + o),
                     row_saved: r,
                     step_saved: r * i,
+                    selection_bytes: 0,
                 },
             },
             wiring: Wiring::DeltaSum,

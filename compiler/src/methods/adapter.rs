@@ -139,15 +139,20 @@ pub const SPEC: MethodSpec = MethodSpec {
     check_targets: no_target_check,
 };
 
+/// The checked `act` argument (`relu | gelu | silu | tanh`).
+pub(super) fn activation(args: &Args) -> Activation {
+    match choice(args, "act") {
+        "gelu" => Activation::Gelu,
+        "silu" => Activation::Silu,
+        "tanh" => Activation::Tanh,
+        _ => Activation::Relu,
+    }
+}
+
 fn configure(args: &Args, placement: Placement) -> Option<MethodConfig> {
     Some(MethodConfig::Adapter(AdapterConfig {
         bottleneck: size(args, "bottleneck")?,
-        act: match choice(args, "act") {
-            "gelu" => Activation::Gelu,
-            "silu" => Activation::Silu,
-            "tanh" => Activation::Tanh,
-            _ => Activation::Relu,
-        },
+        act: activation(args),
         scale: float(args, "scale"),
         parallel: placement == Placement::Beside,
         sparsity: float(args, "sparsity"),

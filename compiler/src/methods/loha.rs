@@ -82,6 +82,7 @@ pub fn weight_delta(method: &'static str, site: &Site, build: u64) -> Lowering {
                 step_flops: build,
                 row_saved: 0,
                 step_saved: i * o,
+                selection_bytes: 0,
             },
         },
         wiring: Wiring::DeltaSum,

@@ -45,6 +45,25 @@ pub enum MaskBy {
 }
 
 impl MaskBy {
+    /// Dense f32 copies of each targeted weight its selection phase holds
+    /// before training (the estimator's `selection` component), as counted
+    /// and checked against measured peaks (`benches/selective/run`):
+    /// FishMask — the gradient, its square, the running sum and the host
+    /// copy (4); LT-SFT — the dense delta, its gradient, AdamW's two
+    /// moments and the rewind copy (5); diff pruning — the delta and the
+    /// gate's logits with their gradients and moments (8) and the
+    /// hard-concrete's transients (about 9 more, measured: 17).
+    pub fn dense_copies(self) -> u64 {
+        match self {
+            MaskBy::Random | MaskBy::Magnitude => 0,
+            MaskBy::Fisher => 4,
+            MaskBy::LtSft => 5,
+            MaskBy::DiffPruning => 17,
+        }
+    }
+}
+
+impl MaskBy {
     /// Chosen after a dense warm-up phase (LT-SFT, diff pruning).
     pub fn warms_up(self) -> bool {
         match self {
@@ -385,18 +404,22 @@ impl SiteMethod for MaskConfig {
     fn lowering(&self, site: &Site) -> Option<Lowering> {
         let sel = self.select(site);
         let (k, i, o) = (sel.count as u64, site.in_dim as u64, site.out_dim as u64);
+        let selection_bytes = self.by.dense_copies() * i * o * 4;
         let cost = match self.structure {
             MaskStructure::Element => DeltaCost {
                 row_flops: 2 * k,
+                selection_bytes,
                 ..DeltaCost::default()
             },
             MaskStructure::Row => DeltaCost {
                 row_flops: 2 * k * i,
+                selection_bytes,
                 ..DeltaCost::default()
             },
             MaskStructure::Column => DeltaCost {
                 row_flops: 2 * k * o,
                 row_saved: k,
+                selection_bytes,
                 ..DeltaCost::default()
             },
         };

@@ -9,6 +9,7 @@ mod adalora;
 mod adapter;
 mod args;
 mod bitfit;
+mod coda;
 mod dylora;
 mod full;
 mod ia3;
@@ -32,6 +33,7 @@ pub use adapter::{
     Activation, AdapterConfig, Prune, PruneSelect, SNIP_BATCHES, mask_name as adapter_mask_name,
 };
 pub use args::{ArgValue, Args, Scalar, check_args, check_keyed};
+pub use coda::{CodaConfig, name as coda_name};
 pub use dylora::{DyloraConfig, cut as cut_dylora};
 pub use full::Full;
 pub use loha::LohaConfig;

@@ -26,6 +26,8 @@ pub enum TargetKind {
     Norm,
     /// Any module holding weights (a linear, a norm, or a block of them).
     Weighted,
+    /// A whole transformer layer.
+    Layer,
 }
 
 impl TargetKind {
@@ -40,6 +42,7 @@ impl TargetKind {
             TargetKind::Weighted => {
                 "a module with weights (a linear layer, a norm, `attn`, `mlp`, a layer)"
             }
+            TargetKind::Layer => "a transformer layer (`layers[*]`)",
         }
     }
 }

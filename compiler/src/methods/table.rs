@@ -7,6 +7,7 @@
 use super::adalora::{self, AdaloraConfig};
 use super::adapter::{self, AdapterConfig};
 use super::bitfit::{self, Bitfit};
+use super::coda::{self, CodaConfig};
 use super::dylora::{self, DyloraConfig};
 use super::full::{self, Full};
 use super::ia3::{self, Ia3};
@@ -46,6 +47,7 @@ pub enum MethodKind {
     Ssf,
     Full,
     Dylora,
+    Coda,
 }
 
 /// Every method the language knows, in the order `peftc` lists them.
@@ -67,6 +69,7 @@ pub const METHODS: &[&MethodSpec] = &[
     &ssf::SPEC,
     &full::SPEC,
     &dylora::SPEC,
+    &coda::SPEC,
 ];
 
 impl MethodKind {
@@ -89,6 +92,7 @@ impl MethodKind {
             MethodKind::Ssf => &ssf::SPEC,
             MethodKind::Full => &full::SPEC,
             MethodKind::Dylora => &dylora::SPEC,
+            MethodKind::Coda => &coda::SPEC,
         }
     }
 }
@@ -123,6 +127,8 @@ pub enum MethodConfig {
     /// Full fine-tuning of chosen modules.
     Full,
     Dylora(DyloraConfig),
+    /// A conditional adapter beside a layer.
+    Coda(CodaConfig),
 }
 
 impl MethodConfig {
@@ -145,6 +151,7 @@ impl MethodConfig {
             MethodConfig::Ssf => &Ssf,
             MethodConfig::Full => &Full,
             MethodConfig::Dylora(c) => c,
+            MethodConfig::Coda(c) => c,
         }
     }
 
@@ -170,7 +177,8 @@ impl MethodConfig {
             | MethodConfig::Mask(_)
             | MethodConfig::Ssf
             | MethodConfig::Full
-            | MethodConfig::Dylora(_) => true,
+            | MethodConfig::Dylora(_)
+            | MethodConfig::Coda(_) => true,
             MethodConfig::Bitfit => false,
         }
     }
@@ -194,7 +202,8 @@ impl MethodConfig {
             | MethodConfig::Adalora(_)
             | MethodConfig::Mask(_)
             | MethodConfig::Ssf
-            | MethodConfig::Dylora(_) => targets.to_vec(),
+            | MethodConfig::Dylora(_)
+            | MethodConfig::Coda(_) => targets.to_vec(),
         }
     }
 
@@ -216,7 +225,8 @@ impl MethodConfig {
             | MethodConfig::Mask(_)
             | MethodConfig::Ssf
             | MethodConfig::Full
-            | MethodConfig::Dylora(_) => Vec::new(),
+            | MethodConfig::Dylora(_)
+            | MethodConfig::Coda(_) => Vec::new(),
         }
     }
 }

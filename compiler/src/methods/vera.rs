@@ -165,6 +165,7 @@ impl SiteMethod for VeraConfig {
                     step_flops: 0,
                     row_saved: r,
                     step_saved: 0,
+                    selection_bytes: 0,
                 },
             },
             wiring: Wiring::DeltaSum,

@@ -512,6 +512,18 @@ pub fn attention<B: PeftKernels>(
     ))
 }
 
+/// Rotary position embedding of tokens at arbitrary positions (`positions[i]`
+/// for row `i`): the reference composition, differentiated by autodiff.
+pub fn rope_at<B: PeftKernels>(
+    x: Tensor<B, 2>,
+    positions: &[usize],
+    heads: usize,
+    head_dim: usize,
+    theta: f64,
+) -> Tensor<B, 2> {
+    reference::rope_at(x, positions, heads, head_dim, theta)
+}
+
 /// Rotary position embedding (LLaMA's half-split form).
 pub fn rope<B: PeftKernels>(x: Tensor<B, 2>, s: &RopeShape) -> Tensor<B, 2> {
     tensor(B::op_rope(prim(x), s))

@@ -338,6 +338,47 @@ pub fn rope<B: Backend>(x: Tensor<B, 2>, s: &RopeShape, inverse: bool) -> Tensor
     (x4 * cos + rotated * sin).reshape([n, s.heads * hd])
 }
 
+/// Rotary embedding of `x: [n, heads*head_dim]` whose row `i` sits at
+/// position `positions[i]` (tokens gathered out of their sequences, as CoDA
+/// routes them), composed of elementwise ops.
+pub fn rope_at<B: Backend>(
+    x: Tensor<B, 2>,
+    positions: &[usize],
+    heads: usize,
+    head_dim: usize,
+    theta: f64,
+) -> Tensor<B, 2> {
+    let device = x.device();
+    let [n, _] = x.dims();
+    let half = head_dim / 2;
+    let s = RopeShape {
+        seq: positions.iter().max().map_or(1, |m| m + 1),
+        heads,
+        head_dim,
+        theta,
+        offset: 0,
+    };
+    let (cos, sin) = super::cpu::rope::tables(&s);
+    let per_token = |t: &[f32]| -> Vec<f32> {
+        positions
+            .iter()
+            .flat_map(|&p| {
+                let c = &t[p * half..(p + 1) * half];
+                c.iter().chain(c.iter()).copied().collect::<Vec<_>>()
+            })
+            .collect()
+    };
+    let cos =
+        Tensor::<B, 3>::from_data(TensorData::new(per_token(&cos), [n, 1, head_dim]), &device);
+    let sin =
+        Tensor::<B, 3>::from_data(TensorData::new(per_token(&sin), [n, 1, head_dim]), &device);
+    let x3 = x.reshape([n, heads, head_dim]);
+    let x1 = x3.clone().slice([0..n, 0..heads, 0..half]);
+    let x2 = x3.clone().slice([0..n, 0..heads, half..head_dim]);
+    let rotated = Tensor::cat(vec![x2.neg(), x1], 2);
+    (x3 * cos + rotated * sin).reshape([n, heads * head_dim])
+}
+
 /// Cross-entropy `[1]` and per-row log-sum-exp `[n, 1]`.
 pub fn cross_entropy<B: Backend>(
     logits: Tensor<B, 2>,

@@ -6,6 +6,7 @@
 
 mod adalora;
 mod adapter;
+pub mod coda;
 mod dylora;
 mod full;
 mod hf;
@@ -30,9 +31,9 @@ pub use hf::{ExportInfo, HfForm};
 pub use hook::{At, BaseLinear, Hook, SiteHook, Stage};
 pub use mask::initial_index as mask_index;
 pub use table::{
-    after_update, before_training, calibration_batches, check_loaded, check_run, drop_lowest,
-    droppable, hf_form, hook, merge, norm_scale_shift, prompt_embeddings, prompt_len, regularizer,
-    tuned,
+    after_update, before_training, calibration_batches, check_loaded, check_run, coda_at,
+    drop_lowest, droppable, hf_form, hook, merge, norm_scale_shift, prompt_embeddings, prompt_len,
+    regularizer, tuned,
 };
 
 use crate::error::{Result, RuntimeError};

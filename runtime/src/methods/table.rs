@@ -5,8 +5,8 @@
 use super::hf::HfForm;
 use super::hook::Hook;
 use super::{
-    adalora, adapter, dylora, full, ia3, ln, loha, lokr, lora, mask, prefix, prompt, ptuning, ssf,
-    vera,
+    adalora, adapter, coda, dylora, full, ia3, ln, loha, lokr, lora, mask, prefix, prompt, ptuning,
+    ssf, vera,
 };
 use crate::data::Batch;
 use crate::error::{Result, RuntimeError};
@@ -40,8 +40,34 @@ pub fn hook<B: PeftKernels>(site: &Site, w: Option<&Tensor<B, 2>>) -> Option<Hoo
         | MethodConfig::Prefix(_)
         | MethodConfig::Bitfit
         | MethodConfig::Full
-        | MethodConfig::Ln => None,
+        | MethodConfig::Ln
+        // The layer runs CoDA itself (`coda_at`).
+        | MethodConfig::Coda(_) => None,
     }
+}
+
+/// CoDA beside the layer `path`, if the plan puts it there: the layer runs
+/// through it (its tokens routed), not through a hook.
+pub fn coda_at(plan: &Plan, path: &str) -> Option<coda::Coda> {
+    plan.sites_at(path).find_map(|s| match &s.method {
+        MethodConfig::Coda(c) => Some(coda::at(c, path)),
+        MethodConfig::Lora(_)
+        | MethodConfig::Ia3
+        | MethodConfig::Prompt(_)
+        | MethodConfig::Prefix(_)
+        | MethodConfig::Adapter(_)
+        | MethodConfig::Bitfit
+        | MethodConfig::Vera(_)
+        | MethodConfig::Loha(_)
+        | MethodConfig::Lokr(_)
+        | MethodConfig::Adalora(_)
+        | MethodConfig::Mask(_)
+        | MethodConfig::Ssf
+        | MethodConfig::Full
+        | MethodConfig::Dylora(_)
+        | MethodConfig::Ln
+        | MethodConfig::Ptuning(_) => None,
+    })
 }
 
 /// Whether AdapterDrop can leave `site` out: a method acting through a
@@ -64,7 +90,8 @@ pub fn droppable(site: &Site) -> bool {
         | MethodConfig::Prefix(_)
         | MethodConfig::Bitfit
         | MethodConfig::Ln
-        | MethodConfig::Full => false,
+        | MethodConfig::Full
+        | MethodConfig::Coda(_) => false,
     }
 }
 
@@ -99,6 +126,7 @@ pub fn prompt_embeddings<B: PeftKernels>(
             | MethodConfig::Ssf
             | MethodConfig::Full
             | MethodConfig::Dylora(_)
+            | MethodConfig::Coda(_)
             | MethodConfig::Ln => {}
         }
     }
@@ -141,7 +169,8 @@ pub fn hf_form(plan: &Plan) -> std::result::Result<&'static dyn HfForm, String> 
         MethodConfig::Adapter(_)
         | MethodConfig::Bitfit
         | MethodConfig::Ssf
-        | MethodConfig::Full => none(),
+        | MethodConfig::Full
+        | MethodConfig::Coda(_) => none(),
     }
 }
 
@@ -178,7 +207,8 @@ pub fn merge(
         MethodConfig::Prompt(_)
         | MethodConfig::Ptuning(_)
         | MethodConfig::Prefix(_)
-        | MethodConfig::Adapter(_) => refuse(),
+        | MethodConfig::Adapter(_)
+        | MethodConfig::Coda(_) => refuse(),
     }
 }
 
@@ -202,6 +232,7 @@ pub fn tuned(plan: &Plan, path: &str) -> Option<(String, Option<String>)> {
         | MethodConfig::Mask(_)
         | MethodConfig::Ssf
         | MethodConfig::Dylora(_)
+        | MethodConfig::Coda(_)
         | MethodConfig::Ptuning(_) => None,
     })
 }
@@ -225,7 +256,8 @@ pub fn norm_scale_shift(plan: &Plan, path: &str) -> Option<(String, String)> {
         | MethodConfig::Adalora(_)
         | MethodConfig::Mask(_)
         | MethodConfig::Full
-        | MethodConfig::Dylora(_) => None,
+        | MethodConfig::Dylora(_)
+        | MethodConfig::Coda(_) => None,
     })
 }
 

@@ -10,6 +10,7 @@ use super::norm::NormWeights;
 use super::ops::{gelu, layer_norm};
 use crate::error::Result;
 use crate::kernels::PeftKernels;
+use crate::methods::coda::Coda;
 use crate::methods::prefix::PrefixSource;
 use burn::tensor::{Int, Tensor, TensorData};
 use peftc_compiler::model::Dims;
@@ -48,6 +49,73 @@ struct Layer<B: PeftKernels> {
     at_attention: Attached<B>,
     at_mlp: Attached<B>,
     at_layer: Attached<B>,
+    /// CoDA beside the layer: it runs the layer on the tokens it routes.
+    coda: Option<Coda>,
+}
+
+impl<B: PeftKernels> Layer<B> {
+    /// The layer on `x: [rows*seq, h]` (`seq` including `n_prompt` leading
+    /// soft-prompt positions), before the methods around the whole layer.
+    #[allow(clippy::too_many_arguments)]
+    fn forward(
+        &self,
+        x: Tensor<B, 2>,
+        li: usize,
+        seq: usize,
+        n_prompt: usize,
+        prefix: Option<&PrefixSource<B>>,
+        heads: &Heads,
+        d: &Dims,
+        p: &Params<B>,
+        ctx: &Ctx<B>,
+    ) -> Result<Tensor<B, 2>> {
+        let input = x.clone();
+        let q = self.query.forward(x.clone(), p, ctx)?;
+        let k = self.key.forward(x.clone(), p, ctx)?;
+        let v = self.value.forward(x.clone(), p, ctx)?;
+        let pre: Option<Prefix<B>> = match prefix {
+            Some(s) => s.layer(li, &x, p)?,
+            None => None,
+        };
+        let core = attention(
+            q,
+            k,
+            v,
+            heads,
+            seq,
+            n_prompt,
+            pre,
+            false,
+            ATTN_DROPOUT,
+            site_id(&format!("{}.attention.dropout", self.path)),
+            ctx,
+        );
+        let o = self.out.forward(core, p, ctx)?;
+        let o = ctx.dropout(
+            o,
+            HIDDEN_DROPOUT,
+            site_id(&format!("{}.attention.output.dropout", self.path)),
+        );
+        let o = self.at_attention.around_block(
+            &format!("{}.attention", self.path),
+            &input,
+            o,
+            p,
+            ctx,
+        )?;
+        let a1 = self.attn_norm.forward(o + input, d.norm_eps, p)?;
+        let u = gelu(self.up.forward(a1.clone(), p, ctx)?);
+        let dn = self.down.forward(u, p, ctx)?;
+        let dn = ctx.dropout(
+            dn,
+            HIDDEN_DROPOUT,
+            site_id(&format!("{}.output.dropout", self.path)),
+        );
+        let dn = self
+            .at_mlp
+            .around_block(&format!("{}.mlp", self.path), &a1, dn, p, ctx)?;
+        self.mlp_norm.forward(dn + a1, d.norm_eps, p)
+    }
 }
 
 pub struct Bert<B: PeftKernels> {
@@ -89,6 +157,7 @@ impl<B: PeftKernels> Bert<B> {
                 at_attention: l.attached(&format!("{p}.attention")),
                 at_mlp: l.attached(&format!("{p}.mlp")),
                 at_layer: l.attached(&p),
+                coda: crate::methods::coda_at(l.plan, &p),
                 path: p,
             });
         }
@@ -148,48 +217,14 @@ impl<B: PeftKernels> Bert<B> {
         };
         for (li, layer) in self.layers.iter().enumerate() {
             let input = x.clone();
-            let q = layer.query.forward(x.clone(), p, ctx)?;
-            let k = layer.key.forward(x.clone(), p, ctx)?;
-            let v = layer.value.forward(x.clone(), p, ctx)?;
-            let pre: Option<Prefix<B>> = prefix.layer(li, &x, p)?;
-            let core = attention(
-                q,
-                k,
-                v,
-                &heads,
-                seq,
-                n_prompt,
-                pre,
-                false,
-                ATTN_DROPOUT,
-                site_id(&format!("{}.attention.dropout", layer.path)),
-                ctx,
-            );
-            let o = layer.out.forward(core, p, ctx)?;
-            let o = ctx.dropout(
-                o,
-                HIDDEN_DROPOUT,
-                site_id(&format!("{}.attention.output.dropout", layer.path)),
-            );
-            let o = layer.at_attention.around_block(
-                &format!("{}.attention", layer.path),
-                &input,
-                o,
-                p,
-                ctx,
-            )?;
-            let a1 = layer.attn_norm.forward(o + input.clone(), d.norm_eps, p)?;
-            let u = gelu(layer.up.forward(a1.clone(), p, ctx)?);
-            let dn = layer.down.forward(u, p, ctx)?;
-            let dn = ctx.dropout(
-                dn,
-                HIDDEN_DROPOUT,
-                site_id(&format!("{}.output.dropout", layer.path)),
-            );
-            let dn = layer
-                .at_mlp
-                .around_block(&format!("{}.mlp", layer.path), &a1, dn, p, ctx)?;
-            let out = layer.mlp_norm.forward(dn + a1, d.norm_eps, p)?;
+            let out = match &layer.coda {
+                // The tokens CoDA routes run the layer alone (no prompt or
+                // prefix: the checker refuses them beside CoDA).
+                Some(c) => c.forward(x, p, ctx, |xs, sub, _| {
+                    layer.forward(xs, li, sub.seq, 0, None, &heads, d, p, sub)
+                })?,
+                None => layer.forward(x, li, seq, n_prompt, Some(prefix), &heads, d, p, ctx)?,
+            };
             x = layer
                 .at_layer
                 .around_block(&layer.path, &input, out, p, ctx)?;

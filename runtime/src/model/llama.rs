@@ -11,7 +11,9 @@ use super::norm::NormWeights;
 use super::ops::silu_mul;
 use super::rope;
 use crate::error::Result;
+use crate::kernels;
 use crate::kernels::PeftKernels;
+use crate::methods::coda::Coda;
 use crate::methods::prefix::PrefixSource;
 use burn::tensor::{Int, Tensor};
 use peftc_compiler::model::Dims;
@@ -30,6 +32,81 @@ struct Layer<B: PeftKernels> {
     at_attention: Attached<B>,
     at_mlp: Attached<B>,
     at_layer: Attached<B>,
+    /// CoDA beside the layer: it runs the layer on the tokens it routes.
+    coda: Option<Coda>,
+}
+
+/// The positions of a layer's tokens: each sequence's from an offset, or
+/// each token's own (the tokens CoDA gathered out of their sequences).
+enum Positions<'a> {
+    From(usize),
+    At(&'a [usize]),
+}
+
+impl<B: PeftKernels> Layer<B> {
+    /// The layer on `x: [rows*seq, h]` (`seq` including `n_prompt` leading
+    /// soft-prompt positions), before the methods around the whole layer.
+    #[allow(clippy::too_many_arguments)]
+    fn forward(
+        &self,
+        x: Tensor<B, 2>,
+        li: usize,
+        seq: usize,
+        n_prompt: usize,
+        at: Positions,
+        prefix: Option<&PrefixSource<B>>,
+        heads: &Heads,
+        d: &Dims,
+        p: &Params<B>,
+        ctx: &Ctx<B>,
+    ) -> Result<Tensor<B, 2>> {
+        let eps = d.norm_eps;
+        let input = x.clone();
+        let n1 = self.input_norm.rms(x, eps, p)?;
+        let q = self.q.forward(n1.clone(), p, ctx)?;
+        let k = self.k.forward(n1.clone(), p, ctx)?;
+        let v = self.v.forward(n1.clone(), p, ctx)?;
+        let (q, k) = match at {
+            Positions::From(offset) => (
+                rope::apply(q, seq, d.heads, d.head_dim, d.rope_theta, offset),
+                rope::apply(k, seq, d.kv_heads, d.head_dim, d.rope_theta, offset),
+            ),
+            Positions::At(pos) => (
+                kernels::rope_at(q, pos, d.heads, d.head_dim, d.rope_theta),
+                kernels::rope_at(k, pos, d.kv_heads, d.head_dim, d.rope_theta),
+            ),
+        };
+        let pre = match prefix {
+            Some(s) => s.layer(li, &n1, p)?,
+            None => None,
+        };
+        let core = attention(
+            q,
+            k,
+            v,
+            heads,
+            seq,
+            n_prompt,
+            pre,
+            true,
+            0.0,
+            site_id(&self.path),
+            ctx,
+        );
+        let o = self.o.forward(core, p, ctx)?;
+        let o =
+            self.at_attention
+                .around_block(&format!("{}.self_attn", self.path), &n1, o, p, ctx)?;
+        let a1 = input + o;
+        let n2 = self.post_norm.rms(a1.clone(), eps, p)?;
+        let g = self.gate.forward(n2.clone(), p, ctx)?;
+        let u = self.up.forward(n2.clone(), p, ctx)?;
+        let dn = self.down.forward(silu_mul(g, u), p, ctx)?;
+        let dn = self
+            .at_mlp
+            .around_block(&format!("{}.mlp", self.path), &n2, dn, p, ctx)?;
+        Ok(a1 + dn)
+    }
 }
 
 pub struct Llama<B: PeftKernels> {
@@ -67,6 +144,7 @@ impl<B: PeftKernels> Llama<B> {
                 at_attention: l.attached(&format!("{p}.self_attn")),
                 at_mlp: l.attached(&format!("{p}.mlp")),
                 at_layer: l.attached(&p),
+                coda: crate::methods::coda_at(l.plan, &p),
                 path: p,
             });
         }
@@ -123,43 +201,18 @@ impl<B: PeftKernels> Llama<B> {
         let eps = d.norm_eps;
         for (li, layer) in self.layers.iter().enumerate() {
             let input = x.clone();
-            let n1 = layer.input_norm.rms(x, eps, p)?;
-            let q = layer.q.forward(n1.clone(), p, ctx)?;
-            let k = layer.k.forward(n1.clone(), p, ctx)?;
-            let v = layer.v.forward(n1.clone(), p, ctx)?;
-            let q = rope::apply(q, seq, d.heads, d.head_dim, d.rope_theta, offset);
-            let k = rope::apply(k, seq, d.kv_heads, d.head_dim, d.rope_theta, offset);
-            let pre = prefix.layer(li, &n1, p)?;
-            let core = attention(
-                q,
-                k,
-                v,
-                &heads,
-                seq,
-                n_prompt,
-                pre,
-                true,
-                0.0,
-                site_id(&layer.path),
-                ctx,
-            );
-            let o = layer.o.forward(core, p, ctx)?;
-            let o = layer.at_attention.around_block(
-                &format!("{}.self_attn", layer.path),
-                &n1,
-                o,
-                p,
-                ctx,
-            )?;
-            let a1 = input.clone() + o;
-            let n2 = layer.post_norm.rms(a1.clone(), eps, p)?;
-            let g = layer.gate.forward(n2.clone(), p, ctx)?;
-            let u = layer.up.forward(n2.clone(), p, ctx)?;
-            let dn = layer.down.forward(silu_mul(g, u), p, ctx)?;
-            let dn = layer
-                .at_mlp
-                .around_block(&format!("{}.mlp", layer.path), &n2, dn, p, ctx)?;
-            let out = a1 + dn;
+            let out = match &layer.coda {
+                // The routed tokens keep their positions (RoPE, causality);
+                // no prompt or prefix beside CoDA (the checker refuses them).
+                Some(c) => c.forward(x, p, ctx, |xs, sub, at| {
+                    let at = Positions::At(at);
+                    layer.forward(xs, li, sub.seq, 0, at, None, &heads, d, p, sub)
+                })?,
+                None => {
+                    let at = Positions::From(offset);
+                    layer.forward(x, li, seq, n_prompt, at, Some(prefix), &heads, d, p, ctx)?
+                }
+            };
             x = layer
                 .at_layer
                 .around_block(&layer.path, &input, out, p, ctx)?;
