@@ -4,53 +4,40 @@
 
 mod common;
 use common::*;
+use peftc_search::record::key;
+use peftc_search::storage::Storage;
+use peftc_search::storage::journal::JournalFile;
+use peftc_search::storage::model::{Snapshot, TrialRow, TrialState};
 use serde_json::Value;
-use std::collections::{BTreeMap, BTreeSet};
-use std::path::{Path, PathBuf};
+use std::collections::BTreeSet;
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-fn spec(dir: &Path, trials: u32) -> PathBuf {
-    let sms = std::fs::read_to_string(asset("sms/spam_collection.csv")).expect("sms");
-    let lines: Vec<&str> = sms.lines().filter(|l| l.contains('\t')).collect();
-    let (spam, ham): (Vec<&str>, Vec<&str>) = lines.iter().partition(|l| l.starts_with("spam"));
-    let picked: Vec<&str> = (0..64)
-        .map(|i| {
-            if i % 3 == 0 {
-                spam[i % spam.len()]
-            } else {
-                ham[i % ham.len()]
-            }
-        })
-        .collect();
-    write(dir, "sms.tsv", &(picked.join("\n") + "\n"));
-    let text = format!(
-        "model \"{}\"\n\
-         peft hybrid {{\n    lora(r={{0, 2, 4}}, alpha=8) on layers[*].attn.{{q, v}}\n    prefix(len={{0, 2}}) on layers[*].attn\n}}\n\
-         train {{\n    adapter = hybrid\n    task = classify\n    data = \"sms.tsv\"\n    batch = 8\n    seq_len = 32\n    lr = 1e-3\n    eval_split = 0.25\n    seed = 2\n}}\n\
-         search s {{\n    space = hybrid\n    budget params <= 0.5%\n    maximize accuracy\n    trials = {trials}\n    sampler = random\n    seed = 1\n    steps = 4\n    eval_every = 2\n}}\n",
-        asset("all-MiniLM-L6-v2").display()
-    );
-    write(dir, "search.peft", &text)
+/// The Optuna study in the study folder's journal (empty before it exists).
+fn snapshot(study: &Path) -> Snapshot {
+    let path = study.join("journal.jsonl");
+    if !path.exists() {
+        return Snapshot::default();
+    }
+    JournalFile::new(&path, "s")
+        .begin()
+        .expect("the journal reads")
+        .snapshot()
+        .clone()
 }
 
-/// The journal's events, as JSON.
-fn journal(study: &Path) -> Vec<Value> {
-    std::fs::read_to_string(study.join("journal.jsonl"))
-        .unwrap_or_default()
-        .lines()
-        .filter_map(|l| serde_json::from_str(l).ok())
+fn complete(s: &Snapshot) -> Vec<&TrialRow> {
+    s.trials
+        .iter()
+        .filter(|t| t.state == TrialState::Complete)
         .collect()
-}
-
-fn of_kind<'a>(events: &'a [Value], kind: &str) -> Vec<&'a Value> {
-    events.iter().filter(|e| e["event"] == kind).collect()
 }
 
 #[test]
 fn a_killed_search_resumes_without_losing_or_repeating_a_trial() {
     let d = temp_dir("search-kill");
-    let s = spec(&d, 3);
+    let s = sms_search_spec(&d, 3);
     let study = d.join("study");
     let mut child = Command::new(env!("CARGO_BIN_EXE_peftc"))
         .args([
@@ -66,9 +53,8 @@ fn a_killed_search_resumes_without_losing_or_repeating_a_trial() {
     // Kill it while it trains trial 1, after trial 0 finished.
     let t0 = Instant::now();
     loop {
-        let ev = journal(&study);
-        let claimed_1 = of_kind(&ev, "claim").iter().any(|c| c["trial"] == 1);
-        if !of_kind(&ev, "finish").is_empty() && claimed_1 {
+        let snap = snapshot(&study);
+        if !complete(&snap).is_empty() && snap.trials.len() >= 2 {
             break;
         }
         assert!(t0.elapsed() < Duration::from_secs(300), "no trial finished");
@@ -76,12 +62,18 @@ fn a_killed_search_resumes_without_losing_or_repeating_a_trial() {
     }
     child.kill().expect("SIGKILL");
     let _ = child.wait();
-    let before = journal(&study);
-    let first = of_kind(&before, "finish")[0].clone();
+    let before = snapshot(&study);
+    let first = complete(&before)[0].clone();
     assert!(
-        of_kind(&before, "finish").len() < 3,
+        complete(&before).len() < 3,
         "the search ended before it was killed"
     );
+    let killed = before
+        .trials
+        .iter()
+        .find(|t| t.state == TrialState::Running)
+        .expect("the killed worker's trial is running")
+        .clone();
 
     let out = ok(&[
         "search",
@@ -90,36 +82,20 @@ fn a_killed_search_resumes_without_losing_or_repeating_a_trial() {
         study.to_str().unwrap(),
     ]);
     assert!(out.contains("leaderboard.md"), "{out}");
-    let after = journal(&study);
-    let finishes = of_kind(&after, "finish");
-    let numbers: Vec<u64> = finishes
-        .iter()
-        .filter_map(|f| f["trial"].as_u64())
-        .collect();
-    let mut sorted = numbers.clone();
-    sorted.sort();
+    let after = snapshot(&study);
+    let done = assert_each_once_and_retaken(&after, 3, &killed);
     assert_eq!(
-        sorted,
-        [0, 1, 2],
-        "each trial finished exactly once: {numbers:?}"
+        after.trials[first.number as usize], first,
+        "the finished trial was kept as it was"
     );
-    assert_eq!(finishes[0], &first, "the finished trial was kept as it was");
-    // Trial 1 was retaken by the new process with the point the dead one drew.
-    let claims_1: Vec<&Value> = of_kind(&after, "claim")
-        .into_iter()
-        .filter(|c| c["trial"] == 1)
-        .collect();
-    assert!(claims_1.len() <= 2, "{claims_1:?}");
-    assert!(claims_1.windows(2).all(|w| w[0]["point"] == w[1]["point"]));
     for f in ["leaderboard.md", "pareto.json", "pareto.svg", "best.peft"] {
         assert!(study.join(f).exists(), "no {f}");
     }
 
     // best.peft trains with `peftc train` to the accuracy the study reported.
-    let accuracy = |f: &&Value| f["outcome"]["metrics"]["accuracy"].as_f64();
-    let best = finishes
+    let best = done
         .iter()
-        .filter_map(|f| Some((accuracy(f)?, f["trial"].as_u64()?)))
+        .filter_map(|t| Some((t.values.as_ref()?[0], t.number)))
         .fold(None::<(f64, u64)>, |b, x| match b {
             Some(b) if b.0 >= x.0 => Some(b),
             _ => Some(x),
@@ -149,7 +125,7 @@ fn a_killed_search_resumes_without_losing_or_repeating_a_trial() {
 #[test]
 fn two_worker_processes_share_one_study() {
     let d = temp_dir("search-workers");
-    let s = spec(&d, 4);
+    let s = sms_search_spec(&d, 4);
     let study = d.join("study");
     ok(&[
         "search",
@@ -159,30 +135,27 @@ fn two_worker_processes_share_one_study() {
         "--workers",
         "2",
     ]);
-    let ev = journal(&study);
-    let mut finished: BTreeMap<u64, usize> = BTreeMap::new();
-    for f in of_kind(&ev, "finish") {
-        *finished
-            .entry(f["trial"].as_u64().expect("trial"))
-            .or_default() += 1;
-    }
+    let snap = snapshot(&study);
+    assert_eq!(snap.trials.len(), 4, "{:?}", snap.trials);
     assert_eq!(
-        finished,
-        (0..4).map(|n| (n, 1)).collect::<BTreeMap<u64, usize>>(),
+        complete(&snap).len(),
+        4,
         "each of the 4 trials finished once"
     );
-    let workers: BTreeSet<&str> = of_kind(&ev, "claim")
+    let workers: BTreeSet<&str> = snap
+        .trials
         .iter()
-        .filter_map(|c| c["worker"].as_str())
+        .filter_map(|t| t.user_attrs[key::WORKER].as_str())
         .collect();
     assert_eq!(
         workers.len(),
         2,
         "both processes trained trials: {workers:?}"
     );
-    let points: BTreeSet<String> = of_kind(&ev, "claim")
+    let points: BTreeSet<String> = snap
+        .trials
         .iter()
-        .map(|c| c["point"].to_string())
+        .map(|t| format!("{:?}", t.params))
         .collect();
     assert_eq!(points.len(), 4, "no configuration was trained twice");
 }
@@ -190,7 +163,7 @@ fn two_worker_processes_share_one_study() {
 #[test]
 fn a_search_over_the_budget_fails_before_training() {
     let d = temp_dir("search-budget");
-    let s = spec(&d, 3);
+    let s = sms_search_spec(&d, 3);
     let text = std::fs::read_to_string(&s)
         .expect("spec")
         .replace("params <= 0.5%", "params <= 0.001%");

@@ -1,7 +1,7 @@
 //! The search's errors: the spec's (rendered diagnostics), bad settings,
-//! and the journal's.
+//! and the storage's.
 
-use crate::journal::JournalError;
+use crate::storage::StorageError;
 
 #[derive(Debug, thiserror::Error)]
 pub enum SearchError {
@@ -11,5 +11,5 @@ pub enum SearchError {
     #[error("{0}")]
     Invalid(String),
     #[error(transparent)]
-    Journal(#[from] JournalError),
+    Storage(#[from] StorageError),
 }

@@ -7,8 +7,9 @@
 //! ([`instantiate`]), checks its cost with the compiler's estimator
 //! ([`cost`]) and records it infeasible or trains it through an
 //! [`Evaluator`] that reports intermediate metrics to the pruner
-//! ([`pruning`]). Everything goes through an append-only journal
-//! ([`journal`]) that several processes share and a crashed one resumes from;
+//! ([`pruning`]). The study is an Optuna study ([`storage`]: Optuna's journal
+//! file or its PostgreSQL schema; [`record`]: how peftc's facts are written
+//! there) that several processes share and a crashed one resumes from;
 //! [`report`] writes the leaderboard, the Pareto front and `best.peft`.
 //!
 //! **This crate never depends on the runtime or burn**: its tests run in
@@ -19,17 +20,22 @@ pub mod cost;
 mod error;
 mod files;
 pub mod instantiate;
-pub mod journal;
+pub mod local_postgres;
 pub mod pruning;
+pub mod record;
 pub mod report;
 mod rng;
 pub mod sampling;
 mod settings;
 pub mod space;
 pub mod state;
+pub mod storage;
 pub mod study;
 
 pub use cost::Cost;
 pub use space::{Space, Value};
 pub use state::{StudyState, TrialRecord};
-pub use study::{Evaluator, Metrics, SearchError, Settings, Study, TrialJob, TrialResult};
+pub use storage::{Heartbeat, StorageUrl};
+pub use study::{
+    Evaluator, Metrics, SearchError, Settings, StorageOptions, Study, TrialJob, TrialResult,
+};

@@ -79,10 +79,10 @@ pub fn should_prune(
         .filter(|t| t.number != number && !t.reports.is_empty())
         .filter_map(|t| {
             let (state, value) = match &t.outcome {
-                Some(crate::journal::Outcome::Complete { metrics, .. }) => {
+                Some(crate::state::Outcome::Complete { metrics, .. }) => {
                     (TrialState::Complete, *metrics.get(metric)?)
                 }
-                Some(crate::journal::Outcome::Pruned { value, .. }) => (TrialState::Pruned, *value),
+                Some(crate::state::Outcome::Pruned { value, .. }) => (TrialState::Pruned, *value),
                 _ => return None,
             };
             let mut c = CompletedTrial::with_intermediate_values(

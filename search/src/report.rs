@@ -2,7 +2,7 @@
 //! `leaderboard.md`, `pareto.json`, `pareto.svg` and `best.peft`.
 
 use crate::files::write_atomic;
-use crate::journal::Outcome;
+use crate::state::Outcome;
 use crate::state::{StudyState, TrialRecord};
 use crate::study::{SearchError, Study};
 use optimizer::Direction;

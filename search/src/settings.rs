@@ -4,6 +4,7 @@
 use crate::error::SearchError;
 use crate::pruning::PrunerKind;
 use crate::sampling::SamplerKind;
+use crate::storage::model::Direction;
 use peftc_compiler::search_spec::{Budget, Objective, SearchSpec};
 use peftc_compiler::task::TaskKind;
 
@@ -30,6 +31,20 @@ impl Settings {
             .iter()
             .find(|o| !matches!(o.metric.as_str(), "params" | "memory"))
             .unwrap_or(&self.objectives[0])
+    }
+
+    /// The objectives as the Optuna study's directions.
+    pub fn directions(&self) -> Vec<Direction> {
+        self.objectives
+            .iter()
+            .map(|o| {
+                if o.maximize {
+                    Direction::Maximize
+                } else {
+                    Direction::Minimize
+                }
+            })
+            .collect()
     }
 }
 

@@ -2,16 +2,20 @@
 //! claims a configuration, checks it against the budget, trains it through an
 //! [`Evaluator`] and records the result.
 
+use crate::claim::Claim;
 use crate::cost::{Cost, cost_of, fits};
 use crate::instantiate::{Rebase, instantiate};
-use crate::journal::{Event, Journal, Locked, NamedPoint, Outcome, WorkerLock, now};
 use crate::pruning::{make as make_pruner, should_prune};
+use crate::record::key;
 use crate::sampling::Observation;
 use crate::space::{Point, Space, Value};
-use crate::state::{StudyState, TrialRecord};
+use crate::state::{NamedPoint, Outcome, StudyState, TrialRecord};
+use crate::storage::model::{Op, TrialState};
+use crate::storage::{Heartbeat, Storage, StorageUrl};
 use peftc_compiler::{CheckOptions, check};
 use peftc_grammar::ast::SpecFile;
 use peftc_grammar::render_all;
+use serde_json::json;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
@@ -70,13 +74,36 @@ pub struct Study {
     pub spec_dir: PathBuf,
     pub space: Space,
     pub settings: Settings,
-    pub(crate) journal: Journal,
+    /// The Optuna study's name (the search block's unless given).
+    pub name: String,
+    pub(crate) storage: Box<dyn Storage>,
+    pub(crate) heartbeat: Heartbeat,
     pub(crate) spec_hash: String,
 }
 
+/// Where a study is kept; by default Optuna's journal file
+/// `journal.jsonl` in the study folder, under the search block's name.
+#[derive(Debug, Clone, Default)]
+pub struct StorageOptions {
+    pub url: Option<StorageUrl>,
+    pub study_name: Option<String>,
+    pub heartbeat: Heartbeat,
+}
+
 impl Study {
-    /// Reads and checks the spec, and opens (or creates) the study folder.
+    /// Reads and checks the spec, and opens (or creates) the study folder,
+    /// with the study in `dir/journal.jsonl`.
     pub fn open(spec_path: &Path, dir: &Path, trials: Option<u64>) -> Result<Study, SearchError> {
+        Study::open_with(spec_path, dir, trials, &StorageOptions::default())
+    }
+
+    /// [`Study::open`] with the study in the storage `opts` names.
+    pub fn open_with(
+        spec_path: &Path,
+        dir: &Path,
+        trials: Option<u64>,
+        kept: &StorageOptions,
+    ) -> Result<Study, SearchError> {
         let name = spec_path.display().to_string();
         let source = std::fs::read_to_string(spec_path)
             .map_err(|e| SearchError::Invalid(format!("cannot read `{name}`: {e}")))?;
@@ -106,6 +133,15 @@ impl Study {
         std::fs::create_dir_all(dir)
             .map_err(|e| SearchError::Invalid(format!("cannot create `{}`: {e}", dir.display())))?;
         let spec_hash = format!("{:016x}", crate::rng::mix(&fnv(source.as_bytes())));
+        let name = kept
+            .study_name
+            .clone()
+            .unwrap_or_else(|| settings.name.clone());
+        let url = kept
+            .url
+            .clone()
+            .unwrap_or_else(|| StorageUrl::Journal(dir.join("journal.jsonl")));
+        let storage = url.open(&name, kept.heartbeat)?;
         Ok(Study {
             dir: absolute(dir),
             spec_path: spec_path.to_path_buf(),
@@ -114,7 +150,9 @@ impl Study {
             spec_dir,
             space,
             settings,
-            journal: Journal::new(dir),
+            name,
+            storage,
+            heartbeat: kept.heartbeat,
             spec_hash,
         })
     }
@@ -213,25 +251,25 @@ impl Study {
         }
     }
 
-    /// The study's state, read under its lock.
+    /// The study's state, read in one transaction.
     pub fn state(&self) -> Result<StudyState, SearchError> {
-        let g = self.journal.lock()?;
-        Ok(self.read(&g)?.0)
+        let tx = self.storage.begin()?;
+        Ok(StudyState::from_snapshot(tx.snapshot(), &self.space))
     }
 
-    pub(crate) fn read(&self, g: &Locked) -> Result<(StudyState, usize), SearchError> {
-        let (events, skipped) = self.journal.read(g)?;
-        Ok((StudyState::from_events(&events), skipped))
+    /// `journal:PATH` or the database URL (without its password).
+    pub fn storage(&self) -> String {
+        self.storage.describe()
     }
 
     /// Claims, trains and records trials until the study has `trials` of them.
-    /// Several processes may run this on one folder at once.
+    /// Several processes, on one host or many, may run this on one study.
     pub fn run_worker(
         &self,
         eval: &mut dyn Evaluator,
         log: &mut dyn FnMut(&str),
     ) -> Result<(), SearchError> {
-        let me = WorkerLock::acquire(&self.dir)?;
+        let me = self.storage.join()?;
         let pruner = make_pruner(
             self.settings.pruner,
             self.settings.trained_metric().maximize,
@@ -239,10 +277,27 @@ impl Study {
             self.settings.eval_every.unwrap_or(1),
         );
         let metric = self.settings.trained_metric().metric.clone();
-        while let Some((record, retry)) = self.claim(&me.id, log)? {
+        let mut waiting = None;
+        loop {
+            let (record, retry) = match self.claim(&me, log)? {
+                Claim::Trial(t, retry) => (t, retry),
+                Claim::Done => break,
+                Claim::Wait(n) => {
+                    if waiting != Some(n) {
+                        log(&format!(
+                            "waiting for {n} trial(s) other workers run (retaken if a worker dies)"
+                        ));
+                        waiting = Some(n);
+                    }
+                    std::thread::sleep(self.poll_interval());
+                    continue;
+                }
+            };
+            waiting = None;
+            me.running(Some(record.trial_id));
             let Some(point) = self.unnamed(&record.point) else {
                 return Err(SearchError::Invalid(format!(
-                    "the journal's trial {} does not match the spec's dimensions",
+                    "the study's trial {} does not match the spec's dimensions",
                     record.number
                 )));
             };
@@ -275,22 +330,23 @@ impl Study {
                 record.cost.describe()
             ));
             let t0 = std::time::Instant::now();
-            let mut journal_error = None;
+            let mut storage_error = None;
             let mut report = |step: u64, m: &Metrics| -> bool {
                 let Some(&value) = m.get(&metric) else {
                     return true;
                 };
+                if !value.is_finite() {
+                    return true;
+                }
                 let r = (|| -> Result<bool, SearchError> {
-                    let g = self.journal.lock()?;
-                    self.journal.append(
-                        &g,
-                        &Event::Report {
-                            trial: job.number,
-                            step,
-                            value,
-                        },
-                    )?;
-                    let (state, _) = self.read(&g)?;
+                    let mut tx = self.storage.begin()?;
+                    tx.write(Op::Intermediate {
+                        trial: record.trial_id,
+                        step: step as i64,
+                        value,
+                    })?;
+                    let state = StudyState::from_snapshot(tx.snapshot(), &self.space);
+                    tx.commit()?;
                     let reports = state
                         .trials
                         .get(&job.number)
@@ -305,12 +361,12 @@ impl Study {
                     ))
                 })();
                 r.unwrap_or_else(|e| {
-                    journal_error = Some(e);
+                    storage_error = Some(e);
                     false
                 })
             };
             let result = eval.run(&job, &mut report);
-            if let Some(e) = journal_error {
+            if let Some(e) = storage_error {
                 return Err(e);
             }
             let seconds = t0.elapsed().as_secs_f64();
@@ -319,6 +375,13 @@ impl Study {
                     if let Some((k, _)) = metrics.iter().find(|(_, v)| !v.is_finite()) {
                         Outcome::Failed {
                             reason: format!("{k} is not finite (training diverged)"),
+                        }
+                    } else if let Some(o) = self.settings.objectives.iter().find(|o| {
+                        !matches!(o.metric.as_str(), "params" | "memory")
+                            && !metrics.contains_key(&o.metric)
+                    }) {
+                        Outcome::Failed {
+                            reason: format!("training reported no `{}`", o.metric),
                         }
                     } else {
                         Outcome::Complete { metrics, seconds }
@@ -356,20 +419,78 @@ impl Study {
                     Outcome::Failed { reason } => format!("failed: {reason}"),
                 }
             ));
-            let g = self.journal.lock()?;
-            self.journal.append(
-                &g,
-                &Event::Finish {
-                    trial: job.number,
-                    worker: me.id.clone(),
-                    outcome,
-                    time: now(),
-                },
-            )?;
-            let (state, _) = self.read(&g)?;
+            let mut tx = self.storage.begin()?;
+            let open = tx
+                .snapshot()
+                .trial(record.trial_id)
+                .is_some_and(|t| t.state == TrialState::Running);
+            if open {
+                for op in self.finish_ops(&record, &outcome) {
+                    tx.write(op)?;
+                }
+            } else {
+                log(&format!(
+                    "trial {}: another worker took it over while this one ran (a lapsed heartbeat?); this result is dropped",
+                    job.number
+                ));
+            }
+            let state = StudyState::from_snapshot(tx.snapshot(), &self.space);
+            tx.commit()?;
+            me.running(None);
             eval.finished(self, &state)?;
         }
         Ok(())
+    }
+
+    /// How often a waiting worker looks for a dead worker's trial.
+    fn poll_interval(&self) -> std::time::Duration {
+        std::time::Duration::from_secs_f64((self.heartbeat.grace_s / 4.0).clamp(0.02, 1.0))
+    }
+
+    /// The writes that finish trial `t` with `outcome`: peftc's facts as
+    /// user attributes first (a finished trial takes no more), then the
+    /// state and the objective values.
+    fn finish_ops(&self, t: &TrialRecord, outcome: &Outcome) -> Vec<Op> {
+        let attr = |k: &str, v| Op::TrialUserAttr {
+            trial: t.trial_id,
+            key: k.into(),
+            value: v,
+        };
+        let mut ops = Vec::new();
+        let (state, values) = match outcome {
+            Outcome::Complete { metrics, seconds } => {
+                ops.push(attr(key::METRICS, json!(metrics)));
+                ops.push(attr(key::SECONDS, json!(seconds)));
+                let values = self
+                    .settings
+                    .objectives
+                    .iter()
+                    .map(|o| match o.metric.as_str() {
+                        "params" => t.cost.trainable as f64,
+                        "memory" => t.cost.memory as f64,
+                        m => metrics.get(m).copied().unwrap_or(f64::NAN),
+                    })
+                    .collect();
+                (TrialState::Complete, Some(values))
+            }
+            Outcome::Pruned { value, seconds, .. } => {
+                ops.push(attr(key::SECONDS, json!(seconds)));
+                // Optuna gives a pruned single-objective trial its last value.
+                let values = (self.settings.objectives.len() == 1 && value.is_finite())
+                    .then(|| vec![*value]);
+                (TrialState::Pruned, values)
+            }
+            Outcome::Failed { reason } => {
+                ops.push(attr(key::FAIL_REASON, json!(reason)));
+                (TrialState::Fail, None)
+            }
+        };
+        ops.push(Op::Finish {
+            trial: t.trial_id,
+            state,
+            values,
+        });
+        ops
     }
 
     /// Objective values of a finished trial, minimization form, in objective order.

@@ -1,103 +1,67 @@
 //! Studies end to end with a closed-form evaluator in place of training: the
 //! optimum is known, so the tests can say whether the search found it, and
 //! the budget, pruning, crash recovery and worker sharing are checked against
-//! the journal.
+//! the Optuna study in the journal.
 
-use peftc_search::journal::{Event, Journal, Outcome};
-use peftc_search::{Evaluator, Metrics, Study, TrialJob, TrialResult, Value};
+use peftc_search::record::{self, key};
+use peftc_search::state::{NamedPoint, Outcome};
+use peftc_search::storage::Storage;
+use peftc_search::storage::journal::JournalFile;
+use peftc_search::storage::model::{NewTrial, Op, Snapshot, TrialState};
+use peftc_search::{Study, Value};
+use serde_json::json;
+
+mod common;
+use common::*;
 use std::collections::BTreeSet;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
-fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+/// The Optuna study `s` in the study folder's journal.
+fn snapshot(dir: &Path) -> Snapshot {
+    let j = JournalFile::new(&dir.join("journal.jsonl"), "s");
+    j.begin().expect("begin").snapshot().clone()
 }
 
-fn temp_dir(tag: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("peftc-search-{tag}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).expect("temp dir");
-    d
-}
-
-/// A spec over LoRA rank × prefix length on MiniLM's config (no weights needed:
-/// the evaluator is a formula). LoRA on q, v adds 6·2·(384·r + r·384) = 9216·r
-/// parameters, a prefix 6·2·len·384 = 4608·len; 0.5% of MiniLM (113,637) leaves
-/// 13 of the 24 points: r ∈ {0, 2} with any len, r = 4 with len ≤ 10, r = 8
-/// with len ≤ 5.
-fn spec(dir: &Path, search: &str) -> PathBuf {
-    let text = format!(
-        "model \"{}\"\npeft a {{\n    lora(r={{0, 2, 4, 8, 16, 32}}, alpha=16) on layers[*].attn.{{q, v}}\n    prefix(len={{0, 5, 10, 20}}) on layers[*].attn\n}}\ntrain {{\n    adapter = a\n    task = classify\n    labels = 2\n    batch = 16\n    seq_len = 64\n}}\nsearch s {{\n    space = a\n{search}}}\n",
-        repo().join("tests/fixtures/configs/minilm-l6").display()
+/// A trial of `point` as a worker that died left it: running, or failed
+/// and marked retaken; `first` is the number of the configuration's first
+/// attempt. The journal handle never joins the study, so it holds no
+/// worker lock.
+fn dead_attempt(study: &Study, point: &NamedPoint, first: Option<u64>, state: TrialState) {
+    let j = JournalFile::new(&study.dir.join("journal.jsonl"), "s");
+    let mut tx = j.begin().expect("begin");
+    let mut user_attrs = record::cost_attrs(
+        &study
+            .cost(&study.unnamed(point).expect("a point of the space"))
+            .expect("cost"),
     );
-    let p = dir.join("s.peft");
-    std::fs::write(&p, text).expect("write spec");
-    p
-}
-
-fn int(job: &TrialJob, dim: &str) -> i64 {
-    job.describe
-        .split(' ')
-        .find_map(|kv| kv.strip_prefix(&format!("{dim}=")))
-        .and_then(|v| v.parse().ok())
-        .expect("dimension in the description")
-}
-
-/// accuracy = 0.9 + 0.01·log2(1 + r) + 0.002·len, reaching it linearly over
-/// the steps: best within budget is r = 16, len = 10.
-struct Formula {
-    steps_run: Vec<(u64, u64)>,
-}
-
-fn accuracy(r: i64, len: i64) -> f64 {
-    0.9 + 0.01 * ((1 + r) as f64).log2() + 0.002 * len as f64
-}
-
-impl Evaluator for Formula {
-    fn run(
-        &mut self,
-        job: &TrialJob,
-        report: &mut dyn FnMut(u64, &Metrics) -> bool,
-    ) -> Result<TrialResult, String> {
-        let final_acc = accuracy(int(job, "lora.r"), int(job, "prefix.len"));
-        let steps = job.steps.unwrap_or(8);
-        let every = job.eval_every.unwrap_or(steps);
-        let mut step = every;
-        while step < steps {
-            let m = Metrics::from([("accuracy".into(), final_acc * step as f64 / steps as f64)]);
-            if !report(step, &m) {
-                self.steps_run.push((job.number, step));
-                return Ok(TrialResult::Pruned { step });
-            }
-            step += every;
+    user_attrs.insert(key::WORKER.into(), json!("dead"));
+    let system_attrs = first
+        .map(|f| [(key::FAILED_TRIAL.to_string(), json!(f))].into())
+        .unwrap_or_default();
+    let id = tx
+        .create_trial(NewTrial {
+            params: record::params(&study.space, point),
+            user_attrs,
+            system_attrs,
+        })
+        .expect("trial");
+    if state == TrialState::Fail {
+        for op in [
+            Op::TrialUserAttr {
+                trial: id,
+                key: key::RETAKEN.into(),
+                value: json!(true),
+            },
+            Op::Finish {
+                trial: id,
+                state,
+                values: None,
+            },
+        ] {
+            tx.write(op).expect("write");
         }
-        self.steps_run.push((job.number, steps));
-        Ok(TrialResult::Complete(Metrics::from([(
-            "accuracy".into(),
-            final_acc,
-        )])))
     }
-
-    fn finished(
-        &mut self,
-        study: &Study,
-        state: &peftc_search::StudyState,
-    ) -> Result<(), peftc_search::SearchError> {
-        peftc_search::report::write_all(study, state)
-    }
-}
-
-fn events(dir: &Path) -> Vec<Event> {
-    let j = Journal::new(dir);
-    let g = j.lock().expect("lock");
-    j.read(&g).expect("read").0
-}
-
-fn run(study: &Study) -> Formula {
-    let mut f = Formula {
-        steps_run: Vec::new(),
-    };
-    study.run_worker(&mut f, &mut |_| {}).expect("worker");
-    f
+    tx.commit().expect("commit");
 }
 
 #[test]
@@ -215,26 +179,12 @@ fn a_dead_workers_trial_is_retaken_with_its_number_and_point() {
     // A first worker finished trial 0, then claimed trial 1 and died.
     let first = Study::open(&s, &dir, Some(1)).expect("open");
     run(&first);
-    let j = Journal::new(&dir);
-    let claimed: peftc_search::journal::NamedPoint = [
+    let claimed: NamedPoint = [
         ("lora.r".to_string(), Value::Int(4)),
         ("prefix.len".to_string(), Value::Int(5)),
     ]
     .into();
-    {
-        let g = j.lock().expect("lock");
-        j.append(
-            &g,
-            &Event::Claim {
-                trial: 1,
-                worker: "4242-dead".into(),
-                point: claimed.clone(),
-                cost: study.cost(&[Value::Int(4), Value::Int(5)]).expect("cost"),
-                time: 0.0,
-            },
-        )
-        .expect("append");
-    }
+    dead_attempt(&study, &claimed, None, TrialState::Running);
     let before = study.state().expect("state").trials[&0].clone();
     run(&study);
     let state = study.state().expect("state");
@@ -245,17 +195,31 @@ fn a_dead_workers_trial_is_retaken_with_its_number_and_point() {
         "the dead worker's point is retrained"
     );
     assert_eq!(
+        state.trials[&1].attempts,
+        [1, 2],
+        "retaken as Optuna trial 2"
+    );
+    assert_eq!(
         state.trials[&0], before,
         "a finished trial is neither lost nor redone"
     );
-    let finishes: Vec<u64> = events(&dir)
-        .iter()
-        .filter_map(|e| match e {
-            Event::Finish { trial, .. } => Some(*trial),
-            _ => None,
-        })
-        .collect();
-    assert_eq!(finishes, [0, 1, 2, 3], "each trial finished exactly once");
+    // In Optuna's terms: the dead worker's trial failed, a retry with the
+    // same parameters completed (RetryFailedTrialCallback's attributes).
+    let snap = snapshot(&dir);
+    let states: Vec<TrialState> = snap.trials.iter().map(|t| t.state).collect();
+    assert_eq!(
+        states,
+        [
+            TrialState::Complete,
+            TrialState::Fail,
+            TrialState::Complete,
+            TrialState::Complete,
+            TrialState::Complete
+        ]
+    );
+    assert_eq!(snap.trials[2].system_attrs[key::FAILED_TRIAL], json!(1));
+    assert_eq!(snap.trials[2].system_attrs[key::RETRY_HISTORY], json!([1]));
+    assert_eq!(snap.trials[2].params, snap.trials[1].params);
 }
 
 #[test]
@@ -280,18 +244,22 @@ fn two_workers_share_a_study_without_repeating_a_trial() {
         .map(|h| h.join().expect("worker thread"))
         .collect();
     assert_eq!(ran.iter().sum::<usize>(), 10, "{ran:?}");
-    let ev = events(&dir);
-    let claims: Vec<(u64, String)> = ev
+    let snap = snapshot(&dir);
+    let numbers: Vec<u64> = snap.trials.iter().map(|t| t.number).collect();
+    assert_eq!(numbers, (0..10).collect::<Vec<u64>>());
+    assert!(snap.trials.iter().all(|t| t.state == TrialState::Complete));
+    let space = study_space(&s);
+    let points: BTreeSet<String> = snap
+        .trials
         .iter()
-        .filter_map(|e| match e {
-            Event::Claim { trial, point, .. } => Some((*trial, format!("{point:?}"))),
-            _ => None,
-        })
+        .map(|t| format!("{:?}", record::point(&space, &t.params)))
         .collect();
-    let numbers: BTreeSet<u64> = claims.iter().map(|c| c.0).collect();
-    let points: BTreeSet<&String> = claims.iter().map(|c| &c.1).collect();
-    assert_eq!(numbers, (0..10).collect(), "{claims:?}");
-    assert_eq!(points.len(), 10, "a point was trained twice: {claims:?}");
+    assert_eq!(points.len(), 10, "a point was trained twice: {points:?}");
+}
+
+fn study_space(spec: &Path) -> peftc_search::Space {
+    let d = temp_dir("space");
+    Study::open(spec, &d, None).expect("open").space
 }
 
 #[test]
@@ -309,7 +277,7 @@ fn a_study_refuses_a_different_spec() {
         .run_worker(&mut f, &mut |_| {})
         .expect_err("a different spec")
         .to_string();
-    assert!(e.contains("holds a study of a different spec"), "{e}");
+    assert!(e.contains("holds a study `s` of a different spec"), "{e}");
 }
 
 #[test]
@@ -321,36 +289,25 @@ fn a_trial_that_kills_its_worker_three_times_is_failed_not_retaken() {
     );
     let dir = d.join("study");
     let study = Study::open(&s, &dir, None).expect("open");
-    let j = Journal::new(&dir);
-    let point: peftc_search::journal::NamedPoint = [
+    study.create().expect("create the study");
+    let point: NamedPoint = [
         ("lora.r".to_string(), Value::Int(8)),
         ("prefix.len".to_string(), Value::Int(20)),
     ]
     .into();
-    {
-        let g = j.lock().expect("lock");
-        for w in ["1-dead", "2-dead", "3-dead"] {
-            j.append(
-                &g,
-                &Event::Claim {
-                    trial: 0,
-                    worker: w.into(),
-                    point: point.clone(),
-                    cost: study.cost(&[Value::Int(8), Value::Int(20)]).expect("cost"),
-                    time: 0.0,
-                },
-            )
-            .expect("append");
-        }
-    }
+    dead_attempt(&study, &point, None, TrialState::Fail);
+    dead_attempt(&study, &point, Some(0), TrialState::Fail);
+    dead_attempt(&study, &point, Some(0), TrialState::Running);
     run(&study);
     let state = study.state().expect("state");
     match &state.trials[&0].outcome {
         Some(Outcome::Failed { reason }) => assert!(reason.contains("died 3 times"), "{reason}"),
         other => panic!("trial 0: {other:?}"),
     }
+    assert_eq!(state.trials[&0].attempts, [0, 1, 2]);
+    // The next configuration is Optuna's trial 3.
     assert!(matches!(
-        state.trials[&1].outcome,
+        state.trials[&3].outcome,
         Some(Outcome::Complete { .. })
     ));
 }

@@ -84,8 +84,8 @@ impl Kind {
             ],
             Kind::Search => &[
                 "journal.jsonl",
-                "journal.lock",
-                "workers",
+                "journal.jsonl.peftc-lock",
+                "journal.jsonl.peftc-workers",
                 "trials",
                 "leaderboard.md",
                 "pareto.json",

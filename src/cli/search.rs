@@ -5,16 +5,32 @@ use super::device::DeviceArg;
 use super::{CliError, plans};
 use clap::Args;
 use peftc_runtime::train::{EvalResult, TrainOptions, train_observed};
-use peftc_search::{Evaluator, Metrics, SearchError, Study, StudyState, TrialJob, TrialResult};
+use peftc_search::{
+    Evaluator, Heartbeat, Metrics, SearchError, StorageOptions, StorageUrl, Study, StudyState,
+    TrialJob, TrialResult,
+};
 use std::path::PathBuf;
 use std::process::Command;
 
 #[derive(Args, Debug)]
 pub struct SearchArgs {
     pub spec: PathBuf,
-    /// The study folder: journal, leaderboard, Pareto front, best.peft.
+    /// The study folder: trial runs, leaderboard, Pareto front, best.peft
+    /// (and the study itself, `journal.jsonl`, unless --storage says otherwise).
     #[arg(long)]
     pub study: PathBuf,
+    /// Where the Optuna study lives: `journal:PATH` (Optuna's journal file) or
+    /// `postgresql://USER[:PASSWORD]@HOST[:PORT]/DB` (Optuna's RDB schema;
+    /// workers on several machines share it). Default: journal:STUDY/journal.jsonl.
+    #[arg(long, value_parser = StorageUrl::parse)]
+    pub storage: Option<StorageUrl>,
+    /// The Optuna study's name (default: the search block's name).
+    #[arg(long)]
+    pub study_name: Option<String>,
+    /// Seconds between a PostgreSQL worker's heartbeats; a trial whose worker
+    /// is silent for twice as long is failed and retaken by another.
+    #[arg(long, default_value_t = 10.0, value_parser = seconds)]
+    pub heartbeat: f64,
     /// Trials in all (overrides the search block's `trials`).
     #[arg(long, value_parser = super::flags::count)]
     pub trials: Option<u64>,
@@ -32,26 +48,45 @@ pub struct SearchArgs {
     pub worker: bool,
 }
 
+fn seconds(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(x) if x.is_finite() && x > 0.0 => Ok(x),
+        _ => Err(format!("`{s}` is not a positive number of seconds")),
+    }
+}
+
 fn fail(e: SearchError) -> CliError {
     match e {
         SearchError::Spec(text) => CliError::Rendered(text),
         SearchError::Invalid(m) => CliError::Input(m),
-        SearchError::Journal(e) => CliError::Internal(e.to_string()),
+        SearchError::Storage(e) if e.is_user_error() => CliError::Input(e.to_string()),
+        SearchError::Storage(e) => CliError::Internal(e.to_string()),
     }
 }
 
 pub fn run(a: SearchArgs) -> Result<(), CliError> {
     super::output::open_in_place(&a.study, super::output::Kind::Search, a.force, &[&a.spec])?;
     super::device::ensure(a.device)?;
-    let study = Study::open(&a.spec, &a.study, a.trials).map_err(fail)?;
+    let kept = StorageOptions {
+        url: a.storage.clone(),
+        study_name: a.study_name.clone(),
+        heartbeat: Heartbeat {
+            interval_s: a.heartbeat,
+            grace_s: 2.0 * a.heartbeat,
+        },
+    };
+    let study = Study::open_with(&a.spec, &a.study, a.trials, &kept).map_err(fail)?;
     let s = &study.settings;
     let workers = a.workers.unwrap_or(s.workers);
     let mut children = Vec::new();
     if !a.worker {
         let fit = study.preflight().map_err(fail)?;
+        // A study of another spec is refused before any worker starts.
+        study.create().map_err(fail)?;
         eprintln!(
-            "peftc search `{}`: block `{}`, {} dimensions ({}), {} trials, sampler {:?}, pruner {:?}{}",
-            s.name,
+            "peftc search `{}` in {}: block `{}`, {} dimensions ({}), {} trials, sampler {:?}, pruner {:?}{}",
+            study.name,
+            study.storage(),
             study.space.block,
             study.space.dims.len(),
             study.space.names().join(", "),
@@ -73,7 +108,17 @@ pub fn run(a: SearchArgs) -> Result<(), CliError> {
                 .arg(s.trials.to_string())
                 .arg("--device")
                 .arg(format!("{:?}", a.device).to_lowercase())
+                .arg("--study-name")
+                .arg(&study.name)
+                .arg("--heartbeat")
+                .arg(a.heartbeat.to_string())
                 .arg("--worker");
+            if let Some(url) = &a.storage {
+                c.arg("--storage").arg(match url {
+                    StorageUrl::Journal(p) => format!("journal:{}", p.display()),
+                    StorageUrl::Postgres(u) => u.clone(),
+                });
+            }
             children.push(
                 c.spawn().map_err(|e| {
                     CliError::Internal(format!("cannot start a worker process: {e}"))
@@ -105,7 +150,9 @@ pub fn run(a: SearchArgs) -> Result<(), CliError> {
             println!("{line}");
         }
         println!(
-            "study in {}: leaderboard.md, pareto.json, pareto.svg, best.peft",
+            "study `{}` in {}; reports in {}: leaderboard.md, pareto.json, pareto.svg, best.peft",
+            study.name,
+            study.storage(),
             study.dir.display()
         );
     }

@@ -170,3 +170,69 @@ pub fn smollm2_spec(dir: &Path, name: &str, statements: &str, seq_len: usize) ->
         ),
     )
 }
+
+/// A search over LoRA rank × prefix length on MiniLM and 64 real SMS texts:
+/// 4 steps a trial, evaluated every 2.
+pub fn sms_search_spec(dir: &Path, trials: u32) -> PathBuf {
+    let sms = std::fs::read_to_string(asset("sms/spam_collection.csv")).expect("sms");
+    let lines: Vec<&str> = sms.lines().filter(|l| l.contains('\t')).collect();
+    let (spam, ham): (Vec<&str>, Vec<&str>) = lines.iter().partition(|l| l.starts_with("spam"));
+    let picked: Vec<&str> = (0..64)
+        .map(|i| {
+            if i % 3 == 0 {
+                spam[i % spam.len()]
+            } else {
+                ham[i % ham.len()]
+            }
+        })
+        .collect();
+    write(dir, "sms.tsv", &(picked.join("\n") + "\n"));
+    let text = format!(
+        "model \"{}\"\n\
+         peft hybrid {{\n    lora(r={{0, 2, 4}}, alpha=8) on layers[*].attn.{{q, v}}\n    prefix(len={{0, 2}}) on layers[*].attn\n}}\n\
+         train {{\n    adapter = hybrid\n    task = classify\n    data = \"sms.tsv\"\n    batch = 8\n    seq_len = 32\n    lr = 1e-3\n    eval_split = 0.25\n    seed = 2\n}}\n\
+         search s {{\n    space = hybrid\n    budget params <= 0.5%\n    maximize accuracy\n    trials = {trials}\n    sampler = random\n    seed = 1\n    steps = 4\n    eval_every = 2\n}}\n",
+        asset("all-MiniLM-L6-v2").display()
+    );
+    write(dir, "search.peft", &text)
+}
+
+/// A study after one of its workers was SIGKILLed mid-trial: `n`
+/// configurations completed, each once; the killed trial is failed, marked
+/// retaken, and a retake with its parameters completed. Returns the
+/// completed trials.
+pub fn assert_each_once_and_retaken(
+    snap: &peftc_search::storage::model::Snapshot,
+    n: usize,
+    killed: &peftc_search::storage::model::TrialRow,
+) -> Vec<peftc_search::storage::model::TrialRow> {
+    use peftc_search::record::key;
+    use peftc_search::storage::model::TrialState;
+    use serde_json::json;
+    let done: Vec<_> = snap
+        .trials
+        .iter()
+        .filter(|t| t.state == TrialState::Complete)
+        .cloned()
+        .collect();
+    assert_eq!(done.len(), n, "configurations complete: {:?}", snap.trials);
+    let points: std::collections::BTreeSet<String> =
+        done.iter().map(|t| format!("{:?}", t.params)).collect();
+    assert_eq!(points.len(), n, "no configuration finished twice");
+    let dead = &snap.trials[killed.number as usize];
+    assert_eq!(dead.state, TrialState::Fail, "the killed trial failed");
+    assert_eq!(dead.user_attrs[key::RETAKEN], json!(true));
+    let retake = done
+        .iter()
+        .find(|t| t.system_attrs.get(key::FAILED_TRIAL) == Some(&json!(killed.number)))
+        .expect("the killed trial was retaken and finished");
+    assert_eq!(retake.params, killed.params);
+    // Nothing else failed: every FAIL is a retaken one.
+    assert!(
+        snap.trials
+            .iter()
+            .filter(|t| t.state == TrialState::Fail)
+            .all(|t| t.user_attrs.get(key::RETAKEN) == Some(&json!(true)))
+    );
+    done
+}
