@@ -79,6 +79,7 @@ fn peak_rss_bytes() -> u64 {
 }
 
 fn main() -> ExitCode {
+    peftc_runtime::kernels::use_the_cpus_kernels();
     alloc::keep_freed_pages();
     let args: Vec<String> = std::env::args().filter(|a| a != "--bench").collect();
     let run = if args.get(1).map(String::as_str) == Some("--infer") {

@@ -7,6 +7,7 @@ use clap::Parser;
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
+    peftc_runtime::kernels::use_the_cpus_kernels();
     alloc::keep_freed_pages();
     // Rust ignores SIGPIPE, so a closed pipe (`peftc ... | head`) would make
     // every print fail; end quietly instead, as other command-line tools do.

@@ -10,6 +10,7 @@ pub mod data;
 pub mod devices;
 pub mod error;
 pub mod faults;
+pub mod generate;
 pub mod model;
 pub mod rng;
 pub mod tokenizer;

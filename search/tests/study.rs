@@ -311,3 +311,50 @@ fn a_trial_that_kills_its_worker_three_times_is_failed_not_retaken() {
         Some(Outcome::Complete { .. })
     ));
 }
+
+#[test]
+fn one_journal_file_holds_studies_by_name_apart_from_their_folders() {
+    let d = temp_dir("journal-path");
+    let journal = d.join("shared/optuna.jsonl");
+    let s = spec(
+        &d,
+        "    maximize accuracy\n    trials = 3\n    sampler = random\n",
+    );
+    let at = |name: &str| peftc_search::StorageOptions {
+        url: Some(peftc_search::StorageUrl::Journal(journal.clone())),
+        study_name: Some(name.into()),
+        heartbeat: Default::default(),
+    };
+    for name in ["first", "second"] {
+        let study = Study::open_with(&s, &d.join(name), None, &at(name)).expect("open");
+        run(&study);
+        assert_eq!(study.state().expect("state").finished().count(), 3);
+        assert!(
+            !d.join(name).join("journal.jsonl").exists(),
+            "the study lives in the journal it was given"
+        );
+        assert!(
+            d.join(name).join("leaderboard.md").exists(),
+            "reports stay in --study"
+        );
+    }
+    for name in ["first", "second"] {
+        let snap = JournalFile::new(&journal, name)
+            .begin()
+            .expect("begin")
+            .snapshot()
+            .clone();
+        assert_eq!(snap.study.as_ref().map(|s| s.name.as_str()), Some(name));
+        assert_eq!(snap.trials.len(), 3, "{name}");
+    }
+    // Trial ids are global to the file, numbers per study (as in Optuna).
+    let second = JournalFile::new(&journal, "second")
+        .begin()
+        .expect("begin")
+        .snapshot()
+        .clone();
+    let ids: Vec<u64> = second.trials.iter().map(|t| t.id).collect();
+    assert_eq!(ids, [3, 4, 5]);
+    let numbers: Vec<u64> = second.trials.iter().map(|t| t.number).collect();
+    assert_eq!(numbers, [0, 1, 2]);
+}

@@ -8,6 +8,7 @@ mod eval;
 mod export;
 mod flags;
 mod format;
+mod generate;
 mod infer;
 mod merge;
 mod output;
@@ -50,6 +51,8 @@ pub enum Command {
     Eval(eval::EvalArgs),
     /// Logits for texts.
     Infer(infer::InferArgs),
+    /// Continue a prompt with a causal LM and its adapter (KV cache; greedy or sampled).
+    Generate(generate::GenerateArgs),
     /// Write a run's adapter in Hugging Face PEFT's format.
     Export(export::ExportArgs),
     /// Fold a run's adapter into the base weights and write a full checkpoint.
@@ -65,6 +68,7 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
         Command::Train(args) => train::run(args),
         Command::Eval(args) => eval::run(args),
         Command::Infer(args) => infer::run(args),
+        Command::Generate(args) => generate::run(args),
         Command::Export(args) => export::run(args),
         Command::Merge(args) => merge::run(args),
         Command::Search(args) => search::run(args),

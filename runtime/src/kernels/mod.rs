@@ -17,17 +17,25 @@
 //! The model calls the functions at the bottom of this file.
 
 mod autodiff;
+mod blas_cpu;
 mod bottleneck;
 mod cpu;
 mod cube;
 pub mod reference;
 pub mod sparse;
 
+pub use blas_cpu::use_the_cpus_kernels;
 pub use bottleneck::{AdapterFn, AdapterGrads, AdapterNeed, AdapterParams};
 pub use cube::Unsupported;
 pub use sparse::SparseIndex;
 
 pub use cpu::attention::AttnShape;
+
+/// The kernels OpenBLAS chose for this CPU (`SkylakeX`, `Haswell`,
+/// `Prescott`, ...); `None` when built without OpenBLAS.
+pub fn blas_core() -> Option<String> {
+    cpu::blas::core_name()
+}
 pub use cpu::rope::RopeShape;
 
 use std::sync::Arc;

@@ -2,10 +2,11 @@
 //! RMSNorm, RoPE, grouped-query attention and a SwiGLU MLP. Hidden states are
 //! `[rows*seq, h]`.
 
-use super::attention::{Heads, attention};
+use super::attention::{Heads, Prefix, attention};
 use super::build::Loader;
 use super::ctx::{Ctx, site_id};
 use super::device_params::Params;
+use super::kv_cache::KvCache;
 use super::linear::{Attached, SiteLinear};
 use super::norm::NormWeights;
 use super::ops::silu_mul;
@@ -55,6 +56,7 @@ impl<B: PeftKernels> Layer<B> {
         n_prompt: usize,
         at: Positions,
         prefix: Option<&PrefixSource<B>>,
+        cache: Option<&mut KvCache<B>>,
         heads: &Heads,
         d: &Dims,
         p: &Params<B>,
@@ -76,10 +78,26 @@ impl<B: PeftKernels> Layer<B> {
                 kernels::rope_at(k, pos, d.kv_heads, d.head_dim, d.rope_theta),
             ),
         };
-        let pre = match prefix {
+        let mut pre = match prefix {
             Some(s) => s.layer(li, &n1, p)?,
             None => None,
         };
+        // Generation: the past (a prefix method's keys first) is the prefix
+        // of this pass; this pass's keys join it.
+        if let Some(cache) = cache {
+            if pre.as_ref().is_some_and(|x| x.gate.is_some()) {
+                return Err(crate::error::RuntimeError::Invalid(
+                    "generation with a gated (UniPELT) prefix is not supported yet".into(),
+                ));
+            }
+            if cache.is_empty()
+                && let Some(x) = pre.take()
+            {
+                cache.extend(li, x.k, x.v);
+            }
+            pre = cache.past(li).map(|(k, v)| Prefix { k, v, gate: None });
+            cache.extend(li, k.clone(), v.clone());
+        }
         let core = attention(
             q,
             k,
@@ -172,12 +190,14 @@ impl<B: PeftKernels> Llama<B> {
         &self.embed
     }
 
-    /// Final-normed hidden states `[rows*(prompt+seq), h]`.
+    /// Final-normed hidden states `[rows*(prompt+seq), h]`. With a `cache`
+    /// (one sequence), the tokens continue the cached ones and join the cache.
     pub fn forward(
         &self,
         ids: Tensor<B, 1, Int>,
         prompt: Option<Tensor<B, 2>>,
         prefix: &PrefixSource<B>,
+        mut cache: Option<&mut KvCache<B>>,
         p: &Params<B>,
         ctx: &Ctx<B>,
     ) -> Result<Tensor<B, 2>> {
@@ -191,8 +211,10 @@ impl<B: PeftKernels> Llama<B> {
             x = Tensor::cat(vec![pe3, x3], 1).reshape([rows * (n_prompt + ctx.seq), h]);
         }
         let seq = n_prompt + ctx.seq;
-        // Real tokens' positions start after a prefix (HF shifts position ids by it).
-        let offset = prefix.positions();
+        // Real tokens' positions start after a prefix (HF shifts position ids
+        // by it), and after what the cache holds.
+        let past = cache.as_ref().map_or(0, |c| c.positions);
+        let offset = prefix.positions() + past;
         let heads = Heads {
             heads: d.heads,
             kv_heads: d.kv_heads,
@@ -202,20 +224,42 @@ impl<B: PeftKernels> Llama<B> {
         for (li, layer) in self.layers.iter().enumerate() {
             let input = x.clone();
             let out = match &layer.coda {
+                Some(_) if cache.is_some() => {
+                    return Err(crate::error::RuntimeError::Invalid(
+                        "generation with CoDA is not supported yet (its router scores whole sequences)"
+                            .into(),
+                    ));
+                }
                 // The routed tokens keep their positions (RoPE, causality);
                 // no prompt or prefix beside CoDA (the checker refuses them).
                 Some(c) => c.forward(x, p, ctx, |xs, sub, at| {
                     let at = Positions::At(at);
-                    layer.forward(xs, li, sub.seq, 0, at, None, &heads, d, p, sub)
+                    layer.forward(xs, li, sub.seq, 0, at, None, None, &heads, d, p, sub)
                 })?,
                 None => {
                     let at = Positions::From(offset);
-                    layer.forward(x, li, seq, n_prompt, at, Some(prefix), &heads, d, p, ctx)?
+                    let kv = cache.as_deref_mut();
+                    layer.forward(
+                        x,
+                        li,
+                        seq,
+                        n_prompt,
+                        at,
+                        Some(prefix),
+                        kv,
+                        &heads,
+                        d,
+                        p,
+                        ctx,
+                    )?
                 }
             };
             x = layer
                 .at_layer
                 .around_block(&layer.path, &input, out, p, ctx)?;
+        }
+        if let Some(c) = cache {
+            c.positions += seq;
         }
         self.norm.rms(x, eps, p)
     }

@@ -7,6 +7,7 @@ mod bert;
 mod build;
 pub(crate) mod ctx;
 mod device_params;
+pub mod kv_cache;
 mod linear;
 mod llama;
 pub mod loss;
@@ -18,6 +19,7 @@ pub mod routes;
 
 pub use ctx::Ctx;
 pub use device_params::{Params, to_device};
+pub use kv_cache::KvCache;
 pub use linear::dora_row_norm;
 pub use params::{BaseLookup, ParamSpec, ParamStore, param_specs};
 
@@ -133,7 +135,7 @@ impl<B: PeftKernels> PeftModel<B> {
                 }
             }
             Base::Llama(m) => {
-                let hidden = m.forward(ids, prompt, &prefix, p, ctx)?;
+                let hidden = m.forward(ids, prompt, &prefix, None, p, ctx)?;
                 match kind {
                     TaskKind::CausalLm => m.lm_logits(hidden, p, ctx)?,
                     TaskKind::Classify => {
@@ -157,6 +159,51 @@ impl<B: PeftKernels> PeftModel<B> {
             seq_out,
             n_prompt: self.n_prompt,
         })
+    }
+
+    /// An empty cache for [`PeftModel::step`].
+    pub fn new_cache(&self) -> KvCache<B> {
+        KvCache::new(self.plan.model.dims.layers)
+    }
+
+    /// One step of generation on a causal LM: `ids` continue the sequence
+    /// `cache` holds (the whole prompt on the first step, then one token);
+    /// returns the vocabulary logits after the last of them.
+    pub fn step(&self, ids: &[u32], cache: &mut KvCache<B>, p: &Params<B>) -> Result<Vec<f32>> {
+        let Base::Llama(m) = &self.base else {
+            return Err(crate::error::RuntimeError::Invalid(
+                "generation needs a causal decoder (a LLaMA-family model)".into(),
+            ));
+        };
+        if self.plan.task.kind != TaskKind::CausalLm {
+            return Err(crate::error::RuntimeError::Invalid(
+                "generation needs a `task = causal_lm` spec".into(),
+            ));
+        }
+        if ids.is_empty() {
+            return Err(crate::error::RuntimeError::Invalid(
+                "nothing to generate from: the prompt has no tokens".into(),
+            ));
+        }
+        let n = ids.len();
+        let batch = Batch::pad(&[ids], None, 0);
+        let ctx = self.ctx(&batch, false, 0);
+        let t = Tensor::<B, 1, Int>::from_data(
+            TensorData::new(ids.iter().map(|&t| t as i64).collect::<Vec<_>>(), [n]),
+            &self.device,
+        );
+        // The soft prompt goes in front of the prompt, once.
+        let prompt = if cache.is_empty() {
+            crate::methods::prompt_embeddings(&self.plan, p)?
+        } else {
+            None
+        };
+        let prefix = PrefixSource::build(&self.plan, p)?;
+        let hidden = m.forward(t, prompt, &prefix, Some(cache), p, &ctx)?;
+        let [rows, h] = hidden.dims();
+        let last = hidden.slice([rows - 1..rows, 0..h]);
+        let logits = m.lm_logits(last, p, &ctx)?;
+        Ok(crate::train::host(logits))
     }
 
     /// The training loss of `out` for `batch`.

@@ -23,6 +23,18 @@ pub fn sgemm(
     imp::sgemm(m, n, k, a, b, b_transposed, beta, c)
 }
 
+/// The kernels OpenBLAS runs on this CPU; `None` without the `openblas` feature.
+pub fn core_name() -> Option<String> {
+    #[cfg(feature = "openblas")]
+    {
+        imp::core_name()
+    }
+    #[cfg(not(feature = "openblas"))]
+    {
+        None
+    }
+}
+
 /// `C = op(A) * B (+ beta C)` with `A` stored `[k, m]` (transposed): the weight
 /// gradient `dW = dYᵀ X`.
 pub fn sgemm_at(m: usize, n: usize, k: usize, a_km: &[f32], b: &[f32], beta: f32, c: &mut [f32]) {
@@ -41,6 +53,7 @@ mod imp {
     #[link(name = "openblas")]
     unsafe extern "C" {
         fn openblas_set_num_threads(n: i32);
+        fn openblas_get_corename() -> *const std::ffi::c_char;
         pub(super) fn cblas_sgemm(
             order: i32,
             ta: i32,
@@ -57,6 +70,96 @@ mod imp {
             c: *mut f32,
             ldc: i32,
         );
+        fn cblas_sgemv(
+            order: i32,
+            ta: i32,
+            m: i32,
+            n: i32,
+            alpha: f32,
+            a: *const f32,
+            lda: i32,
+            x: *const f32,
+            incx: i32,
+            beta: f32,
+            y: *mut f32,
+            incy: i32,
+        );
+    }
+
+    /// The kernels OpenBLAS chose for this CPU (`Haswell`, `SkylakeX`, ...).
+    pub fn core_name() -> Option<String> {
+        // SAFETY: returns a pointer to a static NUL-terminated string (or null).
+        let p = unsafe { openblas_get_corename() };
+        if p.is_null() {
+            return None;
+        }
+        // SAFETY: non-null and NUL-terminated, as above.
+        let s = unsafe { std::ffi::CStr::from_ptr(p) };
+        Some(s.to_string_lossy().into_owned())
+    }
+
+    /// Products of at most this many rows (a decoding step's one token) go
+    /// through `sgemv`: `sgemm` would pack the whole weight for one row.
+    const GEMV_ROWS: usize = 2;
+
+    /// `C = A op(B)` row by row with `sgemv`, each row's output columns split
+    /// over rayon's workers (a block of a `[n, k]` weight is contiguous).
+    #[allow(clippy::too_many_arguments)]
+    fn sgemv_rows(
+        m: usize,
+        n: usize,
+        k: usize,
+        a: &[f32],
+        b: &[f32],
+        bt: bool,
+        beta: f32,
+        c: &mut [f32],
+    ) {
+        use rayon::prelude::*;
+        let workers = rayon::current_num_threads().max(1);
+        let cols = n.div_ceil(workers).max(256);
+        for (x, y) in a.chunks(k).zip(c.chunks_mut(n)).take(m) {
+            y[..n].par_chunks_mut(cols).enumerate().for_each(|(bi, y)| {
+                let j0 = bi * cols;
+                let w = y.len();
+                // SAFETY: with `bt` the block is rows j0..j0+w of `b: [n, k]`;
+                // else columns j0..j0+w of `b: [k, n]` (stride n); `x` holds
+                // k values and `y` w. cblas touches nothing else.
+                unsafe {
+                    if bt {
+                        cblas_sgemv(
+                            ROW_MAJOR,
+                            NO_TRANS,
+                            w as i32,
+                            k as i32,
+                            1.0,
+                            b.as_ptr().add(j0 * k),
+                            k as i32,
+                            x.as_ptr(),
+                            1,
+                            beta,
+                            y.as_mut_ptr(),
+                            1,
+                        );
+                    } else {
+                        cblas_sgemv(
+                            ROW_MAJOR,
+                            TRANS,
+                            k as i32,
+                            w as i32,
+                            1.0,
+                            b.as_ptr().add(j0),
+                            n as i32,
+                            x.as_ptr(),
+                            1,
+                            beta,
+                            y.as_mut_ptr(),
+                            1,
+                        );
+                    }
+                }
+            });
+        }
     }
 
     /// OpenBLAS runs single-threaded inside peftc: the rows of each product
@@ -90,6 +193,9 @@ mod imp {
     ) {
         use rayon::prelude::*;
         single_threaded();
+        if m <= GEMV_ROWS && k > 0 {
+            return sgemv_rows(m, n, k, a, b, bt, beta, c);
+        }
         let (tb, ldb) = if bt { (TRANS, k) } else { (NO_TRANS, n) };
         let rows = row_block(m, n, k);
         c[..m * n]
@@ -453,6 +559,37 @@ mod tests {
                     .map(|(x, y)| (x - y).abs())
                     .fold(0.0, f32::max);
                 assert!(diff < 1e-3, "{m}x{n}x{k} beta {beta}: max diff {diff}");
+            }
+        }
+    }
+
+    /// One and two rows (the `sgemv` path, its columns split over the
+    /// workers) and a batch, against the definition, both weight layouts.
+    #[test]
+    fn sgemm_matches_the_definition_for_one_row_and_many() {
+        for (m, n, k) in [(1, 1000, 576), (2, 49, 300), (7, 300, 64)] {
+            let a = crate::rng::normal(4, m * k);
+            for bt in [true, false] {
+                let b = crate::rng::normal(5, k * n);
+                for beta in [0.0, 1.0] {
+                    let c0 = crate::rng::normal(6, m * n);
+                    let mut c = c0.clone();
+                    sgemm(m, n, k, &a, &b, bt, beta, &mut c);
+                    let mut diff = 0f32;
+                    for i in 0..m {
+                        for j in 0..n {
+                            let dot: f64 = (0..k)
+                                .map(|p| {
+                                    let w = if bt { b[j * k + p] } else { b[p * n + j] };
+                                    a[i * k + p] as f64 * w as f64
+                                })
+                                .sum();
+                            let want = dot + beta as f64 * c0[i * n + j] as f64;
+                            diff = diff.max((c[i * n + j] as f64 - want).abs() as f32);
+                        }
+                    }
+                    assert!(diff < 1e-3, "{m}x{n}x{k} bt {bt} beta {beta}: {diff}");
+                }
             }
         }
     }

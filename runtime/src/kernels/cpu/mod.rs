@@ -2,7 +2,7 @@
 //! inputs, parallel kernels, outputs wrapped without copies.
 
 pub mod attention;
-mod blas;
+pub(crate) mod blas;
 mod elementwise;
 mod epilogue;
 mod erf;
