@@ -25,20 +25,11 @@ use serde_json::Value;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
+mod common;
+use common::assets;
+
 fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
-}
-
-fn assets() -> PathBuf {
-    if let Some(p) = std::env::var_os("PEFTC_ASSETS") {
-        return PathBuf::from(p);
-    }
-    let cache = std::env::var_os("PEFTC_CACHE")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            PathBuf::from(std::env::var("HOME").unwrap_or_default()).join(".cache/peftc")
-        });
-    cache.join("assets")
 }
 
 fn ints_opt(path: &Path, name: &str) -> Option<Vec<i64>> {
