@@ -15,6 +15,10 @@ use crate::plan::Site;
 use peftc_grammar::ast::Placement;
 use serde::{Deserialize, Serialize};
 
+/// The bottleneck's activations (`act=`, one per [`Activation`]), shared
+/// with CoDA's light branch.
+pub const ACTIVATIONS: ArgType = ArgType::Choice(&["relu", "gelu", "silu", "tanh"]);
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Activation {
@@ -99,7 +103,7 @@ pub const SPEC: MethodSpec = MethodSpec {
         },
         ArgSpec {
             name: "act",
-            ty: ArgType::Choice(&["relu", "gelu", "silu", "tanh"]),
+            ty: ACTIVATIONS,
             default: Some(Default::Name("relu")),
             doc: "activation between down and up projections",
         },

@@ -76,7 +76,7 @@ pub const SPEC: MethodSpec = MethodSpec {
         },
         ArgSpec {
             name: "act",
-            ty: ArgType::Choice(&["relu", "gelu", "silu", "tanh"]),
+            ty: super::adapter::ACTIVATIONS,
             default: Some(Default::Name("relu")),
             doc: "activation of the light branch",
         },
