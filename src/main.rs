@@ -2,6 +2,7 @@
 
 mod alloc;
 mod cli;
+mod serve;
 
 use clap::Parser;
 use std::process::ExitCode;

@@ -107,6 +107,91 @@ pub fn pick(logits: &[f32], o: &GenerateOptions, rng: &mut Rng) -> u32 {
     order[order.len() - 1] as u32
 }
 
+/// The positions a prompt and its continuation may fill: the spec's
+/// `seq_len`, or the model's context less any soft prompt.
+pub fn context(plan: &peftc_compiler::plan::Plan) -> usize {
+    let d = &plan.model.dims;
+    match plan.text_positions() {
+        usize::MAX if d.max_positions > 0 => d.max_positions.saturating_sub(plan.virtual_tokens()),
+        n => n,
+    }
+}
+
+/// The text of a growing list of generated tokens, released piece by piece:
+/// nothing of a stop string, and no partial UTF-8 character.
+pub struct TextStream {
+    stop: Vec<String>,
+    tokens: Vec<u32>,
+    text: String,
+    shown: usize,
+}
+
+impl TextStream {
+    pub fn new(stop: Vec<String>) -> TextStream {
+        TextStream {
+            stop,
+            tokens: Vec::new(),
+            text: String::new(),
+            shown: 0,
+        }
+    }
+
+    /// Adds token `id`; returns the text it releases, and whether a stop
+    /// string now ends the generation (the text is cut before it).
+    pub fn push(&mut self, tok: &TextTokenizer, id: u32) -> Result<(String, bool)> {
+        self.tokens.push(id);
+        self.text = tok.decode(&self.tokens)?;
+        let text = &mut self.text;
+        if let Some(cut) = self.stop.iter().filter_map(|s| text.find(s.as_str())).min() {
+            text.truncate(cut);
+            let piece = text.get(self.shown..).unwrap_or("").to_string();
+            self.shown = text.len();
+            return Ok((piece, true));
+        }
+        // Hold back what could still become a stop string, and a partial
+        // UTF-8 character.
+        let hold = self
+            .stop
+            .iter()
+            .map(|s| {
+                (1..s.len())
+                    .rev()
+                    .find(|&k| s.is_char_boundary(k) && text.ends_with(&s[..k]))
+                    .unwrap_or(0)
+            })
+            .max()
+            .unwrap_or(0);
+        let mut safe = text.len() - hold;
+        while safe > self.shown && !text.is_char_boundary(safe) {
+            safe -= 1;
+        }
+        if text[..safe].ends_with('\u{fffd}') {
+            safe -= '\u{fffd}'.len_utf8();
+        }
+        if safe > self.shown {
+            let piece = text[self.shown..safe].to_string();
+            self.shown = safe;
+            return Ok((piece, false));
+        }
+        Ok((String::new(), false))
+    }
+
+    /// The text held back so far (generation ended without a stop string).
+    pub fn finish(&mut self) -> String {
+        let piece = self.text.get(self.shown..).unwrap_or("").to_string();
+        self.shown = self.text.len();
+        piece
+    }
+
+    pub fn tokens(&self) -> &[u32] {
+        &self.tokens
+    }
+
+    pub fn text(&self) -> &str {
+        &self.text
+    }
+}
+
 /// Continues `prompt` (token ids). `on_text` receives each new piece of
 /// text as it is decided (nothing of a stop string).
 pub fn generate<B: PeftKernels>(
@@ -117,13 +202,7 @@ pub fn generate<B: PeftKernels>(
     o: &GenerateOptions,
     on_text: &mut dyn FnMut(&str),
 ) -> Result<Generated> {
-    let d = &model.plan.model.dims;
-    let context = match model.plan.text_positions() {
-        usize::MAX if d.max_positions > 0 => {
-            d.max_positions.saturating_sub(model.plan.virtual_tokens())
-        }
-        n => n,
-    };
+    let context = context(&model.plan);
     if prompt.len() >= context {
         return Err(crate::error::RuntimeError::Invalid(format!(
             "the prompt has {} tokens; the model's context is {context}",
@@ -131,75 +210,47 @@ pub fn generate<B: PeftKernels>(
         )));
     }
     let mut cache: KvCache<B> = model.new_cache();
-    let mut rng = Rng::new(crate::rng::key(&[o.seed, 0x6765_6e65]));
+    let mut rng = sampling_rng(o.seed);
     let t0 = std::time::Instant::now();
     let mut logits = model.step(prompt, &mut cache, p)?;
     let prefill_seconds = t0.elapsed().as_secs_f64();
     let t1 = std::time::Instant::now();
-    let mut tokens = Vec::new();
-    let mut shown = 0usize;
-    let mut text = String::new();
+    let mut stream = TextStream::new(o.stop.clone());
     let finish = loop {
-        if tokens.len() >= o.max_tokens || prompt.len() + tokens.len() >= context {
+        let n = stream.tokens().len();
+        if n >= o.max_tokens || prompt.len() + n >= context {
             break FinishReason::Length;
         }
         let next = pick(&logits, o, &mut rng);
         if tok.eos_id == Some(next) {
             break FinishReason::Stop;
         }
-        tokens.push(next);
-        text = tok.decode(&tokens)?;
-        if let Some(cut) = o.stop.iter().filter_map(|s| text.find(s.as_str())).min() {
-            text.truncate(cut);
-            if cut > shown {
-                on_text(&text[shown..]);
-            }
-            return Ok(Generated {
-                prompt_tokens: prompt.len(),
-                tokens,
-                text,
-                finish: FinishReason::Stop,
-                prefill_seconds,
-                decode_seconds: t1.elapsed().as_secs_f64(),
-            });
+        let (piece, stopped) = stream.push(tok, next)?;
+        if !piece.is_empty() {
+            on_text(&piece);
         }
-        // Hold back what could still become a stop string, and a partial
-        // UTF-8 character.
-        let hold = o
-            .stop
-            .iter()
-            .map(|s| {
-                (1..s.len())
-                    .rev()
-                    .find(|&k| text.ends_with(&s[..k]))
-                    .unwrap_or(0)
-            })
-            .max()
-            .unwrap_or(0);
-        let mut safe = text.len() - hold;
-        while safe > shown && !text.is_char_boundary(safe) {
-            safe -= 1;
-        }
-        if text[..safe].ends_with('\u{fffd}') {
-            safe -= '\u{fffd}'.len_utf8();
-        }
-        if safe > shown {
-            on_text(&text[shown..safe]);
-            shown = safe;
+        if stopped {
+            break FinishReason::Stop;
         }
         logits = model.step(&[next], &mut cache, p)?;
     };
-    if text.len() > shown {
-        on_text(&text[shown..]);
+    let rest = stream.finish();
+    if !rest.is_empty() {
+        on_text(&rest);
     }
     Ok(Generated {
         prompt_tokens: prompt.len(),
-        tokens,
-        text,
+        tokens: stream.tokens().to_vec(),
+        text: stream.text().to_string(),
         finish,
         prefill_seconds,
         decode_seconds: t1.elapsed().as_secs_f64(),
     })
+}
+
+/// The generator a request's sampling draws from, a function of its seed.
+pub fn sampling_rng(seed: u64) -> Rng {
+    Rng::new(crate::rng::key(&[seed, 0x6765_6e65]))
 }
 
 #[cfg(test)]

@@ -8,6 +8,7 @@
 pub mod atomic;
 pub mod data;
 pub mod devices;
+pub mod engine;
 pub mod error;
 pub mod faults;
 pub mod generate;

@@ -34,6 +34,9 @@ pub struct GenerateArgs {
     /// Stop before this text (repeatable).
     #[arg(long)]
     pub stop: Vec<String>,
+    /// Send the prompt as a user message through the model's chat template.
+    #[arg(long)]
+    pub chat: bool,
     /// Print one JSON object (text, tokens, finish reason) at the end.
     #[arg(long)]
     pub json: bool,
@@ -80,7 +83,22 @@ pub fn run(a: GenerateArgs) -> Result<(), CliError> {
     if let Some(dir) = &a.adapter {
         peftc_runtime::adapter::load_into(&plan, &mut store, dir)?;
     }
-    let prompt = session.tokenizer.encode_plain(&a.prompt)?;
+    let text = if a.chat {
+        let template = session.tokenizer.chat.as_ref().ok_or_else(|| {
+            CliError::Input(format!(
+                "--chat: `{}`'s model ships no chat template",
+                a.spec.display()
+            ))
+        })?;
+        let user = peftc_runtime::tokenizer::Message {
+            role: "user".into(),
+            content: a.prompt.clone(),
+        };
+        template.render(&[user])?
+    } else {
+        a.prompt.clone()
+    };
+    let prompt = session.tokenizer.encode_plain(&text)?;
     let opts = GenerateOptions {
         max_tokens: a.max_tokens,
         temperature: a.temperature,

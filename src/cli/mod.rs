@@ -15,6 +15,7 @@ mod output;
 pub mod panics;
 mod plans;
 mod search;
+mod serve;
 mod spec;
 mod train;
 
@@ -59,6 +60,9 @@ pub enum Command {
     Merge(merge::MergeArgs),
     /// Explore the spec's search space under its budget; rerun to resume.
     Search(search::SearchArgs),
+    /// Serve the base and its adapters over an OpenAI-compatible HTTP API
+    /// (continuous batching, adapters loaded and evicted at run time).
+    Serve(serve::ServeArgs),
 }
 
 pub fn run(cli: Cli) -> Result<(), CliError> {
@@ -72,5 +76,6 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
         Command::Export(args) => export::run(args),
         Command::Merge(args) => merge::run(args),
         Command::Search(args) => search::run(args),
+        Command::Serve(args) => serve::run(args),
     }
 }

@@ -351,21 +351,10 @@ pub fn rope_at<B: Backend>(
     let device = x.device();
     let [n, _] = x.dims();
     let half = head_dim / 2;
-    let s = RopeShape {
-        seq: positions.iter().max().map_or(1, |m| m + 1),
-        heads,
-        head_dim,
-        theta,
-        offset: 0,
-    };
-    let (cos, sin) = super::cpu::rope::tables(&s);
+    let (cos, sin) = super::cpu::rope::tables_at(positions, head_dim, theta);
     let per_token = |t: &[f32]| -> Vec<f32> {
-        positions
-            .iter()
-            .flat_map(|&p| {
-                let c = &t[p * half..(p + 1) * half];
-                c.iter().chain(c.iter()).copied().collect::<Vec<_>>()
-            })
+        t.chunks(half)
+            .flat_map(|c| c.iter().chain(c.iter()).copied().collect::<Vec<_>>())
             .collect()
     };
     let cos =

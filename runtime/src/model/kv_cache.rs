@@ -2,7 +2,8 @@
 //! that each generated token costs one position's forward pass (prefill the
 //! prompt once, then one token per step).
 //!
-//! One sequence: each layer's past is `[past, kv_heads*head_dim]`, keys after
+//! One cache per sequence (a batch of sequences decodes with one cache each,
+//! `decode.rs`): each layer's past is `[past, kv_heads*head_dim]`, keys after
 //! RoPE, a prefix-tuning method's learned keys first. The attention kernel
 //! takes the past as its prefix (visible to every new query) and stays
 //! causal among the new tokens.
@@ -31,6 +32,14 @@ impl<B: PeftKernels> KvCache<B> {
     /// Layer `li`'s past keys and values, if any.
     pub fn past(&self, li: usize) -> Option<(Tensor<B, 2>, Tensor<B, 2>)> {
         self.layers.get(li).cloned().flatten()
+    }
+
+    /// Past positions held per layer (a prefix method's keys included).
+    pub fn len(&self) -> usize {
+        self.layers
+            .first()
+            .and_then(|l| l.as_ref())
+            .map_or(0, |(k, _)| k.dims()[0])
     }
 
     /// Sets layer `li`'s past to `past ++ new`.

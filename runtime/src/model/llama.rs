@@ -37,6 +37,16 @@ struct Layer<B: PeftKernels> {
     coda: Option<Coda>,
 }
 
+/// What a layer's attention sees besides this pass's keys.
+enum Past<'a, 'c, B: PeftKernels> {
+    /// Training, scoring: the pass is the whole sequence.
+    None,
+    /// Generation of one sequence: its tokens continue the cached ones.
+    Sequence(&'a mut KvCache<B>),
+    /// Decoding a batch: row `i` is one new token of the sequence `caches[i]` holds.
+    Rows(&'a mut [&'c mut KvCache<B>]),
+}
+
 /// The positions of a layer's tokens: each sequence's from an offset, or
 /// each token's own (the tokens CoDA gathered out of their sequences).
 enum Positions<'a> {
@@ -56,7 +66,7 @@ impl<B: PeftKernels> Layer<B> {
         n_prompt: usize,
         at: Positions,
         prefix: Option<&PrefixSource<B>>,
-        cache: Option<&mut KvCache<B>>,
+        past: Past<'_, '_, B>,
         heads: &Heads,
         d: &Dims,
         p: &Params<B>,
@@ -78,39 +88,60 @@ impl<B: PeftKernels> Layer<B> {
                 kernels::rope_at(k, pos, d.kv_heads, d.head_dim, d.rope_theta),
             ),
         };
-        let mut pre = match prefix {
-            Some(s) => s.layer(li, &n1, p)?,
-            None => None,
+        let pre = match (&past, prefix) {
+            // A batch being decoded has its prefix in every row's cache.
+            (Past::Rows(_), _) | (_, None) => None,
+            (_, Some(s)) => s.layer(li, &n1, p)?,
         };
-        // Generation: the past (a prefix method's keys first) is the prefix
-        // of this pass; this pass's keys join it.
-        if let Some(cache) = cache {
-            if pre.as_ref().is_some_and(|x| x.gate.is_some()) {
-                return Err(crate::error::RuntimeError::Invalid(
-                    "generation with a gated (UniPELT) prefix is not supported yet".into(),
-                ));
-            }
-            if cache.is_empty()
-                && let Some(x) = pre.take()
-            {
-                cache.extend(li, x.k, x.v);
-            }
-            pre = cache.past(li).map(|(k, v)| Prefix { k, v, gate: None });
-            cache.extend(li, k.clone(), v.clone());
+        if !matches!(past, Past::None) && pre.as_ref().is_some_and(|x| x.gate.is_some()) {
+            return Err(crate::error::RuntimeError::Invalid(
+                "generation with a gated (UniPELT) prefix is not supported yet".into(),
+            ));
         }
-        let core = attention(
-            q,
-            k,
-            v,
-            heads,
-            seq,
-            n_prompt,
-            pre,
-            true,
-            0.0,
-            site_id(&self.path),
-            ctx,
-        );
+        let core = match past {
+            Past::None | Past::Sequence(_) => {
+                // The past (a prefix method's keys first) is the prefix of
+                // this pass; this pass's keys join it.
+                let pre = match past {
+                    Past::Sequence(cache) => {
+                        if cache.is_empty()
+                            && let Some(x) = pre
+                        {
+                            cache.extend(li, x.k, x.v);
+                        }
+                        let past = cache.past(li).map(|(k, v)| Prefix { k, v, gate: None });
+                        cache.extend(li, k.clone(), v.clone());
+                        past
+                    }
+                    _ => pre,
+                };
+                attention(
+                    q,
+                    k,
+                    v,
+                    heads,
+                    seq,
+                    n_prompt,
+                    pre,
+                    true,
+                    0.0,
+                    site_id(&self.path),
+                    ctx,
+                )
+            }
+            Past::Rows(caches) => {
+                let kvd = k.dims()[1];
+                let mut pasts = Vec::with_capacity(caches.len());
+                for (i, cache) in caches.iter_mut().enumerate() {
+                    let row = |t: &Tensor<B, 2>| t.clone().slice([i..i + 1, 0..kvd]);
+                    cache.extend(li, row(&k), row(&v));
+                    pasts.push(cache.past(li).ok_or_else(|| {
+                        crate::error::RuntimeError::Internal("a decoded row lost its cache".into())
+                    })?);
+                }
+                super::decode::attention_rows(q, pasts, heads)
+            }
+        };
         let o = self.o.forward(core, p, ctx)?;
         let o =
             self.at_attention
@@ -234,11 +265,14 @@ impl<B: PeftKernels> Llama<B> {
                 // no prompt or prefix beside CoDA (the checker refuses them).
                 Some(c) => c.forward(x, p, ctx, |xs, sub, at| {
                     let at = Positions::At(at);
-                    layer.forward(xs, li, sub.seq, 0, at, None, None, &heads, d, p, sub)
+                    layer.forward(xs, li, sub.seq, 0, at, None, Past::None, &heads, d, p, sub)
                 })?,
                 None => {
                     let at = Positions::From(offset);
-                    let kv = cache.as_deref_mut();
+                    let kv = match cache.as_deref_mut() {
+                        Some(c) => Past::Sequence(c),
+                        None => Past::None,
+                    };
                     layer.forward(
                         x,
                         li,
@@ -262,6 +296,59 @@ impl<B: PeftKernels> Llama<B> {
             c.positions += seq;
         }
         self.norm.rms(x, eps, p)
+    }
+
+    /// Final-normed hidden states `[n, h]` of one new token per sequence:
+    /// `ids[i]` continues the sequence `caches[i]` holds, at its own position.
+    pub fn decode(
+        &self,
+        ids: Tensor<B, 1, Int>,
+        caches: &mut [&mut KvCache<B>],
+        prefix: &PrefixSource<B>,
+        p: &Params<B>,
+        ctx: &Ctx<B>,
+    ) -> Result<Tensor<B, 2>> {
+        let d = &self.dims;
+        if self.layers.iter().any(|l| l.coda.is_some()) {
+            return Err(crate::error::RuntimeError::Invalid(
+                "generation with CoDA is not supported yet (its router scores whole sequences)"
+                    .into(),
+            ));
+        }
+        let positions: Vec<usize> = caches
+            .iter()
+            .map(|c| prefix.positions() + c.positions)
+            .collect();
+        let heads = Heads {
+            heads: d.heads,
+            kv_heads: d.kv_heads,
+            head_dim: d.head_dim,
+        };
+        let mut x = self.embed.clone().select(0, ids);
+        for (li, layer) in self.layers.iter().enumerate() {
+            let input = x.clone();
+            let at = Positions::At(&positions);
+            let out = layer.forward(
+                x,
+                li,
+                1,
+                0,
+                at,
+                None,
+                Past::Rows(&mut *caches),
+                &heads,
+                d,
+                p,
+                ctx,
+            )?;
+            x = layer
+                .at_layer
+                .around_block(&layer.path, &input, out, p, ctx)?;
+        }
+        for c in caches.iter_mut() {
+            c.positions += 1;
+        }
+        self.norm.rms(x, d.norm_eps, p)
     }
 
     /// Vocabulary logits `[n, vocab]` for hidden states `[n, h]`.

@@ -6,6 +6,7 @@ pub(crate) mod attention;
 mod bert;
 mod build;
 pub(crate) mod ctx;
+mod decode;
 mod device_params;
 pub mod kv_cache;
 mod linear;
@@ -170,28 +171,28 @@ impl<B: PeftKernels> PeftModel<B> {
     /// `cache` holds (the whole prompt on the first step, then one token);
     /// returns the vocabulary logits after the last of them.
     pub fn step(&self, ids: &[u32], cache: &mut KvCache<B>, p: &Params<B>) -> Result<Vec<f32>> {
-        let Base::Llama(m) = &self.base else {
-            return Err(crate::error::RuntimeError::Invalid(
-                "generation needs a causal decoder (a LLaMA-family model)".into(),
-            ));
-        };
-        if self.plan.task.kind != TaskKind::CausalLm {
-            return Err(crate::error::RuntimeError::Invalid(
-                "generation needs a `task = causal_lm` spec".into(),
-            ));
-        }
+        self.step_routed(ids, cache, p, None)
+    }
+
+    /// [`PeftModel::step`] with the adapter `routes` names (of those in `p`,
+    /// built by [`Params::routed`]).
+    pub fn step_routed(
+        &self,
+        ids: &[u32],
+        cache: &mut KvCache<B>,
+        p: &Params<B>,
+        routes: Option<std::sync::Arc<routes::Routes<B>>>,
+    ) -> Result<Vec<f32>> {
+        let m = self.decoder()?;
         if ids.is_empty() {
             return Err(crate::error::RuntimeError::Invalid(
                 "nothing to generate from: the prompt has no tokens".into(),
             ));
         }
-        let n = ids.len();
         let batch = Batch::pad(&[ids], None, 0);
-        let ctx = self.ctx(&batch, false, 0);
-        let t = Tensor::<B, 1, Int>::from_data(
-            TensorData::new(ids.iter().map(|&t| t as i64).collect::<Vec<_>>(), [n]),
-            &self.device,
-        );
+        let mut ctx = self.ctx(&batch, false, 0);
+        ctx.routes = routes;
+        let t = self.id_tensor(ids);
         // The soft prompt goes in front of the prompt, once.
         let prompt = if cache.is_empty() {
             crate::methods::prompt_embeddings(&self.plan, p)?
@@ -204,6 +205,52 @@ impl<B: PeftKernels> PeftModel<B> {
         let last = hidden.slice([rows - 1..rows, 0..h]);
         let logits = m.lm_logits(last, p, &ctx)?;
         Ok(crate::train::host(logits))
+    }
+
+    /// One decoding step of a batch of sequences: `ids[i]` is the next token
+    /// of the sequence `caches[i]` holds (each at its own length, each with
+    /// its adapter by `routes`, sequence `i` being row `i`); returns each
+    /// row's vocabulary logits.
+    pub fn decode(
+        &self,
+        ids: &[u32],
+        caches: &mut [&mut KvCache<B>],
+        p: &Params<B>,
+        routes: Option<std::sync::Arc<routes::Routes<B>>>,
+    ) -> Result<Vec<Vec<f32>>> {
+        let m = self.decoder()?;
+        if ids.len() != caches.len() || ids.is_empty() || caches.iter().any(|c| c.is_empty()) {
+            return Err(crate::error::RuntimeError::Internal(
+                "a decoding step needs one token per prefilled sequence".into(),
+            ));
+        }
+        let n = ids.len();
+        let mut ctx = self.ctx(&Batch::pad(&vec![&[0u32][..]; n], None, 0), false, 0);
+        ctx.routes = routes;
+        let prefix = PrefixSource::build(&self.plan, p)?;
+        let hidden = m.decode(self.id_tensor(ids), caches, &prefix, p, &ctx)?;
+        let logits = crate::train::host(m.lm_logits(hidden, p, &ctx)?);
+        let v = logits.len() / n;
+        Ok(logits.chunks(v).map(<[f32]>::to_vec).collect())
+    }
+
+    fn decoder(&self) -> Result<&llama::Llama<B>> {
+        let Base::Llama(m) = &self.base else {
+            return Err(crate::error::RuntimeError::Invalid(
+                "generation needs a causal decoder (a LLaMA-family model)".into(),
+            ));
+        };
+        if self.plan.task.kind != TaskKind::CausalLm {
+            return Err(crate::error::RuntimeError::Invalid(
+                "generation needs a `task = causal_lm` spec".into(),
+            ));
+        }
+        Ok(m)
+    }
+
+    fn id_tensor(&self, ids: &[u32]) -> Tensor<B, 1, Int> {
+        let v: Vec<i64> = ids.iter().map(|&t| t as i64).collect();
+        Tensor::<B, 1, Int>::from_data(TensorData::new(v, [ids.len()]), &self.device)
     }
 
     /// The training loss of `out` for `batch`.

@@ -3,7 +3,7 @@
 //! the pre-tokenizer llama.cpp uses for `tokenizer.ggml.pre` (for SmolLM,
 //! digits are split one by one before the GPT-2 split).
 
-use super::TextTokenizer;
+use super::{ChatTemplate, TextTokenizer};
 use crate::error::{Result, RuntimeError};
 use peftc_compiler::model::gguf::{GgufValue, read_header};
 use std::path::Path;
@@ -87,5 +87,20 @@ pub fn from_gguf(path: &Path) -> Result<TextTokenizer> {
     let add_bos = h
         .get("tokenizer.ggml.add_bos_token")
         .is_some_and(|v| matches!(v, GgufValue::Bool(true)));
-    Ok(TextTokenizer::from_parts(tok, pad, eos, add_bos))
+    let text = |id: Option<u32>| {
+        id.and_then(|i| tokens.get(i as usize))
+            .map(|t| t.to_string())
+            .unwrap_or_default()
+    };
+    let chat = h
+        .get("tokenizer.chat_template")
+        .and_then(GgufValue::as_str)
+        .map(|t| {
+            ChatTemplate::new(
+                t.to_string(),
+                text(id("tokenizer.ggml.bos_token_id")),
+                text(eos),
+            )
+        });
+    Ok(TextTokenizer::from_parts(tok, pad, eos, add_bos, chat))
 }

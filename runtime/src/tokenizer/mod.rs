@@ -1,7 +1,10 @@
 //! Text to token ids: a Hugging Face `tokenizer.json` (BERT's WordPiece), or a
 //! byte-level BPE rebuilt from a GGUF file's metadata.
 
+pub mod chat;
 mod gguf_bpe;
+
+pub use chat::{ChatTemplate, Message};
 
 use crate::error::{Result, RuntimeError};
 use peftc_compiler::model::{ModelDesc, ModelSource};
@@ -17,6 +20,8 @@ pub struct TextTokenizer {
     pub eos_id: Option<u32>,
     /// Whether encodings get the model's special tokens ([CLS] ... [SEP]).
     pub add_special: bool,
+    /// The model's chat template, if it ships one.
+    pub chat: Option<ChatTemplate>,
 }
 
 impl TextTokenizer {
@@ -60,11 +65,13 @@ impl TextTokenizer {
         let id = |t: &str| inner.token_to_id(t);
         let pad_id = id("[PAD]").or_else(|| id("<pad>")).unwrap_or(0);
         let eos_id = id("[SEP]").or_else(|| id("</s>"));
+        let chat = chat_from_config(&path.with_file_name("tokenizer_config.json"));
         Ok(TextTokenizer {
             inner,
             pad_id,
             eos_id,
             add_special: true,
+            chat,
         })
     }
 
@@ -73,13 +80,20 @@ impl TextTokenizer {
         pad_id: u32,
         eos_id: Option<u32>,
         add_special: bool,
+        chat: Option<ChatTemplate>,
     ) -> TextTokenizer {
         TextTokenizer {
             inner,
             pad_id,
             eos_id,
             add_special,
+            chat,
         }
+    }
+
+    /// The text of token `id` (special tokens included).
+    pub fn token(&self, id: u32) -> Option<String> {
+        self.inner.id_to_token(id)
     }
 
     /// Token ids of `text`, with special tokens where the model uses them,
@@ -132,4 +146,24 @@ fn find_gguf(dir: &Path) -> Option<std::path::PathBuf> {
             p.extension()
                 .is_some_and(|e| e.eq_ignore_ascii_case("gguf"))
         })
+}
+
+/// A Hugging Face `tokenizer_config.json`'s `chat_template`, if any.
+fn chat_from_config(path: &Path) -> Option<ChatTemplate> {
+    let v: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(path).ok()?).ok()?;
+    let token = |k: &str| match &v[k] {
+        serde_json::Value::String(s) => s.clone(),
+        serde_json::Value::Object(o) => o
+            .get("content")
+            .and_then(|c| c.as_str())
+            .unwrap_or("")
+            .to_string(),
+        _ => String::new(),
+    };
+    let source = v["chat_template"].as_str()?.to_string();
+    Some(ChatTemplate::new(
+        source,
+        token("bos_token"),
+        token("eos_token"),
+    ))
 }

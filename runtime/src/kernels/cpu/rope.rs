@@ -18,13 +18,20 @@ pub struct RopeShape {
 /// `cos` and `sin` of every (position, frequency), `[seq, head_dim/2]`, in
 /// f32 as transformers computes them.
 pub fn tables(s: &RopeShape) -> (Vec<f32>, Vec<f32>) {
-    let half = s.head_dim / 2;
+    let positions: Vec<usize> = (s.offset..s.offset + s.seq).collect();
+    tables_at(&positions, s.head_dim, s.theta)
+}
+
+/// The cosines and sines `[positions.len(), head_dim/2]` of the given
+/// positions (one token per sequence while decoding, CoDA's gathered tokens).
+pub fn tables_at(positions: &[usize], head_dim: usize, theta: f64) -> (Vec<f32>, Vec<f32>) {
+    let half = head_dim / 2;
     let inv: Vec<f32> = (0..half)
-        .map(|i| 1.0 / (s.theta as f32).powf((2 * i) as f32 / s.head_dim as f32))
+        .map(|i| 1.0 / (theta as f32).powf((2 * i) as f32 / head_dim as f32))
         .collect();
-    let mut cos = Vec::with_capacity(s.seq * half);
-    let mut sin = Vec::with_capacity(s.seq * half);
-    for p in s.offset..s.offset + s.seq {
+    let mut cos = Vec::with_capacity(positions.len() * half);
+    let mut sin = Vec::with_capacity(positions.len() * half);
+    for &p in positions {
         for f in &inv {
             let a = p as f32 * f;
             cos.push(a.cos());
