@@ -112,10 +112,7 @@ mod tests {
                 last(k),
                 last(v),
                 prefix,
-                &AttnShape {
-                    prefix: if l > 1 { l - 1 } else { 0 },
-                    ..s
-                },
+                &s,
             )
             .into_data()
             .to_vec::<f32>()
