@@ -19,19 +19,10 @@ fn generate(spec: &std::path::Path, extra: &[&str]) -> Value {
     serde_json::from_str(ok(&args).trim()).expect("json")
 }
 
-fn lora_spec(dir: &std::path::Path) -> std::path::PathBuf {
-    smollm2_spec(
-        dir,
-        "lora.peft",
-        "lora(r=4, alpha=8) on layers[*].attn.{q, v}",
-        64,
-    )
-}
-
 #[test]
 fn greedy_decoding_equals_hugging_face_generate_token_for_token() {
     let d = temp_dir("generate-greedy");
-    let spec = lora_spec(&d);
+    let spec = smollm2_lora_spec(&d);
     let f = fixture();
     let n = f["max_tokens"].as_u64().expect("max_tokens").to_string();
     let adapter = repo().join("tests/fixtures/generate/lora");
@@ -66,7 +57,7 @@ fn greedy_decoding_equals_hugging_face_generate_token_for_token() {
 #[test]
 fn sampling_is_seeded_and_stop_strings_cut_the_text() {
     let d = temp_dir("generate-sample");
-    let spec = lora_spec(&d);
+    let spec = smollm2_lora_spec(&d);
     let sample = |seed: &str| {
         generate(
             &spec,
@@ -130,7 +121,7 @@ fn generation_refuses_a_classifier_and_bad_sampling_flags() {
         "{}",
         stderr(&out)
     );
-    let spec = lora_spec(&d);
+    let spec = smollm2_lora_spec(&d);
     let out = peftc(&[
         "generate",
         spec.to_str().unwrap(),

@@ -196,15 +196,6 @@ fn fixture(name: &str) -> Value {
     serde_json::from_str(&text).expect("json")
 }
 
-fn lora_spec(dir: &std::path::Path) -> std::path::PathBuf {
-    smollm2_spec(
-        dir,
-        "lora.peft",
-        "lora(r=4, alpha=8) on layers[*].attn.{q, v}",
-        64,
-    )
-}
-
 fn greedy(model: &str, prompt: &str, n: u64) -> Value {
     json!({"model": model, "prompt": prompt, "max_tokens": n, "temperature": 0})
 }
@@ -219,7 +210,7 @@ fn text_of(v: &Value) -> String {
 #[test]
 fn serves_the_openai_api_with_adapters_as_hugging_face_generates() {
     let d = temp_dir("serve-lm");
-    let spec = lora_spec(&d);
+    let spec = smollm2_lora_spec(&d);
     let lora = repo().join("tests/fixtures/generate/lora");
     let lora = lora.to_str().expect("path");
     let server = Server::start(

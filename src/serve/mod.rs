@@ -76,9 +76,7 @@ pub fn http(
             .map_err(|e| format!("cannot read the listening address: {e}"))?;
         let listener = tokio::net::TcpListener::from_std(c.listener)
             .map_err(|e| format!("cannot use the listening socket: {e}"))?;
-        let started = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_secs());
+        let started = routes::now();
         let state = Arc::new(AppState {
             commands,
             tok: c.tok,

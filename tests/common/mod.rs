@@ -171,6 +171,17 @@ pub fn smollm2_spec(dir: &Path, name: &str, statements: &str, seq_len: usize) ->
     )
 }
 
+/// The spec of the generation fixtures (tests/reference/make_generate.py):
+/// LoRA r=4, alpha 8 on SmolLM2's q and v.
+pub fn smollm2_lora_spec(dir: &Path) -> PathBuf {
+    smollm2_spec(
+        dir,
+        "lora.peft",
+        "lora(r=4, alpha=8) on layers[*].attn.{q, v}",
+        64,
+    )
+}
+
 /// A search over LoRA rank × prefix length on MiniLM and 64 real SMS texts:
 /// 4 steps a trial, evaluated every 2.
 pub fn sms_search_spec(dir: &Path, trials: u32) -> PathBuf {
