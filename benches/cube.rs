@@ -18,7 +18,7 @@ use burn::tensor::{Distribution, Tensor};
 use peftc_compiler::methods::Activation;
 use peftc_runtime::burn;
 use peftc_runtime::kernels::{self, AdapterFn, AdapterParams, PeftKernels, reference};
-use peftc_runtime::model::dora_row_norm;
+use peftc_runtime::model::{Frozen, dora_row_norm};
 use std::time::Instant;
 
 struct Peak {
@@ -130,12 +130,13 @@ fn run<B: PeftKernels>(device: B::Device, quick: bool) {
         // then the magnitude mix.
         let m = rand::<A<B>>([1, o], &device).require_grad();
         let w_sq = w.clone().powf_scalar(2.0).sum_dim(1);
+        let frozen = Frozen::Dense(w.clone());
         let dora = time::<B>(&device, iters, || {
             let y = kernels::linear(x.clone(), w.clone(), None);
             let u = kernels::linear(x.clone(), a.clone(), None).mul_scalar(2.0);
             let delta = kernels::linear(u, bm.clone(), None);
             let norm = dora_row_norm(
-                w.clone(),
+                &frozen,
                 w_sq.clone(),
                 a.clone().detach(),
                 bm.clone().detach(),

@@ -14,7 +14,7 @@ use peftc_compiler::methods::Activation;
 use peftc_runtime::CpuTrain as B;
 use peftc_runtime::burn;
 use peftc_runtime::kernels::{self, AdapterFn, AdapterParams, AttnShape, reference};
-use peftc_runtime::model::dora_row_norm;
+use peftc_runtime::model::{Frozen, dora_row_norm};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -138,12 +138,13 @@ fn main() {
             // W Aᵀ and A Aᵀ, then the magnitude mix.
             let m = rand([1, h], true);
             let w_sq = w.clone().powf_scalar(2.0).sum_dim(1);
+            let frozen = Frozen::Dense(w.clone());
             let dora = time(|| {
                 let y = kernels::linear(x.clone(), w.clone(), None);
                 let u = kernels::linear(x.clone(), a.clone(), None).mul_scalar(2.0);
                 let delta = kernels::linear(u, b.clone(), None);
                 let norm = dora_row_norm(
-                    w.clone(),
+                    &frozen,
                     w_sq.clone(),
                     a.clone().detach(),
                     b.clone().detach(),

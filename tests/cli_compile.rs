@@ -212,6 +212,22 @@ fn smollm2_gguf_header_describes_the_same_model_as_its_config() {
     assert_eq!(from_gguf["trainable_params"], 460_800);
     assert_eq!(from_gguf["total_params"], 134_975_808u64);
     assert_eq!(from_gguf["model"]["weights"]["dtype"], "q4_1");
+    // The quantized matrices stay packed: their bytes are the GGUF's (Q4_1: 20
+    // bytes per 32 values; the Q8_0 embedding 34), the norms f32.
+    let packed = &from_gguf["memory_bytes"]["packed"];
+    assert_eq!(packed["format"], "q4_1");
+    let (params, bytes) = (
+        packed["params"].as_u64().expect("params"),
+        packed["bytes"].as_u64().expect("bytes"),
+    );
+    let embed = 49_152 * 576;
+    // Every matrix: 30 layers of q, k, v, o, gate, up, down, and the embedding.
+    assert_eq!(params, 30 * (2 * 576 * 576 + 2 * 576 * 192 + 3 * 576 * 1536) + embed);
+    assert_eq!(bytes, embed / 32 * 34 + (params - embed) / 32 * 20);
+    let frozen = from_gguf["memory_bytes"]["frozen_weights"].as_u64().expect("frozen");
+    // The norms (two per layer and the final one) in f32.
+    assert_eq!(frozen, bytes + (2 * 30 + 1) * 576 * 4);
+    assert!(from_cfg["memory_bytes"]["packed"].is_null());
 }
 
 #[test]

@@ -3,7 +3,7 @@
 
 use crate::check::{Checked, CheckedBlock};
 use crate::estimate::{
-    FlopReport, MemoryReport, ParamReport, Workload, flops_per_step, memory, params,
+    FlopReport, MemoryReport, PackedBase, ParamReport, Workload, flops_per_step, memory, params,
 };
 use crate::ir::{Graph, build_graph};
 use crate::plan::{Plan, Point, lower};
@@ -29,7 +29,9 @@ pub fn compile_block(
     let graph = build_graph(&plan)
         .map_err(|e| Diagnostic::error(format!("internal compiler error: {e}")))?;
     let params = params(&plan);
-    let memory = memory(&graph, &workload).map_err(|e| Diagnostic::error(e.to_string()))?;
+    let packed = PackedBase::of(&plan);
+    let memory =
+        memory(&graph, &workload, packed.as_ref()).map_err(|e| Diagnostic::error(e.to_string()))?;
     let flops = flops_per_step(&graph, &workload).map_err(|e| Diagnostic::error(e.to_string()))?;
     Ok(CompileOutput {
         plan,

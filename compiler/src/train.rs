@@ -184,7 +184,25 @@ pub const TRAIN_KEYS: &[ArgSpec] = &[
         default: Some(Default::Name("f32")),
         doc: "compute dtype of the frozen base",
     },
+    ArgSpec {
+        name: "base",
+        ty: ArgType::Choice(&["packed", "f32"]),
+        default: Some(Default::Name("packed")),
+        doc: "how a quantized GGUF base is held: in its own blocks (packed), or expanded to f32",
+    },
 ];
+
+/// How the frozen weights of a quantized base are held in memory.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum BaseForm {
+    /// In the checkpoint's own blocks, dequantized tile by tile inside each
+    /// product (on backends that have such products).
+    #[default]
+    Packed,
+    /// Expanded to f32 at load.
+    F32,
+}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -243,6 +261,8 @@ pub struct TrainConfig {
     /// At most this many held-out examples are evaluated.
     pub eval_max: Option<usize>,
     pub dtype: DType,
+    #[serde(default)]
+    pub base: BaseForm,
     /// AdapterDrop (Rücklé et al. 2021): each step, the methods of the
     /// lowest `n` layers are left out, `n` drawn from `0..=adapter_drop`.
     pub adapter_drop: usize,
@@ -294,6 +314,10 @@ impl TrainConfig {
             dtype: match name("dtype").as_deref() {
                 Some("bf16") => DType::Bf16,
                 _ => DType::F32,
+            },
+            base: match name("base").as_deref() {
+                Some("f32") => BaseForm::F32,
+                _ => BaseForm::Packed,
             },
             adapter_drop: int("adapter_drop", 0),
         }

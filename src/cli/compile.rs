@@ -245,7 +245,15 @@ fn print_summary(spec: &spec::LoadedSpec, out: &CompileOutput) {
         if name == "selection phase" && v == 0 {
             continue;
         }
-        println!("  {name:<18}{:>14}", bytes(v));
+        match (&m.packed, name) {
+            (Some(p), "frozen weights") => println!(
+                "  {name:<18}{:>14}  ({} of them in {} blocks, kept packed)",
+                bytes(v),
+                bytes(p.bytes),
+                p.format
+            ),
+            _ => println!("  {name:<18}{:>14}", bytes(v)),
+        }
     }
     println!();
     println!(

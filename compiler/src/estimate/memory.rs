@@ -1,7 +1,9 @@
 //! Training memory of one step, per component.
 //!
 //! The model follows peftc's runtime, which keeps only what backward needs:
-//! - frozen base weights in the compute dtype (GGUF weights are dequantized);
+//! - frozen base weights in the compute dtype, but a quantized GGUF's
+//!   matrices, which stay in their blocks unless `train { base = f32 }`
+//!   (on the CPU; GPU backends expand them, see the runtime's `PACKED`);
 //! - trainable weights, their gradients and the optimizer state in f32;
 //! - activations saved for backward, each tensor once however many ops read it
 //!   (a frozen linear saves nothing: its input gradient needs only the weight;
@@ -26,10 +28,37 @@ pub struct Workload {
     pub optimizer: OptimizerKind,
 }
 
+/// The frozen matrices held in their quantized blocks.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct PackedBase {
+    /// The dominant block format (`q4_1`).
+    pub format: String,
+    pub params: u64,
+    pub bytes: u64,
+}
+
+impl PackedBase {
+    /// What of `plan`'s base stays packed.
+    pub fn of(plan: &crate::plan::Plan) -> Option<PackedBase> {
+        let w = &plan.model.weights;
+        let packed = plan
+            .train
+            .as_ref()
+            .is_none_or(|t| t.base == crate::train::BaseForm::Packed);
+        (packed && w.packed_params > 0).then(|| PackedBase {
+            format: w.dtype.clone(),
+            params: w.packed_params,
+            bytes: w.packed_bytes,
+        })
+    }
+}
+
 /// Bytes, per component.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct MemoryReport {
     pub frozen_weights: u64,
+    /// The part of the frozen weights held in quantized blocks, if any.
+    pub packed: Option<PackedBase>,
     pub trainable_weights: u64,
     pub gradients: u64,
     pub optimizer_state: u64,
@@ -73,7 +102,11 @@ pub(super) fn fit(v: u128, what: &'static str, w: &Workload) -> Result<u64, Over
 }
 
 /// Training memory of one step, or the component that does not fit 64 bits.
-pub fn memory(g: &Graph, w: &Workload) -> Result<MemoryReport, Overflow> {
+pub fn memory(
+    g: &Graph,
+    w: &Workload,
+    packed: Option<&PackedBase>,
+) -> Result<MemoryReport, Overflow> {
     let act_bytes = w.dtype.bytes() as u128;
     let mut frozen = 0u128;
     let mut trainable = 0u128;
@@ -187,12 +220,16 @@ pub fn memory(g: &Graph, w: &Workload) -> Result<MemoryReport, Overflow> {
     // Backward holds a gradient and a scratch buffer the size of the largest
     // activation (but for logits, see `in_place`) beside the saved tensors.
     let workspace = 2 * largest * act_bytes;
-    let frozen_weights = frozen * act_bytes;
+    let frozen_weights = match packed {
+        Some(p) => frozen.saturating_sub(p.params as u128) * act_bytes + p.bytes as u128,
+        None => frozen * act_bytes,
+    };
     let shared = frozen_weights + activations + workspace + RUNTIME_OVERHEAD as u128;
     let step = shared + trainable_bytes * 2 + optimizer_state;
     let peak = step.max(shared + selection);
     Ok(MemoryReport {
         frozen_weights: fit(frozen_weights, "the frozen weights' bytes", w)?,
+        packed: packed.cloned(),
         trainable_weights: fit(trainable_bytes, "the trainable weights' bytes", w)?,
         gradients: fit(trainable_bytes, "the gradients' bytes", w)?,
         optimizer_state: fit(optimizer_state, "the optimizer state's bytes", w)?,

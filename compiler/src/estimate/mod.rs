@@ -6,5 +6,5 @@ mod memory;
 mod params;
 
 pub use flops::{FlopReport, flops_per_step};
-pub use memory::{MemoryReport, Overflow, Workload, memory};
+pub use memory::{MemoryReport, Overflow, PackedBase, Workload, memory};
 pub use params::{Counted, ParamReport, SiteParams, params, shared_params, site_params};

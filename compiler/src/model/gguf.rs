@@ -131,6 +131,26 @@ impl GgmlType {
         })
     }
 
+    /// A block-quantized type (not a float format).
+    pub fn is_quantized(self) -> bool {
+        match self {
+            GgmlType::F32 | GgmlType::F16 | GgmlType::BF16 => false,
+            GgmlType::Q4_0
+            | GgmlType::Q4_1
+            | GgmlType::Q5_0
+            | GgmlType::Q5_1
+            | GgmlType::Q8_0
+            | GgmlType::Q8_1
+            | GgmlType::Q2K
+            | GgmlType::Q3K
+            | GgmlType::Q4K
+            | GgmlType::Q5K
+            | GgmlType::Q6K
+            | GgmlType::Q8K
+            | GgmlType::Other(_) => true,
+        }
+    }
+
     pub fn name(self) -> String {
         match self {
             GgmlType::F32 => "f32".into(),

@@ -123,15 +123,28 @@ fn from_config(path: &Path) -> Result<ModelDesc, ModelError> {
         "f16" | "bf16" => 2.0,
         _ => 4.0,
     };
+    // A config.json beside one GGUF file and no safetensors: the runtime reads
+    // the GGUF's weights, so their format is the GGUF's.
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let beside = match gguf_files(dir).as_slice() {
+        [one] if !dir.join("model.safetensors").exists() => gguf::read_header(one).ok(),
+        _ => None,
+    };
+    let weights = match beside {
+        Some(h) => gguf_weight_format(&h),
+        None => WeightFormat {
+            dtype,
+            bytes_per_param,
+            packed_params: 0,
+            packed_bytes: 0,
+        },
+    };
     Ok(build(
         family,
         model_type,
         ModelSource::ConfigJson(path.to_path_buf()),
         dims,
-        WeightFormat {
-            dtype,
-            bytes_per_param,
-        },
+        weights,
     ))
 }
 
@@ -299,11 +312,16 @@ fn gguf_dims(path: &Path, h: &GgufHeader, arch: &str, qwen: bool) -> Result<Dims
 fn gguf_weight_format(h: &GgufHeader) -> WeightFormat {
     let mut by_type: HashMap<GgmlType, u64> = HashMap::new();
     let (mut elems, mut bytes) = (0u64, 0u64);
+    let (mut packed_params, mut packed_bytes) = (0u64, 0u64);
     for t in &h.tensors {
         elems += t.elements();
         bytes += t.byte_len().unwrap_or(t.elements() * 4);
         if t.dims.len() == 2 {
             *by_type.entry(t.ty).or_default() += t.elements();
+            if let (true, Some(b)) = (t.ty.is_quantized(), t.byte_len()) {
+                packed_params += t.elements();
+                packed_bytes += b;
+            }
         }
     }
     let dominant = by_type
@@ -318,5 +336,7 @@ fn gguf_weight_format(h: &GgufHeader) -> WeightFormat {
         } else {
             bytes as f64 / elems as f64
         },
+        packed_params,
+        packed_bytes,
     }
 }

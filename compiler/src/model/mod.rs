@@ -162,6 +162,12 @@ pub struct WeightFormat {
     pub dtype: String,
     /// Bytes on disk per parameter, averaged over the tensors.
     pub bytes_per_param: f64,
+    /// The quantized matrices (a GGUF's), which the runtime can keep in their
+    /// blocks: their parameters and bytes (0 for a full-precision checkpoint).
+    #[serde(default)]
+    pub packed_params: u64,
+    #[serde(default)]
+    pub packed_bytes: u64,
 }
 
 /// A model as the compiler sees it.

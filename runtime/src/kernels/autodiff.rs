@@ -6,6 +6,7 @@ use super::{
     AdapterFn, AdapterParams, AttnInputs, AttnShape, PeftKernels, RopeShape, SparseIndex, prim,
     reference, tensor,
 };
+use crate::weights::PackedMatrix;
 use burn::backend::Autodiff;
 use burn::backend::autodiff::checkpoint::base::Checkpointer;
 use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
@@ -202,6 +203,26 @@ impl<B: PeftKernels> Backward<B, 3> for LinearNode {
 }
 
 #[derive(Debug)]
+struct PackedLinearNode;
+
+impl<B: PeftKernels> Backward<B, 2> for PackedLinearNode {
+    /// The packed weight and whether a bias exists (the input is not kept:
+    /// the frozen weight takes no gradient).
+    type State = (Arc<PackedMatrix>, bool);
+    fn backward(self, ops: Ops<Self::State, 2>, grads: &mut Gradients, _: &mut Checkpointer) {
+        let [px, pb] = ops.parents;
+        let dy = grads.consume::<B>(&ops.node);
+        let (w, has_bias) = ops.state;
+        let pb = if has_bias { pb } else { None };
+        if pb.is_some() {
+            let db = prim(tensor::<B, 2>(dy.clone()).sum_dim(0));
+            register!(B, grads, pb, db);
+        }
+        register!(B, grads, px, B::k_packed_linear_dx(&w, dy));
+    }
+}
+
+#[derive(Debug)]
 struct ScaleColsNode;
 
 impl<B: PeftKernels> Backward<B, 2> for ScaleColsNode {
@@ -323,6 +344,35 @@ impl<B: PeftKernels> Backward<B, 3> for SparseDeltaNode {
 }
 
 impl<B: PeftKernels, C: CheckpointStrategy> PeftKernels for Autodiff<B, C> {
+    const PACKED: bool = B::PACKED;
+
+    fn op_packed_linear(
+        x: FloatTensor<Self>,
+        w: Arc<PackedMatrix>,
+        b: Option<FloatTensor<Self>>,
+    ) -> FloatTensor<Self> {
+        let nodes = [
+            x.node.clone(),
+            b.as_ref()
+                .map(|t| t.node.clone())
+                .unwrap_or_else(|| x.node.clone()),
+        ];
+        let has_bias = b.is_some();
+        match PackedLinearNode
+            .prepare::<C>(nodes)
+            .compute_bound()
+            .stateful()
+        {
+            OpsKind::Tracked(prep) => {
+                let y = B::k_packed_linear(x.primitive, &w, b.map(|t| t.primitive));
+                prep.finish((w, has_bias), y)
+            }
+            OpsKind::UnTracked(prep) => {
+                prep.finish(B::k_packed_linear(x.primitive, &w, b.map(|t| t.primitive)))
+            }
+        }
+    }
+
     fn op_sparse_delta(
         y: FloatTensor<Self>,
         x: FloatTensor<Self>,

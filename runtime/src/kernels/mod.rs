@@ -40,6 +40,7 @@ pub use cpu::rope::RopeShape;
 
 use std::sync::Arc;
 
+use crate::weights::PackedMatrix;
 use burn::tensor::backend::Backend;
 use burn::tensor::ops::FloatTensor;
 use burn::tensor::{Tensor, TensorPrimitive};
@@ -69,6 +70,9 @@ pub trait PeftKernels: Backend {
     /// Whether multi-adapter LoRA batches go through [`Self::k_sgmv`] (one
     /// kernel for all adapters) rather than one product per adapter segment.
     const SGMV: bool = false;
+    /// Whether [`Self::k_packed_linear`] multiplies GGUF blocks itself; where
+    /// it does not, the loader expands packed weights into dense tensors once.
+    const PACKED: bool = false;
 
     fn k_gelu(x: FloatTensor<Self>) -> FloatTensor<Self> {
         prim(reference::gelu::<Self, 2>(tensor(x)))
@@ -233,6 +237,24 @@ pub trait PeftKernels: Backend {
         let (a, b, c) =
             reference::linear_backward::<Self>(x.map(tensor), tensor(w), tensor(dy), need);
         (a.map(prim), b.map(prim), c.map(prim))
+    }
+
+    /// `x @ w.T + b` for a frozen packed `w: [out, in]` (`x: [n, in]`,
+    /// `b: [1, out]`).
+    fn k_packed_linear(
+        x: FloatTensor<Self>,
+        w: &PackedMatrix,
+        b: Option<FloatTensor<Self>>,
+    ) -> FloatTensor<Self> {
+        prim(reference::packed_linear::<Self>(
+            tensor(x),
+            w,
+            b.map(tensor),
+        ))
+    }
+    /// `dy @ w`, `[n, in]`: the input gradient of [`Self::k_packed_linear`].
+    fn k_packed_linear_dx(w: &PackedMatrix, dy: FloatTensor<Self>) -> FloatTensor<Self> {
+        prim(reference::packed_linear_dx::<Self>(w, tensor(dy)))
     }
 
     /// `x * l`, `l: [1, d]` broadcast over rows ((IA)³).
@@ -446,6 +468,13 @@ pub trait PeftKernels: Backend {
     ) -> FloatTensor<Self> {
         Self::k_linear(x, w, b)
     }
+    fn op_packed_linear(
+        x: FloatTensor<Self>,
+        w: Arc<PackedMatrix>,
+        b: Option<FloatTensor<Self>>,
+    ) -> FloatTensor<Self> {
+        Self::k_packed_linear(x, &w, b)
+    }
     fn op_scale_cols(x: FloatTensor<Self>, l: FloatTensor<Self>) -> FloatTensor<Self> {
         Self::k_scale_cols(x, l)
     }
@@ -558,6 +587,15 @@ pub fn linear<B: PeftKernels>(
     b: Option<Tensor<B, 2>>,
 ) -> Tensor<B, 2> {
     tensor(B::op_linear(prim(x), prim(w), b.map(prim)))
+}
+
+/// `x @ w.T + b` for a frozen packed `w: [out, in]`; only `x` and `b` take gradients.
+pub fn packed_linear<B: PeftKernels>(
+    x: Tensor<B, 2>,
+    w: &Arc<PackedMatrix>,
+    b: Option<Tensor<B, 2>>,
+) -> Tensor<B, 2> {
+    tensor(B::op_packed_linear(prim(x), w.clone(), b.map(prim)))
 }
 
 /// `x * l` with `l: [1, d]` broadcast over the rows of `x: [n, d]`.

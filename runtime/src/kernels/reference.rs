@@ -5,6 +5,7 @@
 use super::bottleneck::{AdapterFn, AdapterGrads, AdapterNeed, AdapterParams};
 use super::{AttnShape, RopeShape};
 use crate::rng;
+use crate::weights::PackedMatrix;
 use burn::tensor::Int;
 use burn::tensor::backend::Backend;
 use burn::tensor::{Tensor, TensorData, activation};
@@ -430,6 +431,28 @@ pub fn linear<B: Backend>(
         Some(b) => y + b,
         None => y,
     }
+}
+
+/// The packed weight expanded to a dense `[out, in]` tensor on `device`.
+pub fn packed_dense<B: Backend>(w: &PackedMatrix, device: &B::Device) -> Tensor<B, 2> {
+    let d = w.to_dense();
+    Tensor::from_data(TensorData::new(d.data, [w.rows(), w.cols()]), device)
+}
+
+/// `x @ w.T + b` with the packed `w` expanded first.
+pub fn packed_linear<B: Backend>(
+    x: Tensor<B, 2>,
+    w: &PackedMatrix,
+    b: Option<Tensor<B, 2>>,
+) -> Tensor<B, 2> {
+    let dense = packed_dense::<B>(w, &x.device());
+    linear(x, dense, b)
+}
+
+/// `dy @ w` with the packed `w` expanded first.
+pub fn packed_linear_dx<B: Backend>(w: &PackedMatrix, dy: Tensor<B, 2>) -> Tensor<B, 2> {
+    let dense = packed_dense::<B>(w, &dy.device());
+    dy.matmul(dense)
 }
 
 #[allow(clippy::type_complexity)]

@@ -5,7 +5,7 @@
 
 use crate::error::Result;
 use crate::kernels::PeftKernels;
-use crate::model::{Ctx, Params};
+use crate::model::{Ctx, Frozen, Params};
 use burn::tensor::Tensor;
 
 /// When a hook acts, in this order.
@@ -26,7 +26,7 @@ pub enum Stage {
 /// A frozen base linear layer as its hooks see it.
 pub struct BaseLinear<'a, B: PeftKernels> {
     /// `[out, in]`, the checkpoint's layout.
-    pub w: &'a Tensor<B, 2>,
+    pub w: &'a Frozen<B>,
     /// `[1, out]`: the bias the product added (a trainable one under BitFit).
     pub bias: Option<&'a Tensor<B, 2>>,
 }

@@ -10,7 +10,7 @@ use crate::adapter::hf::targets_regex;
 use crate::error::{Result, RuntimeError};
 use crate::kernels::{self, PeftKernels};
 use crate::model::params::pname;
-use crate::model::{ParamStore, Params, dora_row_norm, routes};
+use crate::model::{Frozen, ParamStore, Params, dora_row_norm, routes};
 use crate::model::{ctx::site_id, ops::linear_pt};
 use crate::weights::HostTensor;
 use burn::tensor::Tensor;
@@ -30,16 +30,14 @@ struct LoraHook<B: PeftKernels> {
 }
 
 /// The hook of LoRA configuration `c` at `site`, whose base weight is `w`.
-pub fn hook<B: PeftKernels>(c: &LoraConfig, site: &Site, w: Option<&Tensor<B, 2>>) -> Hook<B> {
+pub fn hook<B: PeftKernels>(c: &LoraConfig, site: &Site, w: Option<&Frozen<B>>) -> Hook<B> {
     Box::new(LoraHook {
         scale: c.scale(),
         dropout: c.dropout,
         gated: site.gated,
         dora: c.dora,
         fusion: site.fusion,
-        w_row_sq: w
-            .filter(|_| c.dora)
-            .map(|w| w.clone().powf_scalar(2.0).sum_dim(1)),
+        w_row_sq: w.filter(|_| c.dora).map(Frozen::row_sq_norms),
     })
 }
 
@@ -85,14 +83,14 @@ impl<B: PeftKernels> SiteHook<B> for LoraHook<B> {
             .clone()
             .ok_or_else(|| RuntimeError::Internal(format!("DoRA at `{path}` has no row norms")))?;
         let m = p.get(&pname(path, "lora_magnitude_vector"))?; // [1, out]
-        let norm = dora_row_norm(base_w.w.clone(), w_sq, a.detach(), b.detach(), self.scale);
+        let norm = dora_row_norm(base_w.w, w_sq, a.detach(), b.detach(), self.scale);
         let mag = m / norm;
         let base = match base_w.bias {
             Some(bias) => y.clone() - bias.clone(),
             None => y.clone(),
         };
         let base_d = if dropped {
-            xd.matmul(base_w.w.clone().transpose())
+            base_w.w.linear(xd, None)
         } else {
             base
         };

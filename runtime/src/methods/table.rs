@@ -11,7 +11,7 @@ use super::{
 use crate::data::Batch;
 use crate::error::{Result, RuntimeError};
 use crate::kernels::PeftKernels;
-use crate::model::{ParamStore, Params, PeftModel};
+use crate::model::{Frozen, ParamStore, Params, PeftModel};
 use crate::weights::HostTensor;
 use burn::tensor::Tensor;
 use burn::tensor::backend::AutodiffBackend;
@@ -22,7 +22,7 @@ use std::collections::BTreeMap;
 /// The hook of `site`'s method at its module (`w`: the module's base weight
 /// when it is a linear layer); `None` for methods that act elsewhere (a soft
 /// prompt, a prefix, BitFit's biases).
-pub fn hook<B: PeftKernels>(site: &Site, w: Option<&Tensor<B, 2>>) -> Option<Hook<B>> {
+pub fn hook<B: PeftKernels>(site: &Site, w: Option<&Frozen<B>>) -> Option<Hook<B>> {
     match &site.method {
         MethodConfig::Lora(c) => Some(lora::hook(c, site, w)),
         MethodConfig::Ia3 => Some(ia3::hook(site)),

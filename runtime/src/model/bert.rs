@@ -177,11 +177,6 @@ impl<B: PeftKernels> Bert<B> {
         })
     }
 
-    /// The token embedding table `[vocab, hidden]`.
-    pub fn word_embeddings(&self) -> &Tensor<B, 2> {
-        &self.word
-    }
-
     /// Hidden states `[rows*(prompt+seq), h]` for `ids` (`[rows*seq]`).
     pub fn forward(
         &self,

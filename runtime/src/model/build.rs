@@ -2,6 +2,7 @@
 //! plan's methods attached.
 
 use super::device_params::to_device;
+use super::frozen::Frozen;
 use super::linear::{Attached, SiteLinear};
 use super::params::sites_of;
 use crate::error::Result;
@@ -15,6 +16,8 @@ pub struct Loader<'a, B: PeftKernels> {
     pub plan: &'a Plan,
     pub weights: &'a mut Weights,
     pub device: &'a B::Device,
+    /// Quantized weights stay packed (where the backend multiplies them).
+    pub packed: bool,
 }
 
 impl<B: PeftKernels> Loader<'_, B> {
@@ -34,13 +37,13 @@ impl<B: PeftKernels> Loader<'_, B> {
     pub fn attached(&self, path: &str) -> Attached<B> {
         Attached::from_sites(
             sites_of(self.plan, path),
-            None::<&Tensor<B, 2>>,
+            None::<&Frozen<B>>,
             self.trainable_bias(path),
         )
     }
 
     /// The methods attached at the linear layer `path` whose weight is `w`.
-    pub fn attached_linear(&self, path: &str, w: &Tensor<B, 2>) -> Attached<B> {
+    pub fn attached_linear(&self, path: &str, w: &Frozen<B>) -> Attached<B> {
         Attached::from_sites(
             sites_of(self.plan, path),
             Some(w),
@@ -52,6 +55,12 @@ impl<B: PeftKernels> Loader<'_, B> {
     pub fn tensor(&mut self, name: &str, shape: &[usize]) -> Result<Tensor<B, 2>> {
         let t = self.weights.take(name, shape)?;
         Ok(to_device::<B>(&t, self.device))
+    }
+
+    /// A frozen matrix, packed if it is and may stay so.
+    pub fn frozen(&mut self, name: &str, shape: &[usize]) -> Result<Frozen<B>> {
+        let w = self.weights.take_weight(name, shape)?;
+        Ok(Frozen::from_host(w, self.device, self.packed))
     }
 
     /// A linear layer `path` as the plan describes it.
@@ -68,8 +77,7 @@ impl<B: PeftKernels> Loader<'_, B> {
                 )));
             }
         };
-        let w = self.weights.take(&format!("{path}.weight"), &[o, i])?;
-        let w = to_device::<B>(&w, self.device);
+        let w = self.frozen(&format!("{path}.weight"), &[o, i])?;
         let bias = if bias {
             Some(self.tensor(&format!("{path}.bias"), &[o])?)
         } else {

@@ -3,13 +3,12 @@
 
 use super::ctx::Ctx;
 use super::device_params::Params;
-use super::ops::linear_pt;
+use super::frozen::Frozen;
 use super::params::pname;
 use crate::error::Result;
 use crate::kernels::PeftKernels;
 use crate::methods::{At, BaseLinear, Hook, Stage};
 use burn::tensor::Tensor;
-use burn::tensor::backend::Backend;
 use peftc_compiler::plan::Site;
 
 /// The methods' hooks at one module, ordered by [`Stage`].
@@ -26,7 +25,7 @@ impl<B: PeftKernels> Attached<B> {
     /// The hooks of `sites` (all at one module whose base weight is `w`).
     pub fn from_sites<'a>(
         sites: impl Iterator<Item = &'a Site>,
-        w: Option<&Tensor<B, 2>>,
+        w: Option<&Frozen<B>>,
         trainable_bias: bool,
     ) -> Attached<B> {
         let mut layer = None;
@@ -85,7 +84,7 @@ impl<B: PeftKernels> Attached<B> {
 pub struct SiteLinear<B: PeftKernels> {
     pub path: String,
     /// `[out, in]`, the checkpoint's layout (multiplied as a transposed view).
-    pub w: Tensor<B, 2>,
+    pub w: Frozen<B>,
     /// `[1, out]`; replaced by the trainable copy when `attached.trainable_bias`.
     pub bias: Option<Tensor<B, 2>>,
     pub attached: Attached<B>,
@@ -97,7 +96,7 @@ pub struct SiteLinear<B: PeftKernels> {
 impl<B: PeftKernels> SiteLinear<B> {
     pub fn new(
         path: String,
-        w: Tensor<B, 2>,
+        w: Frozen<B>,
         bias: Option<Tensor<B, 2>>,
         attached: Attached<B>,
     ) -> Self {
@@ -122,17 +121,19 @@ impl<B: PeftKernels> SiteLinear<B> {
             _ if self.attached.trainable_bias => Some(p.get(&pname(&self.path, "bias"))?),
             _ => self.bias.clone(),
         };
-        let w = match &self.tuned {
-            Some((w, _)) => p.get(w)?,
-            None => self.w.clone(),
+        // A method retraining the layer (`full`) replaces the weight by its copy.
+        let tuned_w = match &self.tuned {
+            Some((w, _)) => Some(Frozen::Dense(p.get(w)?)),
+            None => None,
         };
-        let mut y = linear_pt(x.clone(), w.clone(), bias.clone());
+        let w = tuned_w.as_ref().unwrap_or(&self.w);
+        let mut y = w.linear(x.clone(), bias.clone());
         let at = At {
             path: &self.path,
             input: &input,
             x: &x,
             base: Some(BaseLinear {
-                w: &w,
+                w,
                 bias: bias.as_ref(),
             }),
             p,
@@ -149,14 +150,14 @@ impl<B: PeftKernels> SiteLinear<B> {
 /// sum: `||W_o||² + 2s Σ_k B_ok (W Aᵀ)_ok + s² Σ_k (B A Aᵀ)_ok B_ok`, with
 /// `w_row_sq = ||W_o||²: [out, 1]` kept from loading (`w: [out, in]`,
 /// `a: [r, in]`, `b: [out, r]`).
-pub fn dora_row_norm<B: Backend>(
-    w: Tensor<B, 2>,
+pub fn dora_row_norm<B: PeftKernels>(
+    w: &Frozen<B>,
     w_row_sq: Tensor<B, 2>,
     a: Tensor<B, 2>,
     b: Tensor<B, 2>,
     s: f64,
 ) -> Tensor<B, 2> {
-    let wa = w.matmul(a.clone().transpose()); // [out, r]
+    let wa = w.linear(a.clone(), None).transpose(); // [out, r]
     let gram = a.clone().matmul(a.transpose()); // [r, r]
     let cross = (b.clone() * wa).sum_dim(1); // [out, 1]
     let quad = (b.clone().matmul(gram) * b).sum_dim(1); // [out, 1]

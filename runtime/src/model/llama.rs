@@ -6,6 +6,7 @@ use super::attention::{Heads, Prefix, attention};
 use super::build::Loader;
 use super::ctx::{Ctx, site_id};
 use super::device_params::Params;
+use super::frozen::Frozen;
 use super::kv_cache::KvCache;
 use super::linear::{Attached, SiteLinear};
 use super::norm::NormWeights;
@@ -160,7 +161,7 @@ impl<B: PeftKernels> Layer<B> {
 
 pub struct Llama<B: PeftKernels> {
     dims: Dims,
-    embed: Tensor<B, 2>,
+    embed: Frozen<B>,
     layers: Vec<Layer<B>>,
     norm: NormWeights<B>,
     /// `lm_head` `[in, out]` when not tied to the embedding.
@@ -171,7 +172,7 @@ impl<B: PeftKernels> Llama<B> {
     pub fn load(l: &mut Loader<B>, with_lm_head: bool) -> Result<Llama<B>> {
         let d = l.plan.model.dims.clone();
         let h = d.hidden;
-        let embed = l.tensor("model.embed_tokens.weight", &[d.vocab, h])?;
+        let embed = l.frozen("model.embed_tokens.weight", &[d.vocab, h])?;
         let mut layers = Vec::with_capacity(d.layers);
         for i in 0..d.layers {
             let p = format!("model.layers.{i}");
@@ -217,10 +218,6 @@ impl<B: PeftKernels> Llama<B> {
         })
     }
 
-    pub fn word_embeddings(&self) -> &Tensor<B, 2> {
-        &self.embed
-    }
-
     /// Final-normed hidden states `[rows*(prompt+seq), h]`. With a `cache`
     /// (one sequence), the tokens continue the cached ones and join the cache.
     pub fn forward(
@@ -234,7 +231,7 @@ impl<B: PeftKernels> Llama<B> {
     ) -> Result<Tensor<B, 2>> {
         let d = &self.dims;
         let (rows, h) = (ctx.rows, d.hidden);
-        let mut x = self.embed.clone().select(0, ids);
+        let mut x = self.embed.rows(ids);
         let n_prompt = prompt.as_ref().map(|t| t.dims()[0]).unwrap_or(0);
         if let Some(pe) = prompt {
             let x3 = x.reshape([rows, ctx.seq, h]);
@@ -324,7 +321,7 @@ impl<B: PeftKernels> Llama<B> {
             kv_heads: d.kv_heads,
             head_dim: d.head_dim,
         };
-        let mut x = self.embed.clone().select(0, ids);
+        let mut x = self.embed.rows(ids);
         for (li, layer) in self.layers.iter().enumerate() {
             let input = x.clone();
             let at = Positions::At(&positions);
@@ -361,7 +358,7 @@ impl<B: PeftKernels> Llama<B> {
         match &self.lm_head_t {
             Some(head) => head.forward(hidden, p, ctx),
             // Tied embeddings: `hidden @ embed.T` as a frozen linear (BLAS, no weight gradient).
-            None => Ok(crate::kernels::linear(hidden, self.embed.clone(), None)),
+            None => Ok(self.embed.linear(hidden, None)),
         }
     }
 }

@@ -8,6 +8,7 @@ mod build;
 pub(crate) mod ctx;
 mod decode;
 mod device_params;
+pub mod frozen;
 pub mod kv_cache;
 mod linear;
 mod llama;
@@ -20,6 +21,7 @@ pub mod routes;
 
 pub use ctx::Ctx;
 pub use device_params::{Params, to_device};
+pub use frozen::Frozen;
 pub use kv_cache::KvCache;
 pub use linear::dora_row_norm;
 pub use params::{BaseLookup, ParamSpec, ParamStore, param_specs};
@@ -62,10 +64,15 @@ pub struct Output<B: PeftKernels> {
 impl<B: PeftKernels> PeftModel<B> {
     /// Moves the base weights of `plan`'s model to `device`, with its methods attached.
     pub fn load(plan: &Plan, mut weights: Weights, device: &B::Device) -> Result<PeftModel<B>> {
+        let packed = plan
+            .train
+            .as_ref()
+            .is_none_or(|t| t.base == peftc_compiler::train::BaseForm::Packed);
         let mut l = Loader::<B> {
             plan,
             weights: &mut weights,
             device,
+            packed,
         };
         let base = match plan.model.family {
             Family::Bert => Base::Bert(bert::Bert::load(
@@ -277,14 +284,6 @@ impl<B: PeftKernels> PeftModel<B> {
             Some(r) => task + r,
             None => task,
         })
-    }
-
-    /// The token embedding table.
-    pub fn word_embeddings(&self) -> &Tensor<B, 2> {
-        match &self.base {
-            Base::Bert(m) => m.word_embeddings(),
-            Base::Llama(m) => m.word_embeddings(),
-        }
     }
 }
 

@@ -70,7 +70,8 @@ impl ParamStore {
                 }
                 Init::Constant(v) => vec![*v; n],
                 Init::MaskIndex(sel) => {
-                    crate::methods::mask_index(sel, base.get(&sel.weight)?, seed)?
+                    let w = base.get(&sel.weight)?;
+                    crate::methods::mask_index(sel, &w, seed)?
                 }
                 Init::PruneMask(sel) => {
                     // The weight it prunes was declared (and drawn) just before.
@@ -204,7 +205,8 @@ pub struct BaseLookup<'a> {
 }
 
 impl BaseLookup<'_> {
-    fn get(&self, name: &str) -> Result<&HostTensor> {
+    /// A base weight as f32 (a packed one expanded).
+    fn get(&self, name: &str) -> Result<std::borrow::Cow<'_, HostTensor>> {
         self.weights.get(name).ok_or_else(|| {
             RuntimeError::Invalid(format!(
                 "base weight `{name}` needed to initialize an adapter is missing"
@@ -212,7 +214,7 @@ impl BaseLookup<'_> {
         })
     }
 
-    fn embedding(&self) -> Result<&HostTensor> {
+    fn embedding(&self) -> Result<std::borrow::Cow<'_, HostTensor>> {
         self.get(self.embedding_name)
     }
 }

@@ -10,10 +10,14 @@
 //!
 //! In the 4- and 5-bit formats the low nibble of byte j is value j and the high
 //! nibble is value j + 16.
+//!
+//! The K-quants (256 values per super-block; `kquants.rs`) follow ggml's
+//! `dequantize_row_q{2..6}_K`, operation for operation, so that the values equal
+//! those of gguf-py's `quants.dequantize` exactly.
 
 use peftc_compiler::model::gguf::GgmlType;
 
-fn f16(b: &[u8], at: usize) -> f32 {
+pub(super) fn f16(b: &[u8], at: usize) -> f32 {
     half::f16::from_le_bytes([b[at], b[at + 1]]).to_f32()
 }
 
@@ -76,10 +80,39 @@ pub fn dequantize(ty: GgmlType, bytes: &[u8], out: &mut [f32]) -> bool {
                 o[j] = (b[2 + j] as i8) as f32 * d;
             }
         }),
-        _ => return false,
+        GgmlType::Q2K => super::kquants::q2_k(bytes, out),
+        GgmlType::Q3K => super::kquants::q3_k(bytes, out),
+        GgmlType::Q4K => super::kquants::q4_k(bytes, out),
+        GgmlType::Q5K => super::kquants::q5_k(bytes, out),
+        GgmlType::Q6K => super::kquants::q6_k(bytes, out),
+        GgmlType::Q8_1 | GgmlType::Q8K | GgmlType::Other(_) => return false,
     }
     true
 }
+
+/// Whether [`dequantize`] decodes `ty`.
+pub fn decodes(ty: GgmlType) -> bool {
+    match ty {
+        GgmlType::F32
+        | GgmlType::F16
+        | GgmlType::BF16
+        | GgmlType::Q4_0
+        | GgmlType::Q4_1
+        | GgmlType::Q5_0
+        | GgmlType::Q5_1
+        | GgmlType::Q8_0
+        | GgmlType::Q2K
+        | GgmlType::Q3K
+        | GgmlType::Q4K
+        | GgmlType::Q5K
+        | GgmlType::Q6K => true,
+        GgmlType::Q8_1 | GgmlType::Q8K | GgmlType::Other(_) => false,
+    }
+}
+
+/// The types [`dequantize`] decodes, for error messages.
+pub const DECODED: &str =
+    "f32, f16, bf16, q4_0, q4_1, q5_0, q5_1, q8_0, q2_k, q3_k, q4_k, q5_k, q6_k";
 
 fn blocks(bytes: &[u8], out: &mut [f32], block_bytes: usize, f: impl Fn(&[u8], &mut [f32])) {
     for (b, o) in bytes

@@ -1,15 +1,18 @@
-//! Weights of a LLaMA-family GGUF file, dequantized to f32 and renamed to the
-//! Hugging Face checkpoint names (`blk.3.attn_q.weight` becomes
+//! Weights of a LLaMA-family GGUF file, renamed to the Hugging Face
+//! checkpoint names (`blk.3.attn_q.weight` becomes
 //! `model.layers.3.self_attn.q_proj.weight`), with llama.cpp's rotary row
-//! permutation of Q and K undone.
+//! permutation of Q and K undone. Quantized matrices stay in their blocks
+//! ([`PackedMatrix`], rows reordered as whole blocks); the rest is read as f32.
 
-use super::HostTensor;
-use super::dequant::dequantize;
+use super::dequant::{DECODED, dequantize};
+use super::{HostTensor, HostWeight, PackedMatrix};
 use crate::error::{Result, RuntimeError};
+use peftc_compiler::model::gguf::GgmlType;
 use peftc_compiler::model::gguf::{GgufHeader, GgufTensorInfo, parse_header};
 use rayon::prelude::*;
 use std::collections::BTreeMap;
 use std::path::Path;
+use std::sync::Arc;
 
 /// The Hugging Face name of a GGUF tensor, if peftc knows it.
 pub fn hf_name(gguf: &str) -> Option<String> {
@@ -46,28 +49,36 @@ pub fn hf_name(gguf: &str) -> Option<String> {
 pub fn unpermute_rows(t: &HostTensor, heads: usize) -> HostTensor {
     let rows = t.rows();
     let cols = t.numel() / rows.max(1);
-    let hd = rows / heads.max(1);
-    let half = hd / 2;
     let mut out = vec![0.0; t.numel()];
-    for h in 0..heads {
-        for i in 0..half {
-            for j in 0..2 {
-                let src = h * hd + 2 * i + j;
-                let dst = h * hd + j * half + i;
-                out[dst * cols..(dst + 1) * cols]
-                    .copy_from_slice(&t.data[src * cols..(src + 1) * cols]);
-            }
-        }
+    for (dst, src) in unpermuted_order(rows, heads).into_iter().enumerate() {
+        out[dst * cols..(dst + 1) * cols].copy_from_slice(&t.data[src * cols..(src + 1) * cols]);
     }
     HostTensor::new(t.shape.clone(), out)
 }
 
-/// Reads every tensor of the GGUF file as f32, keyed by Hugging Face name.
+/// The HF row order of a Q/K matrix of `rows` rows in `heads` heads: row
+/// `dst` of the result is GGUF row `order[dst]` (see [`unpermute_rows`]).
+fn unpermuted_order(rows: usize, heads: usize) -> Vec<usize> {
+    let hd = rows / heads.max(1);
+    let half = hd / 2;
+    let mut order = vec![0; rows];
+    for h in 0..heads {
+        for i in 0..half {
+            for j in 0..2 {
+                order[h * hd + j * half + i] = h * hd + 2 * i + j;
+            }
+        }
+    }
+    order
+}
+
+/// Reads every tensor of the GGUF file keyed by Hugging Face name: quantized
+/// matrices packed, everything else as f32.
 pub fn read_gguf_weights(
     path: &Path,
     heads: usize,
     kv_heads: usize,
-) -> Result<BTreeMap<String, HostTensor>> {
+) -> Result<BTreeMap<String, HostWeight>> {
     let file = std::fs::File::open(path).map_err(|e| RuntimeError::read(path, e))?;
     // SAFETY: read-only map, dropped before returning; see read_safetensors.
     let map = unsafe { memmap2::Mmap::map(&file) }.map_err(|e| RuntimeError::read(path, e))?;
@@ -80,10 +91,10 @@ pub fn decode_gguf(
     path: &Path,
     heads: usize,
     kv_heads: usize,
-) -> Result<BTreeMap<String, HostTensor>> {
+) -> Result<BTreeMap<String, HostWeight>> {
     let header = parse_header(map, &path.display().to_string())
         .map_err(|e| RuntimeError::format(path, e.what.clone()))?;
-    let decoded: Vec<Result<(String, HostTensor)>> = header
+    let decoded: Vec<Result<(String, HostWeight)>> = header
         .tensors
         .par_iter()
         .filter_map(|info| hf_name(&info.name).map(|name| (name, info)))
@@ -98,7 +109,7 @@ pub fn decode_gguf(
             };
             let t = match heads_of {
                 Some(h) => {
-                    let rows = t.rows();
+                    let rows = t.shape()[0];
                     if h == 0 || rows % h != 0 || (rows / h) % 2 != 0 {
                         return Err(RuntimeError::Tensor {
                             file: path.to_path_buf(),
@@ -108,7 +119,12 @@ pub fn decode_gguf(
                             ),
                         });
                     }
-                    unpermute_rows(&t, h)
+                    match t {
+                        HostWeight::Dense(t) => HostWeight::Dense(unpermute_rows(&t, h)),
+                        HostWeight::Packed(p) => HostWeight::Packed(Arc::new(
+                            p.with_rows(&unpermuted_order(rows, h)),
+                        )),
+                    }
                 }
                 None => t,
             };
@@ -118,20 +134,28 @@ pub fn decode_gguf(
     decoded.into_iter().collect()
 }
 
+/// Whether a tensor of type `ty` stays in its blocks: quantized matrices do.
+fn stays_packed(ty: GgmlType, dims: usize) -> bool {
+    ty.is_quantized() && dims == 2
+}
+
 fn decode(
     path: &Path,
     header: &GgufHeader,
     info: &GgufTensorInfo,
     map: &[u8],
-) -> Result<HostTensor> {
+) -> Result<HostWeight> {
     let err = |what: String| RuntimeError::Tensor {
         file: path.to_path_buf(),
         tensor: info.name.clone(),
         what,
     };
-    let len = info
-        .byte_len()
-        .ok_or_else(|| err(format!("has type {} which peftc cannot read (supported: f32, f16, bf16, q4_0, q4_1, q5_0, q5_1, q8_0)", info.ty.name())))?;
+    let len = info.byte_len().ok_or_else(|| {
+        err(format!(
+            "has type {} which peftc cannot read (supported: {DECODED})",
+            info.ty.name()
+        ))
+    })?;
     let start = header
         .data_offset
         .checked_add(info.offset)
@@ -146,14 +170,19 @@ fn decode(
     let bytes = &map[start as usize..end as usize];
     // ggml dims are innermost-first; torch shapes are outermost-first.
     let shape: Vec<usize> = info.dims.iter().rev().map(|&d| d as usize).collect();
+    if stays_packed(info.ty, shape.len()) {
+        let p = PackedMatrix::new(info.ty, shape[0], shape[1], bytes.to_vec())
+            .map_err(|what| err(format!("{what} (supported: {DECODED})")))?;
+        return Ok(HostWeight::Packed(Arc::new(p)));
+    }
     let mut data = vec![0f32; info.elements() as usize];
     if !dequantize(info.ty, bytes, &mut data) {
         return Err(err(format!(
-            "has type {} which peftc cannot read (supported: f32, f16, bf16, q4_0, q4_1, q5_0, q5_1, q8_0)",
+            "has type {} which peftc cannot read (supported: {DECODED})",
             info.ty.name()
         )));
     }
-    Ok(HostTensor::new(shape, data))
+    Ok(HostWeight::Dense(HostTensor::new(shape, data)))
 }
 
 #[cfg(test)]

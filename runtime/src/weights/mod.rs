@@ -1,31 +1,88 @@
 //! The frozen base weights of a model, on the host, keyed by their Hugging
 //! Face names, with checked access: a missing tensor or a wrong shape is an
 //! error naming the file, the tensor, and expected against found.
+//!
+//! A quantized GGUF's 2-D tensors stay in their blocks ([`PackedMatrix`]);
+//! [`Weights::take`] expands one to f32 for whoever needs the values, and
+//! [`Weights::take_weight`] hands it over as it is for packed products.
 
 mod dequant;
 mod gguf_weights;
 mod host;
+mod kquants;
+mod packed;
 mod safetensors_file;
 
+pub use dequant::{DECODED, dequantize};
 pub use gguf_weights::{decode_gguf, hf_name, read_gguf_weights, unpermute_rows};
 pub use host::HostTensor;
+pub use packed::PackedMatrix;
 pub use safetensors_file::{
     parse_safetensors_all_float, read_safetensors, read_safetensors_all_float, write_safetensors,
 };
 
 use crate::error::{Result, RuntimeError};
 use peftc_compiler::model::{Family, ModelDesc, ModelSource};
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+/// A base tensor as the host holds it.
+#[derive(Debug, Clone)]
+pub enum HostWeight {
+    Dense(HostTensor),
+    /// A quantized GGUF matrix in its own blocks.
+    Packed(Arc<PackedMatrix>),
+}
+
+impl HostWeight {
+    pub fn shape(&self) -> Vec<usize> {
+        match self {
+            HostWeight::Dense(t) => t.shape.clone(),
+            HostWeight::Packed(p) => p.shape().to_vec(),
+        }
+    }
+
+    /// The values as f32 (a packed matrix expanded).
+    pub fn dense(&self) -> Cow<'_, HostTensor> {
+        match self {
+            HostWeight::Dense(t) => Cow::Borrowed(t),
+            HostWeight::Packed(p) => Cow::Owned(p.to_dense()),
+        }
+    }
+
+    pub fn into_dense(self) -> HostTensor {
+        match self {
+            HostWeight::Dense(t) => t,
+            HostWeight::Packed(p) => p.to_dense(),
+        }
+    }
+
+    fn first_non_finite(&self) -> Option<f32> {
+        match self {
+            HostWeight::Dense(t) => t.data.iter().copied().find(|v| !v.is_finite()),
+            HostWeight::Packed(p) => p.first_non_finite(),
+        }
+    }
+}
 
 /// Weights read from a checkpoint.
 pub struct Weights {
-    tensors: BTreeMap<String, HostTensor>,
+    tensors: BTreeMap<String, HostWeight>,
     pub file: PathBuf,
 }
 
 impl Weights {
     pub fn from_map(file: PathBuf, tensors: BTreeMap<String, HostTensor>) -> Weights {
+        let tensors = tensors
+            .into_iter()
+            .map(|(k, v)| (k, HostWeight::Dense(v)))
+            .collect();
+        Weights { tensors, file }
+    }
+
+    pub fn from_weights(file: PathBuf, tensors: BTreeMap<String, HostWeight>) -> Weights {
         Weights { tensors, file }
     }
 
@@ -35,7 +92,7 @@ impl Weights {
         match &model.source {
             ModelSource::Gguf(path) => {
                 let t = read_gguf_weights(path, model.dims.heads, model.dims.kv_heads)?;
-                Ok(Weights::from_map(path.clone(), t))
+                Ok(Weights::from_weights(path.clone(), t))
             }
             ModelSource::ConfigJson(cfg) => {
                 let dir = cfg.parent().unwrap_or(Path::new("."));
@@ -44,7 +101,7 @@ impl Weights {
                     // A config.json beside a single GGUF file (the SmolLM2 asset layout).
                     if let Some(gguf) = single_gguf(dir) {
                         let t = read_gguf_weights(&gguf, model.dims.heads, model.dims.kv_heads)?;
-                        return Ok(Weights::from_map(gguf, t));
+                        return Ok(Weights::from_weights(gguf, t));
                     }
                     return Err(RuntimeError::read(
                         &file,
@@ -64,15 +121,25 @@ impl Weights {
         }
     }
 
+    /// Every tensor as f32 (packed ones expanded).
     pub fn into_map(self) -> BTreeMap<String, HostTensor> {
         self.tensors
+            .into_iter()
+            .map(|(k, v)| (k, v.into_dense()))
+            .collect()
     }
 
     pub fn names(&self) -> impl Iterator<Item = &str> {
         self.tensors.keys().map(String::as_str)
     }
 
-    pub fn get(&self, name: &str) -> Option<&HostTensor> {
+    /// Tensor `name` as f32 (a packed one expanded for the caller).
+    pub fn get(&self, name: &str) -> Option<Cow<'_, HostTensor>> {
+        self.tensors.get(name).map(HostWeight::dense)
+    }
+
+    /// Tensor `name` as held.
+    pub fn get_weight(&self, name: &str) -> Option<&HostWeight> {
         self.tensors.get(name)
     }
 
@@ -80,8 +147,13 @@ impl Weights {
         self.tensors.contains_key(name)
     }
 
-    /// Takes tensor `name`, which must have `shape`.
+    /// Takes tensor `name`, which must have `shape`, as f32.
     pub fn take(&mut self, name: &str, shape: &[usize]) -> Result<HostTensor> {
+        self.take_weight(name, shape).map(HostWeight::into_dense)
+    }
+
+    /// Takes tensor `name`, which must have `shape`, as held (packed or dense).
+    pub fn take_weight(&mut self, name: &str, shape: &[usize]) -> Result<HostWeight> {
         let t = self.tensors.remove(name).ok_or_else(|| {
             let near = closest_name(name, self.tensors.keys().map(String::as_str));
             RuntimeError::MissingTensor {
@@ -92,15 +164,15 @@ impl Weights {
                     .unwrap_or_default(),
             }
         })?;
-        if t.shape != shape {
+        if t.shape() != shape {
             return Err(RuntimeError::Shape {
                 file: self.file.clone(),
                 tensor: name.to_string(),
                 expected: shape.to_vec(),
-                found: t.shape,
+                found: t.shape(),
             });
         }
-        if let Some(bad) = t.data.iter().find(|v| !v.is_finite()) {
+        if let Some(bad) = t.first_non_finite() {
             return Err(RuntimeError::Tensor {
                 file: self.file.clone(),
                 tensor: name.to_string(),

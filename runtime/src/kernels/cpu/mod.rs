@@ -8,6 +8,7 @@ mod epilogue;
 mod erf;
 mod loss;
 mod norm;
+mod packed;
 pub mod rope;
 
 /// Whether this CPU has AVX2 and FMA (checked once).
@@ -92,26 +93,32 @@ fn make(data: Vec<f32>, shape: Vec<usize>) -> T {
     T::from_data(TensorData::new(data, Shape::from(shape)))
 }
 
+/// `[n, o]` holding the bias row in every row (zeros without a bias): the
+/// buffer a product accumulates onto.
+fn bias_rows(b: Option<T>, n: usize, o: usize) -> Vec<f32> {
+    match b {
+        Some(b) => {
+            let b = contiguous(b);
+            let row = f32s(&b);
+            let mut y = Vec::with_capacity(n * o);
+            for _ in 0..n {
+                y.extend_from_slice(row);
+            }
+            y
+        }
+        None => vec![0f32; n * o],
+    }
+}
+
 impl PeftKernels for Flex {
     const FUSED: bool = true;
+    const PACKED: bool = true;
 
     fn k_linear(x: T, w: T, b: Option<T>) -> T {
         let (x, w) = (contiguous(x), contiguous(w));
         let (xs, ws) = (dims(&x), dims(&w));
         let (n, k, o) = (xs[0], xs[1], ws[0]);
-        let mut y = match b {
-            // Start from the bias rows and accumulate the product onto them.
-            Some(b) => {
-                let b = contiguous(b);
-                let row = f32s(&b);
-                let mut y = Vec::with_capacity(n * o);
-                for _ in 0..n {
-                    y.extend_from_slice(row);
-                }
-                y
-            }
-            None => vec![0f32; n * o],
-        };
+        let mut y = bias_rows(b, n, o);
         let beta = if y.iter().any(|&v| v != 0.0) {
             1.0
         } else {
@@ -119,6 +126,20 @@ impl PeftKernels for Flex {
         };
         blas::sgemm(n, o, k, f32s(&x), f32s(&w), true, beta, &mut y);
         make(y, vec![n, o])
+    }
+
+    fn k_packed_linear(x: T, w: &crate::weights::PackedMatrix, b: Option<T>) -> T {
+        let x = contiguous(x);
+        let n = dims(&x)[0];
+        let mut y = bias_rows(b, n, w.rows());
+        packed::linear(f32s(&x), n, w, &mut y);
+        make(y, vec![n, w.rows()])
+    }
+
+    fn k_packed_linear_dx(w: &crate::weights::PackedMatrix, dy: T) -> T {
+        let dy = contiguous(dy);
+        let n = dims(&dy)[0];
+        make(packed::linear_dx(f32s(&dy), n, w), vec![n, w.cols()])
     }
 
     fn k_linear_backward(
