@@ -222,9 +222,14 @@ fn smollm2_gguf_header_describes_the_same_model_as_its_config() {
     );
     let embed = 49_152 * 576;
     // Every matrix: 30 layers of q, k, v, o, gate, up, down, and the embedding.
-    assert_eq!(params, 30 * (2 * 576 * 576 + 2 * 576 * 192 + 3 * 576 * 1536) + embed);
+    assert_eq!(
+        params,
+        30 * (2 * 576 * 576 + 2 * 576 * 192 + 3 * 576 * 1536) + embed
+    );
     assert_eq!(bytes, embed / 32 * 34 + (params - embed) / 32 * 20);
-    let frozen = from_gguf["memory_bytes"]["frozen_weights"].as_u64().expect("frozen");
+    let frozen = from_gguf["memory_bytes"]["frozen_weights"]
+        .as_u64()
+        .expect("frozen");
     // The norms (two per layer and the final one) in f32.
     assert_eq!(frozen, bytes + (2 * 30 + 1) * 576 * 4);
     assert!(from_cfg["memory_bytes"]["packed"].is_null());
