@@ -32,14 +32,6 @@ impl<B: PeftKernels> Frozen<B> {
         }
     }
 
-    /// `[out, in]`.
-    pub fn dims(&self) -> [usize; 2] {
-        match self {
-            Frozen::Dense(t) => t.dims(),
-            Frozen::Packed { w, .. } => w.shape(),
-        }
-    }
-
     /// `x @ Wᵀ + b`: `x: [n, in]`, `b: [1, out]`; gradients reach `x` and `b`.
     pub fn linear(&self, x: Tensor<B, 2>, b: Option<Tensor<B, 2>>) -> Tensor<B, 2> {
         match self {
@@ -74,14 +66,6 @@ impl<B: PeftKernels> Frozen<B> {
                 let norms = HostTensor::new(vec![w.rows(), 1], w.row_sq_norms());
                 to_device::<B>(&norms, device)
             }
-        }
-    }
-
-    /// Bytes this weight holds in memory.
-    pub fn bytes(&self) -> usize {
-        match self {
-            Frozen::Dense(t) => t.shape().num_elements() * 4,
-            Frozen::Packed { w, .. } => w.byte_len(),
         }
     }
 }

@@ -138,11 +138,6 @@ impl Weights {
         self.tensors.get(name).map(HostWeight::dense)
     }
 
-    /// Tensor `name` as held.
-    pub fn get_weight(&self, name: &str) -> Option<&HostWeight> {
-        self.tensors.get(name)
-    }
-
     pub fn contains(&self, name: &str) -> bool {
         self.tensors.contains_key(name)
     }

@@ -100,19 +100,11 @@ impl PackedMatrix {
             bytes.extend_from_slice(&self.bytes[r * self.row_bytes..(r + 1) * self.row_bytes]);
         }
         PackedMatrix {
-            bytes,
-            rows: order.len(),
-            ..self.clone_header()
-        }
-    }
-
-    fn clone_header(&self) -> PackedMatrix {
-        PackedMatrix {
             ty: self.ty,
-            rows: self.rows,
+            rows: order.len(),
             cols: self.cols,
             row_bytes: self.row_bytes,
-            bytes: Vec::new(),
+            bytes,
         }
     }
 

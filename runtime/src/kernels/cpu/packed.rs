@@ -64,17 +64,12 @@ pub fn linear(x: &[f32], n: usize, w: &PackedMatrix, y: &mut [f32]) {
     if n <= FEW_ROWS {
         return linear_few_rows(x, n, w, y);
     }
-    let tr = tile_rows(k, o);
     let per = x_rows_per_task(n);
     y.par_chunks_mut(per * o)
         .zip(x.par_chunks(per * k))
         .for_each(|(yc, xc)| {
             let m = xc.len() / k;
-            let mut tile = vec![0f32; tr * k];
-            for t0 in (0..o).step_by(tr) {
-                let rows = tr.min(o - t0);
-                let tile = &mut tile[..rows * k];
-                dequantize_tile(w, t0, tile);
+            over_tiles(w, |t0, rows, tile| {
                 gemm_st(
                     false,
                     true,
@@ -89,9 +84,23 @@ pub fn linear(x: &[f32], n: usize, w: &PackedMatrix, y: &mut [f32]) {
                     1.0,
                     &mut yc[t0..],
                     o,
-                );
-            }
+                )
+            });
         });
+}
+
+/// Calls `f(first_row, rows, tile)` for each tile of `W`'s rows, dequantized
+/// into one buffer that the task reuses.
+fn over_tiles(w: &PackedMatrix, mut f: impl FnMut(usize, usize, &[f32])) {
+    let (o, k) = (w.rows(), w.cols());
+    let tr = tile_rows(k, o);
+    let mut buf = vec![0f32; tr * k];
+    for t0 in (0..o).step_by(tr) {
+        let rows = tr.min(o - t0);
+        let tile = &mut buf[..rows * k];
+        dequantize_tile(w, t0, tile);
+        f(t0, rows, tile);
+    }
 }
 
 /// [`linear`] for a few rows of `x`: the cores split `W`'s rows.
@@ -136,17 +145,12 @@ pub fn linear_dx(dy: &[f32], n: usize, w: &PackedMatrix) -> Vec<f32> {
     if n == 0 || o == 0 {
         return dx;
     }
-    let tr = tile_rows(k, o);
     let per = x_rows_per_task(n);
     dx.par_chunks_mut(per * k)
         .zip(dy.par_chunks(per * o))
         .for_each(|(dxc, dyc)| {
             let m = dyc.len() / o;
-            let mut tile = vec![0f32; tr * k];
-            for t0 in (0..o).step_by(tr) {
-                let rows = tr.min(o - t0);
-                let tile = &mut tile[..rows * k];
-                dequantize_tile(w, t0, tile);
+            over_tiles(w, |t0, rows, tile| {
                 let beta = if t0 == 0 { 0.0 } else { 1.0 };
                 gemm_st(
                     false,
@@ -162,8 +166,8 @@ pub fn linear_dx(dy: &[f32], n: usize, w: &PackedMatrix) -> Vec<f32> {
                     beta,
                     dxc,
                     k,
-                );
-            }
+                )
+            });
         });
     dx
 }
