@@ -243,7 +243,7 @@ fn infer_mode(args: &[String]) -> R<()> {
         if i >= warmup {
             times.push(dt);
         }
-        logits = Some(out.logits);
+        logits = Some(out.logits());
     }
     let logits = logits
         .ok_or("no timed pass: STEPS + WARMUP is 0")?

@@ -172,6 +172,56 @@ fn model_flag_overrides_the_spec_and_accepts_a_config_file() {
 }
 
 #[test]
+fn mezo_holds_no_gradients_and_no_saved_activations() {
+    let d = temp_dir("mezo");
+    let spec = |optimizer: &str| {
+        let text = format!(
+            "model \"{}\"\npeft a {{ lora(r=8, alpha=16) on layers[*].attn.{{q, v}} }}\ntrain {{ adapter = a task = classify labels = 2 batch = 16 seq_len = 64 optimizer = {optimizer} }}\n",
+            fixture_config("minilm-l6").display()
+        );
+        write(&d, &format!("{optimizer}.peft"), &text)
+    };
+    let mem = |optimizer: &str| {
+        let s = spec(optimizer);
+        compile_json(&["compile", s.to_str().unwrap(), "--emit", "json"])["memory_bytes"].clone()
+    };
+    let (mezo, adamw) = (mem("mezo"), mem("adamw"));
+    assert_eq!(mezo["gradients"], 0);
+    assert_eq!(mezo["activations"], 0);
+    // Its state is the copy of θ a step restores.
+    assert_eq!(mezo["optimizer_state"], 74_498u64 * 4);
+    assert_eq!(mezo["frozen_weights"], adamw["frozen_weights"]);
+    let (m, a) = (
+        mezo["peak"].as_u64().unwrap(),
+        adamw["peak"].as_u64().unwrap(),
+    );
+    assert!(m < a, "MeZO {m} below AdamW {a}");
+}
+
+#[test]
+fn a_frozen_lm_head_is_estimated_a_chunk_at_a_time() {
+    let d = temp_dir("head");
+    let spec = |statements: &str| {
+        let text = format!(
+            "model \"{}\"\npeft a {{ {statements} }}\ntrain {{ adapter = a task = causal_lm batch = 4 seq_len = 128 }}\n",
+            fixture_config("smollm2-135m").display()
+        );
+        let s = write(&d, "spec.peft", &text);
+        compile_json(&["compile", s.to_str().unwrap(), "--emit", "json"])["memory_bytes"].clone()
+    };
+    let (tokens, vocab) = (4 * 128u64, 49_152u64);
+    let logits = tokens * vocab * 4;
+    // LoRA on q, v: the head is plain and frozen; the loss holds one chunk of
+    // 170 rows of logits and their gradient, never the whole [512, 49152].
+    let plain = spec("lora(r=8) on layers[*].attn.{q, v}");
+    assert_eq!(plain["workspace"], 2 * 170 * vocab * 4);
+    assert!(plain["activations"].as_u64().unwrap() < logits);
+    // A method on the head: its logits are built whole and saved.
+    let headed = spec("lora(r=8) on layers[*].attn.{q, v}, head");
+    assert!(headed["activations"].as_u64().unwrap() >= logits);
+}
+
+#[test]
 fn smollm2_gguf_header_describes_the_same_model_as_its_config() {
     let gguf = asset("SmolLM2-135M-Instruct/SmolLM2-135M-Instruct.Q4_1.gguf");
     let d = temp_dir("gguf");

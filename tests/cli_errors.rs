@@ -175,7 +175,7 @@ fn adapter_of_another_model_is_refused() {
 fn unknown_gguf_quantization_names_the_tensor() {
     let d = temp_dir("gguf");
     let path = d.join("tiny.gguf");
-    std::fs::write(&path, tiny_gguf_with_q4_k()).expect("gguf");
+    std::fs::write(&path, tiny_gguf_with_q8_k()).expect("gguf");
     let s = write(
         &d,
         "tiny.peft",
@@ -186,12 +186,13 @@ fn unknown_gguf_quantization_names_the_tensor() {
     );
     fails(
         &["infer", s.to_str().unwrap(), "--text", "hi"],
-        &["token_embd.weight", "q4_k", "cannot read"],
+        &["token_embd.weight", "q8_k", "cannot read"],
     );
 }
 
-/// A one-layer LLaMA GGUF whose embedding is Q4_K (a type peftc does not decode).
-fn tiny_gguf_with_q4_k() -> Vec<u8> {
+/// A one-layer LLaMA GGUF whose embedding is Q8_K (llama.cpp's intermediate
+/// dot-product type, which no model stores and peftc does not decode).
+fn tiny_gguf_with_q8_k() -> Vec<u8> {
     fn s(b: &mut Vec<u8>, v: &str) {
         b.extend((v.len() as u64).to_le_bytes());
         b.extend(v.as_bytes());
@@ -224,17 +225,17 @@ fn tiny_gguf_with_q4_k() -> Vec<u8> {
     b.extend(2u64.to_le_bytes());
     s(&mut b, "h");
     s(&mut b, "i");
-    // tensor directory: token_embd.weight [256, 256] q4_k
+    // tensor directory: token_embd.weight [256, 256] q8_k
     s(&mut b, "token_embd.weight");
     b.extend(2u32.to_le_bytes());
     b.extend(256u64.to_le_bytes());
     b.extend(256u64.to_le_bytes());
-    b.extend(12u32.to_le_bytes());
+    b.extend(15u32.to_le_bytes());
     b.extend(0u64.to_le_bytes());
     while !b.len().is_multiple_of(32) {
         b.push(0);
     }
-    b.extend(vec![0u8; 256 * 256 / 256 * 144]);
+    b.extend(vec![0u8; 256 * 256 / 256 * 292]);
     b
 }
 

@@ -53,14 +53,28 @@ def main():
         est = json.loads(subprocess.run([peftc, "compile", spec, "--emit", "json"], capture_output=True, text=True, check=True).stdout)
         small = w["task"] == "causal_lm"
         warmup, steps = (1, 3) if a.quick and small else (2, 8) if a.quick else (2, 10) if small else (3, 20)
-        h, p = alternate(
-            name,
+        cmds = [
             [sys.executable, os.path.join(HERE, "hf_step.py"), name, batches, str(warmup), str(steps)],
             [bench, spec, batches, str(warmup), str(steps)],
-        )
+        ]
+        if w.get("f32_base"):
+            f32_spec = os.path.join(work, "specs", f"{name}.f32.peft")
+            with open(f32_spec, "w") as f:
+                f.write(spec_text(w, batches, base="f32"))
+            cmds.append([bench, f32_spec, batches, str(warmup), str(steps)])
+        h, p, *f32 = alternate(name, cmds)
         r = summarize(name, w, h, p, est["flops_per_step"], sgemm)
         r["estimated_bytes"] = est["memory_bytes"]["peak"]
         r["estimate_error"] = est["memory_bytes"]["peak"] / r["peftc_peak_rss_bytes"] - 1
+        if f32:
+            # The packed base against its f32 expansion, both peftc, same rounds.
+            d = f32[0]
+            d_t = statistics.median(t for o in d for t in o["step_times"])
+            d_rss = max(o["peak_rss_bytes"] for o in d)
+            r["f32_base_steps_per_s"] = 1 / d_t
+            r["f32_base_peak_rss_bytes"] = d_rss
+            r["packed_speed_ratio"] = r["peftc_steps_per_s"] * d_t
+            r["packed_rss_ratio"] = r["peftc_peak_rss_bytes"] / d_rss
         results.append(r)
         print(json.dumps(r), file=sys.stderr)
     for name, w in INFER_WORKLOADS.items():
@@ -78,18 +92,25 @@ def main():
             f"{r['speed_ratio']:.2f}× | {r['peftc_peak_rss_bytes'] / 2**20:.0f} MiB | {r['hf_peak_rss_bytes'] / 2**20:.0f} MiB | "
             f"{r['rss_ratio']:.2f} | {'n/a' if r['estimate_error'] is None else format(r['estimate_error'], '+.0%')} | {r['roofline_fraction']:.0%} / {r['hf_roofline_fraction']:.0%} |"
         )
+    for r in results:
+        if "packed_rss_ratio" in r:
+            print(
+                f"{r['workload']}: packed base against base = f32: {r['packed_speed_ratio']:.2f}× steps/s, "
+                f"peak RSS {r['peftc_peak_rss_bytes'] / 2**20:.0f} MiB vs {r['f32_base_peak_rss_bytes'] / 2**20:.0f} MiB "
+                f"({r['packed_rss_ratio']:.2f}×)"
+            )
     print(f"\n2-thread sgemm limit: {sgemm:.0f} GFLOP/s; wrote {out}")
 
 
-def alternate(name, hf_cmd, peftc_cmd, rounds=3):
-    """Runs the two stacks' commands alternately (HF, peftc) `rounds` times;
-    returns each side's JSON outputs in order."""
-    hf, pf = [], []
+def alternate(name, cmds, rounds=3):
+    """Runs the commands (HF first, then peftc's) one after another, `rounds`
+    times; returns each command's JSON outputs in order."""
+    outs = [[] for _ in cmds]
     for rep in range(rounds):
-        print(f"{name}: round {rep + 1}/{rounds} (hf, peftc)", file=sys.stderr)
-        hf.append(run_json(hf_cmd))
-        pf.append(run_json(peftc_cmd))
-    return hf, pf
+        print(f"{name}: round {rep + 1}/{rounds} ({len(cmds)} commands)", file=sys.stderr)
+        for o, cmd in zip(outs, cmds):
+            o.append(run_json(cmd))
+    return outs
 
 
 def summarize(name, w, hf, pf, flops, sgemm):
@@ -133,8 +154,10 @@ def infer_workload(name, w, quick, work, peftc, bench, sgemm):
     warmup, steps = ("1", "3") if quick else ("2", "8")
     h, p = alternate(
         name,
-        [sys.executable, os.path.join(HERE, "hf_multi_lora.py"), adapters, batches, n, warmup, steps],
-        [bench, "--infer", spec, batches, n, warmup, steps, adapters],
+        [
+            [sys.executable, os.path.join(HERE, "hf_multi_lora.py"), adapters, batches, n, warmup, steps],
+            [bench, "--infer", spec, batches, n, warmup, steps, adapters],
+        ],
     )
     r = summarize(name, w, h, p, est["flops"]["forward"], sgemm)
     r["adapters"] = w["adapters"]

@@ -42,6 +42,9 @@ WORKLOADS = {
         model=SMOL, task="causal_lm", batch=4, seq=128,
         statement="lora(r=8, alpha=16) on layers[*].attn.{q, v}",
         hf=dict(kind="lora", r=8, lora_alpha=16, lora_dropout=0.0, target_modules=["q_proj", "v_proj"]),
+        # A quantized GGUF: also timed with its weights expanded to f32 (`base = f32`),
+        # beside the default packed base, in the same rounds.
+        f32_base=True,
     ),
 }
 
@@ -49,9 +52,12 @@ LR = 5e-4
 SEED = 0
 
 
-def spec_text(w, batch_file):
-    """The .peft spec of a workload (data is the prepared batch file's source)."""
+def spec_text(w, batch_file, base=None):
+    """The .peft spec of a workload (data is the prepared batch file's source);
+    `base` sets how a quantized base is held (`packed`, `f32`)."""
     labels = "    labels  = 2\n" if w["task"] == "classify" else ""
+    if base:
+        labels += f"    base    = {base}\n"
     return (
         f'model "{w["model"]}"\n'
         f'peft bench {{\n    {w["statement"]}\n}}\n'

@@ -132,9 +132,15 @@ pub const TRAIN_KEYS: &[ArgSpec] = &[
     },
     ArgSpec {
         name: "optimizer",
-        ty: ArgType::Choice(&["adamw", "sgd"]),
+        ty: ArgType::Choice(&["adamw", "sgd", "mezo"]),
         default: Some(Default::Name("adamw")),
-        doc: "optimizer",
+        doc: "optimizer; mezo: zeroth-order steps from forward passes only (MeZO)",
+    },
+    ArgSpec {
+        name: "eps",
+        ty: POSITIVE,
+        default: Some(Default::Float(1e-3)),
+        doc: "MeZO's perturbation size",
     },
     ArgSpec {
         name: "max_grad_norm",
@@ -217,6 +223,9 @@ pub enum Schedule {
 pub enum OptimizerKind {
     Adamw,
     Sgd,
+    /// Zeroth-order SPSA steps (MeZO, Malladi et al. 2023): two forward
+    /// passes per step, no backward.
+    Mezo,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -233,6 +242,10 @@ impl DType {
             DType::Bf16 => 2,
         }
     }
+}
+
+fn default_eps() -> f64 {
+    1e-3
 }
 
 /// A concrete training configuration.
@@ -253,6 +266,9 @@ pub struct TrainConfig {
     pub warmup: f64,
     pub schedule: Schedule,
     pub optimizer: OptimizerKind,
+    /// MeZO's perturbation size.
+    #[serde(default = "default_eps")]
+    pub eps: f64,
     pub max_grad_norm: Option<f64>,
     pub seed: u64,
     pub eval_every: Option<usize>,
@@ -299,8 +315,10 @@ impl TrainConfig {
             },
             optimizer: match name("optimizer").as_deref() {
                 Some("sgd") => OptimizerKind::Sgd,
+                Some("mezo") => OptimizerKind::Mezo,
                 _ => OptimizerKind::Adamw,
             },
+            eps: float("eps").unwrap_or_else(default_eps),
             max_grad_norm: float("max_grad_norm"),
             seed: args
                 .fixed("seed")

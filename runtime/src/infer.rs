@@ -88,7 +88,7 @@ fn run<B: crate::kernels::PeftKernels>(
         )));
     }
     let out = model.forward(&batch, p, &ctx)?;
-    let logits = host(out.logits);
+    let logits = host(out.logits());
     if let Some(i) = logits.iter().position(|x| !x.is_finite()) {
         return Err(RuntimeError::Invalid(format!(
             "the model computed a non-finite logit ({}) for text {}; the base weights or the adapter hold values that overflow",

@@ -46,7 +46,7 @@ fn cached_steps_equal_the_full_forward_pass() {
             let batch = Batch::pad(&[&seq], None, 0);
             let ctx = model.ctx(&batch, false, 0);
             let out = model.forward(&batch, &p, &ctx).expect("forward");
-            let all = peftc_runtime::train::host(out.logits);
+            let all = peftc_runtime::train::host(out.logits());
             let v = step.len();
             let last = &all[all.len() - v..];
             close(&format!("{statements}: step {i}"), step, last, 2e-5);

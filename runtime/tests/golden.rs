@@ -177,7 +177,7 @@ fn run(name: &str) -> Vec<String> {
         let o = model
             .forward(&batch, &p, &ctx)
             .expect("forward (inference form)");
-        let d = max_abs_diff(&host(o.logits), &host(out.logits.clone()));
+        let d = max_abs_diff(&host(o.logits()), &host(out.logits()));
         // Every position of a causal LM, the first included: HF's f32
         // encoder output (the saved form) and peftc's differ in the last
         // bits, which LLaMA's first-position activations amplify as they do
@@ -199,16 +199,11 @@ fn run(name: &str) -> Vec<String> {
     };
     let loss = match task {
         "classify" => {
-            check_close(
-                "logits",
-                &host(out.logits.clone()),
-                &c.io["logits"].data,
-                1e-4,
-            );
+            check_close("logits", &host(out.logits()), &c.io["logits"].data, 1e-4);
             model.training_loss(&out, &batch, &params).expect("loss")
         }
         "causal_lm" => {
-            let logits = host(out.logits.clone());
+            let logits = host(out.logits());
             let v = plan.model.dims.vocab;
             let positions = &c.json["logits_positions"];
             for (key, which) in [("logits_last", "last"), ("logits_first", "first")] {
@@ -234,10 +229,14 @@ fn run(name: &str) -> Vec<String> {
                 };
                 check_close(key, &got, want, tol);
             }
-            model.training_loss(&out, &batch, &params).expect("loss")
+            // Training's form: the head applied inside the chunked loss.
+            let scored = model
+                .forward_for_loss(&batch, &params, &ctx)
+                .expect("forward for the loss");
+            model.training_loss(&scored, &batch, &params).expect("loss")
         }
         _ => {
-            let hidden = host(out.logits.clone());
+            let hidden = host(out.logits());
             check_close("hidden", &hidden, &c.io["hidden"].data, 1e-4);
             let proj = peftc_runtime::model::to_device::<CpuTrain>(
                 &HostTensor::new(
@@ -249,7 +248,7 @@ fn run(name: &str) -> Vec<String> {
                 ),
                 &device,
             );
-            (out.logits.clone() * proj).sum()
+            (out.logits() * proj).sum()
         }
     };
     let got_loss = host(loss.clone())[0];

@@ -154,7 +154,7 @@ fn smollm2_packed_equals_smollm2_in_f32() {
         let batch = Batch::pad(&[&ids, &ids[..ids.len() - 3]], None, 0);
         let ctx = model.ctx(&batch, false, 0);
         let out = model.forward(&batch, &params, &ctx).expect("forward");
-        let logits = host(out.logits.clone().inner());
+        let logits = host(out.logits().inner());
         let loss = model.training_loss(&out, &batch, &params).expect("loss");
         let grads = params.grads(&loss.backward(), &store);
         (logits, grads)

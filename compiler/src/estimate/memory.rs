@@ -79,6 +79,16 @@ pub struct MemoryReport {
 /// LoRA / DoRA / (IA)³ / prompt, SmolLM2 LoRA) fall within ±10% of the peak RSS.
 const RUNTIME_OVERHEAD: u64 = 96 << 20;
 
+/// Bytes of logits one chunk of the causal LM's fused head + loss holds (the
+/// runtime's `kernels::head_loss`): the loss of a plain frozen head is taken
+/// this many bytes of `[rows, vocab]` logits at a time.
+pub const HEAD_CHUNK_BYTES: u64 = 32 << 20;
+
+/// Rows of logits per chunk of the fused head + loss for `vocab` entries.
+pub fn head_chunk_rows(vocab: usize) -> usize {
+    (HEAD_CHUNK_BYTES as usize / (4 * vocab.max(1))).max(1)
+}
+
 /// An estimate too large for 64 bits: what it was and at which workload.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 #[error(
@@ -125,6 +135,17 @@ pub fn memory(
             .filter(|&n| matches!(g.g[n].op, Op::Loss(LossKind::NextToken { .. })))
             .filter_map(|n| g.inputs(n).first().copied())
             .collect();
+    // A plain frozen head (no method on it) is applied inside the loss a
+    // chunk of rows at a time: its logits never exist whole; the loss keeps
+    // the head's input and, in the backward, one chunk's logits and their
+    // gradient.
+    let chunked_head: Option<(NodeId, NodeId)> =
+        g.g.node_indices()
+            .filter(|&n| matches!(g.g[n].op, Op::Loss(LossKind::NextToken { .. })))
+            .filter_map(|n| g.inputs(n).first().copied())
+            .find(|&h| matches!(g.g[h].op, Op::Linear { .. }) && g.g[h].trainable_params == 0)
+            .and_then(|h| g.inputs(h).first().map(|&x| (h, x)));
+    let mut head_chunk = 0u128;
     let mut largest = 0u128;
     let mut selection = 0u128;
     for n in g.g.node_indices() {
@@ -132,8 +153,14 @@ pub fn memory(
         if let Op::Delta { cost, .. } = &node.op {
             selection += cost.selection_bytes as u128;
         }
-        if !in_place.contains(&n) {
-            largest = largest.max(numel(n));
+        match chunked_head {
+            Some((head, _)) if head == n => {
+                let vocab = node.shape.last().map(|d| d.eval(1, 1)).unwrap_or(1).max(1);
+                let rows = (numel(n) / vocab).min(head_chunk_rows(vocab as usize) as u128);
+                head_chunk = 2 * rows * vocab;
+            }
+            _ if !in_place.contains(&n) => largest = largest.max(numel(n)),
+            _ => {}
         }
         if !node.requires_grad {
             continue;
@@ -207,31 +234,48 @@ pub fn memory(
                 extra += x / d_in * *bottleneck as u128;
             }
             Op::Loss(LossKind::Classify { classes }) => extra += w.batch as u128 * *classes as u128,
-            Op::Loss(LossKind::NextToken { .. }) => saved.extend(ins.first()),
+            Op::Loss(LossKind::NextToken { .. }) => match chunked_head {
+                Some((_, hidden)) => {
+                    saved.insert(hidden);
+                }
+                None => saved.extend(ins.first()),
+            },
             _ => {}
         }
     }
-    let activations = (saved.iter().map(|&n| numel(n)).sum::<u128>() + extra) * act_bytes;
     let trainable_bytes = trainable * 4;
-    let optimizer_state = match w.optimizer {
-        OptimizerKind::Adamw => 2 * trainable * 4,
-        OptimizerKind::Sgd => 0,
+    // (saved activations, gradients, optimizer state). MeZO runs forward
+    // passes only: nothing is saved for a backward, there are no gradients,
+    // and its state is the copy of the parameters a step restores.
+    let (activations, gradients, optimizer_state) = match w.optimizer {
+        OptimizerKind::Adamw | OptimizerKind::Sgd => {
+            let saved = (saved.iter().map(|&n| numel(n)).sum::<u128>() + extra) * act_bytes;
+            let state = match w.optimizer {
+                OptimizerKind::Adamw => 2 * trainable_bytes,
+                OptimizerKind::Sgd | OptimizerKind::Mezo => 0,
+            };
+            (saved, trainable_bytes, state)
+        }
+        OptimizerKind::Mezo => {
+            head_chunk /= 2;
+            (0, 0, trainable_bytes)
+        }
     };
     // Backward holds a gradient and a scratch buffer the size of the largest
     // activation (but for logits, see `in_place`) beside the saved tensors.
-    let workspace = 2 * largest * act_bytes;
+    let workspace = (2 * largest).max(head_chunk) * act_bytes;
     let frozen_weights = match packed {
         Some(p) => frozen.saturating_sub(p.params as u128) * act_bytes + p.bytes as u128,
         None => frozen * act_bytes,
     };
     let shared = frozen_weights + activations + workspace + RUNTIME_OVERHEAD as u128;
-    let step = shared + trainable_bytes * 2 + optimizer_state;
+    let step = shared + trainable_bytes + gradients + optimizer_state;
     let peak = step.max(shared + selection);
     Ok(MemoryReport {
         frozen_weights: fit(frozen_weights, "the frozen weights' bytes", w)?,
         packed: packed.cloned(),
         trainable_weights: fit(trainable_bytes, "the trainable weights' bytes", w)?,
-        gradients: fit(trainable_bytes, "the gradients' bytes", w)?,
+        gradients: fit(gradients, "the gradients' bytes", w)?,
         optimizer_state: fit(optimizer_state, "the optimizer state's bytes", w)?,
         activations: fit(activations, "the saved activations' bytes", w)?,
         workspace: fit(workspace, "the backward workspace's bytes", w)?,

@@ -6,5 +6,7 @@ mod memory;
 mod params;
 
 pub use flops::{FlopReport, flops_per_step};
-pub use memory::{MemoryReport, Overflow, PackedBase, Workload, memory};
+pub use memory::{
+    HEAD_CHUNK_BYTES, MemoryReport, Overflow, PackedBase, Workload, head_chunk_rows, memory,
+};
 pub use params::{Counted, ParamReport, SiteParams, params, shared_params, site_params};

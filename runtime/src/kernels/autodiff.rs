@@ -3,8 +3,8 @@
 //! kernel needs); otherwise burn differentiates the reference composition.
 
 use super::{
-    AdapterFn, AdapterParams, AttnInputs, AttnShape, PeftKernels, RopeShape, SparseIndex, prim,
-    reference, tensor,
+    AdapterFn, AdapterParams, AttnInputs, AttnShape, HeadWeight, PeftKernels, RopeShape,
+    SparseIndex, head_loss, prim, reference, tensor,
 };
 use crate::weights::PackedMatrix;
 use burn::backend::Autodiff;
@@ -173,6 +173,35 @@ impl<B: PeftKernels> Backward<B, 1> for CrossEntropyNode {
             grads,
             px,
             B::k_cross_entropy_backward(logits, lse, &t, &w, dloss)
+        );
+    }
+}
+
+#[derive(Debug)]
+struct HeadCrossEntropyNode;
+
+/// The hidden states, the head, targets, weights, rows per chunk and each
+/// chunk's log-sum-exps: everything to recompute the chunks' logits.
+type HeadState<B> = (
+    FloatTensor<B>,
+    HeadWeight<B>,
+    Arc<Vec<i64>>,
+    Arc<Vec<f32>>,
+    usize,
+    Vec<Option<FloatTensor<B>>>,
+);
+
+impl<B: PeftKernels> Backward<B, 1> for HeadCrossEntropyNode {
+    type State = HeadState<B>;
+    fn backward(self, ops: Ops<Self::State, 1>, grads: &mut Gradients, _: &mut Checkpointer) {
+        let [ph] = ops.parents;
+        let dloss = grads.consume::<B>(&ops.node);
+        let (h, head, t, w, rows, lses) = ops.state;
+        register!(
+            B,
+            grads,
+            ph,
+            head_loss::backward::<B>(&h, &head, &t, &w, rows, lses, dloss)
         );
     }
 }
@@ -625,6 +654,35 @@ impl<B: PeftKernels, C: CheckpointStrategy> PeftKernels for Autodiff<B, C> {
             }
             OpsKind::UnTracked(prep) => {
                 prep.finish(B::k_cross_entropy(logits.primitive, &targets, &weights).0)
+            }
+        }
+    }
+
+    fn op_head_cross_entropy(
+        hidden: FloatTensor<Self>,
+        head: HeadWeight<Self>,
+        targets: Arc<Vec<i64>>,
+        weights: Arc<Vec<f32>>,
+        rows: usize,
+    ) -> FloatTensor<Self> {
+        // The head is frozen: only the hidden states are a parent.
+        let head = match head {
+            HeadWeight::Dense(w) => HeadWeight::Dense(w.primitive),
+            HeadWeight::Packed(w) => HeadWeight::Packed(w),
+        };
+        match HeadCrossEntropyNode
+            .prepare::<C>([hidden.node.clone()])
+            .compute_bound()
+            .stateful()
+        {
+            OpsKind::Tracked(prep) => {
+                let h = hidden.primitive;
+                let (loss, lses) = head_loss::forward::<B>(&h, &head, &targets, &weights, rows);
+                prep.finish((h, head, targets, weights, rows, lses), loss)
+            }
+            OpsKind::UnTracked(prep) => {
+                let h = hidden.primitive;
+                prep.finish(head_loss::forward::<B>(&h, &head, &targets, &weights, rows).0)
             }
         }
     }

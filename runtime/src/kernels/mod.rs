@@ -21,12 +21,14 @@ mod blas_cpu;
 mod bottleneck;
 mod cpu;
 mod cube;
+pub mod head_loss;
 pub mod reference;
 pub mod sparse;
 
 pub use blas_cpu::use_the_cpus_kernels;
 pub use bottleneck::{AdapterFn, AdapterGrads, AdapterNeed, AdapterParams};
 pub use cube::Unsupported;
+pub use head_loss::HeadWeight;
 pub use sparse::SparseIndex;
 
 pub use cpu::attention::AttnShape;
@@ -496,6 +498,17 @@ pub trait PeftKernels: Backend {
     ) -> FloatTensor<Self> {
         Self::k_cross_entropy(logits, &targets, &weights).0
     }
+    /// Mean cross-entropy `[1]` of `hidden @ Wᵀ` for a frozen head `W`,
+    /// `rows` rows of logits at a time ([`head_loss`]).
+    fn op_head_cross_entropy(
+        hidden: FloatTensor<Self>,
+        head: HeadWeight<Self>,
+        targets: Arc<Vec<i64>>,
+        weights: Arc<Vec<f32>>,
+        rows: usize,
+    ) -> FloatTensor<Self> {
+        head_loss::forward::<Self>(&hidden, &head, &targets, &weights, rows).0
+    }
 }
 
 pub fn gelu<B: PeftKernels>(x: Tensor<B, 2>) -> Tensor<B, 2> {
@@ -577,6 +590,25 @@ pub fn cross_entropy<B: PeftKernels>(
         prim(logits),
         Arc::new(targets),
         Arc::new(weights),
+    ))
+}
+
+/// [`cross_entropy`] of `hidden @ Wᵀ` for a frozen head `W: [vocab, h]`
+/// without building the logits whole: `rows` rows of them at a time, the
+/// backward recomputing each chunk. Gradients reach `hidden` only.
+pub fn head_cross_entropy<B: PeftKernels>(
+    hidden: Tensor<B, 2>,
+    head: HeadWeight<B>,
+    targets: Vec<i64>,
+    weights: Vec<f32>,
+    rows: usize,
+) -> Tensor<B, 1> {
+    tensor(B::op_head_cross_entropy(
+        prim(hidden),
+        head,
+        Arc::new(targets),
+        Arc::new(weights),
+        rows,
     ))
 }
 

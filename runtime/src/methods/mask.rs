@@ -454,7 +454,7 @@ pub fn warm_up<B: AutodiffBackend + PeftKernels>(
         }
         let params = Params::<B>::tracked(&warm, device);
         let ctx = model.ctx(batch, true, key(&[w.seed, 0x1755, step as u64]));
-        let out = model.forward(batch, &params, &ctx)?;
+        let out = model.forward_for_loss(batch, &params, &ctx)?;
         let mut loss = model.training_loss(&out, batch, &params)?;
         drop(out);
         let mut density = None;

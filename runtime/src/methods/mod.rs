@@ -75,7 +75,7 @@ fn batch_grads<B: burn::tensor::backend::AutodiffBackend + PeftKernels>(
 ) -> Result<std::collections::BTreeMap<String, HostTensor>> {
     let params = Params::<B>::tracked(store, device);
     let ctx = model.ctx(batch, false, 0);
-    let out = model.forward(batch, &params, &ctx)?;
+    let out = model.forward_for_loss(batch, &params, &ctx)?;
     let loss = model.training_loss(&out, batch, &params)?;
     drop(out);
     Ok(params.grads(&loss.backward(), store))

@@ -40,6 +40,14 @@ impl<B: PeftKernels> Frozen<B> {
         }
     }
 
+    /// The weight as a loss kernel takes it ([`kernels::head_cross_entropy`]).
+    pub fn head(&self) -> kernels::HeadWeight<B> {
+        match self {
+            Frozen::Dense(w) => kernels::HeadWeight::Dense(kernels::prim(w.clone())),
+            Frozen::Packed { w, .. } => kernels::HeadWeight::Packed(w.clone()),
+        }
+    }
+
     /// Rows `ids` of `W` (an embedding lookup), `[ids, in]`.
     pub fn rows(&self, ids: Tensor<B, 1, Int>) -> Tensor<B, 2> {
         match self {

@@ -109,6 +109,16 @@ impl<B: PeftKernels> SiteLinear<B> {
         }
     }
 
+    /// The frozen weight when the layer is nothing but `x @ Wᵀ`: no method
+    /// placed on it, no bias, not retrained.
+    pub fn plain_weight(&self) -> Option<&Frozen<B>> {
+        let plain = self.attached.is_empty()
+            && !self.attached.trainable_bias
+            && self.bias.is_none()
+            && self.tuned.is_none();
+        plain.then_some(&self.w)
+    }
+
     pub fn forward(&self, x: Tensor<B, 2>, p: &Params<B>, ctx: &Ctx<B>) -> Result<Tensor<B, 2>> {
         let hooks = self.attached.active(ctx);
         let input = x.clone();

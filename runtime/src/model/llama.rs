@@ -348,6 +348,15 @@ impl<B: PeftKernels> Llama<B> {
         self.norm.rms(x, d.norm_eps, p)
     }
 
+    /// The head's weight `[vocab, h]` when the head is a plain frozen
+    /// product (no method on it), which a loss may then apply chunk by chunk.
+    pub fn frozen_head(&self) -> Option<&Frozen<B>> {
+        match &self.lm_head_t {
+            Some(head) => head.plain_weight(),
+            None => Some(&self.embed),
+        }
+    }
+
     /// Vocabulary logits `[n, vocab]` for hidden states `[n, h]`.
     pub fn lm_logits(
         &self,

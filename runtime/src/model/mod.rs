@@ -52,13 +52,35 @@ pub struct PeftModel<B: PeftKernels> {
 
 /// What a forward pass produces.
 pub struct Output<B: PeftKernels> {
-    /// Classification: `[rows, classes]`. Causal LM: `[rows*seq_out, vocab]`.
-    /// Feature: the hidden states.
-    pub logits: Tensor<B, 2>,
+    pub scores: Scores<B>,
     /// Positions per row in the output (soft prompt included).
     pub seq_out: usize,
     /// Virtual prompt positions at the start of each row.
     pub n_prompt: usize,
+}
+
+/// The scores of a forward pass.
+pub enum Scores<B: PeftKernels> {
+    /// Classification: `[rows, classes]`. Causal LM: `[rows*seq_out, vocab]`.
+    /// Feature: the hidden states.
+    Logits(Tensor<B, 2>),
+    /// Causal LM scored for its loss ([`PeftModel::forward_for_loss`]): the
+    /// final hidden states `[rows*seq_out, h]` and the frozen head, which the
+    /// loss multiplies a chunk of rows at a time.
+    Deferred {
+        hidden: Tensor<B, 2>,
+        head: Frozen<B>,
+    },
+}
+
+impl<B: PeftKernels> Output<B> {
+    /// The logits (the whole `[rows*seq_out, vocab]` when the head was deferred).
+    pub fn logits(&self) -> Tensor<B, 2> {
+        match &self.scores {
+            Scores::Logits(l) => l.clone(),
+            Scores::Deferred { hidden, head } => head.linear(hidden.clone(), None),
+        }
+    }
 }
 
 impl<B: PeftKernels> PeftModel<B> {
@@ -107,7 +129,30 @@ impl<B: PeftKernels> PeftModel<B> {
         }
     }
 
+    /// The forward pass with its logits.
     pub fn forward(&self, batch: &Batch, p: &Params<B>, ctx: &Ctx<B>) -> Result<Output<B>> {
+        self.run(batch, p, ctx, false)
+    }
+
+    /// The forward pass for [`Self::loss`]: a causal LM whose head is a plain
+    /// frozen product leaves it to the loss, which never builds the whole
+    /// `[rows*seq_out, vocab]` logits (nor, in the backward, their gradient).
+    pub fn forward_for_loss(
+        &self,
+        batch: &Batch,
+        p: &Params<B>,
+        ctx: &Ctx<B>,
+    ) -> Result<Output<B>> {
+        self.run(batch, p, ctx, true)
+    }
+
+    fn run(
+        &self,
+        batch: &Batch,
+        p: &Params<B>,
+        ctx: &Ctx<B>,
+        defer_head: bool,
+    ) -> Result<Output<B>> {
         let ids: Vec<i64> = batch.input_ids.iter().map(|&t| t as i64).collect();
         let ids = Tensor::<B, 1, Int>::from_data(
             TensorData::new(ids, [batch.rows * batch.seq]),
@@ -117,14 +162,14 @@ impl<B: PeftKernels> PeftModel<B> {
         let prefix = PrefixSource::build(&self.plan, p)?;
         let seq_out = self.n_prompt + batch.seq;
         let kind = self.plan.task.kind;
-        let logits = match &self.base {
+        let scores = match &self.base {
             Base::Bert(m) => {
                 let hidden = m.forward(ids, prompt, &prefix, p, ctx)?;
                 match kind {
                     TaskKind::Classify => {
                         let pooled = m.pool(hidden, seq_out, p, ctx)?;
                         let pooled = ctx.dropout(pooled, 0.1, ctx::site_id("classifier.dropout"));
-                        match &ctx.routes {
+                        Scores::Logits(match &ctx.routes {
                             Some(r) => routes::routed_linear(
                                 r,
                                 pooled,
@@ -137,15 +182,21 @@ impl<B: PeftKernels> PeftModel<B> {
                                 p.get("classifier.weight")?,
                                 Some(p.get("classifier.bias")?),
                             ),
-                        }
+                        })
                     }
-                    _ => hidden,
+                    _ => Scores::Logits(hidden),
                 }
             }
             Base::Llama(m) => {
                 let hidden = m.forward(ids, prompt, &prefix, None, p, ctx)?;
                 match kind {
-                    TaskKind::CausalLm => m.lm_logits(hidden, p, ctx)?,
+                    TaskKind::CausalLm => match m.frozen_head().filter(|_| defer_head) {
+                        Some(head) => Scores::Deferred {
+                            hidden,
+                            head: head.clone(),
+                        },
+                        None => Scores::Logits(m.lm_logits(hidden, p, ctx)?),
+                    },
                     TaskKind::Classify => {
                         let last = last_real_rows(batch, self.n_prompt);
                         let idx = Tensor::<B, 1, Int>::from_data(
@@ -153,17 +204,17 @@ impl<B: PeftKernels> PeftModel<B> {
                             &self.device,
                         );
                         let last = hidden.select(0, idx);
-                        match &ctx.routes {
+                        Scores::Logits(match &ctx.routes {
                             Some(r) => routes::routed_linear(r, last, "score.weight", None, p)?,
                             None => ops::linear_pt(last, p.get("score.weight")?, None),
-                        }
+                        })
                     }
-                    TaskKind::Feature => hidden,
+                    TaskKind::Feature => Scores::Logits(hidden),
                 }
             }
         };
         Ok(Output {
-            logits,
+            scores,
             seq_out,
             n_prompt: self.n_prompt,
         })
@@ -263,10 +314,17 @@ impl<B: PeftKernels> PeftModel<B> {
     /// The training loss of `out` for `batch`.
     pub fn loss(&self, out: &Output<B>, batch: &Batch) -> Tensor<B, 1> {
         match self.plan.task.kind {
-            TaskKind::Classify => loss::classification(out.logits.clone(), batch),
+            TaskKind::Classify => loss::classification(out.logits(), batch),
             _ => {
                 let (t, w) = loss::next_token_targets(batch, out.n_prompt);
-                loss::cross_entropy(out.logits.clone(), t, w)
+                match &out.scores {
+                    Scores::Logits(l) => loss::cross_entropy(l.clone(), t, w),
+                    Scores::Deferred { hidden, head } => {
+                        let rows =
+                            crate::kernels::head_loss::chunk_rows(self.plan.model.dims.vocab);
+                        crate::kernels::head_cross_entropy(hidden.clone(), head.head(), t, w, rows)
+                    }
+                }
             }
         }
     }

@@ -37,14 +37,14 @@ pub fn evaluate<B: crate::kernels::PeftKernels>(
     let (mut loss_sum, mut weight, mut correct, mut examples) = (0f64, 0f64, 0usize, 0usize);
     for b in split.batches(batch, pad_id) {
         let ctx = model.ctx(&b, false, 0);
-        let out = model.forward(&b, p, &ctx)?;
+        let out = model.forward_for_loss(&b, p, &ctx)?;
         examples += b.rows;
         match kind {
             TaskKind::Classify => {
                 let l = host(model.loss(&out, &b))[0] as f64;
                 loss_sum += l * b.rows as f64;
                 weight += b.rows as f64;
-                let logits = host(out.logits);
+                let logits = host(out.logits());
                 let c = logits.len() / b.rows.max(1);
                 for r in 0..b.rows {
                     let row = &logits[r * c..(r + 1) * c];

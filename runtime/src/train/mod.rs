@@ -3,6 +3,7 @@
 pub mod checkpoint;
 pub mod evaluate;
 pub mod metrics;
+pub mod mezo;
 pub mod optim;
 mod progress;
 mod run;

@@ -66,6 +66,22 @@ pub fn train_step<B: AutodiffBackend + PeftKernels>(
             }),
         }
     };
+    match cfg.optimizer {
+        OptimizerKind::Mezo => {
+            return super::mezo::mezo_step(
+                model,
+                store,
+                cfg,
+                micro,
+                first_micro,
+                step,
+                lr,
+                policy,
+                device,
+            );
+        }
+        OptimizerKind::Adamw | OptimizerKind::Sgd => {}
+    }
     let mut grads: Option<BTreeMap<String, HostTensor>> = None;
     let mut loss_sum = 0f32;
     let mut tokens = 0usize;
@@ -83,7 +99,7 @@ pub fn train_step<B: AutodiffBackend + PeftKernels>(
                 key(&[cfg.seed, 0xAD0, (first_micro + i) as u64]) % (cfg.adapter_drop as u64 + 1);
             ctx.adapter_drop = n as usize;
         }
-        let out = model.forward(batch, &params, &ctx)?;
+        let out = model.forward_for_loss(batch, &params, &ctx)?;
         let loss = model
             .training_loss(&out, batch, &params)?
             .div_scalar(n as f64);
@@ -126,6 +142,8 @@ pub fn train_step<B: AutodiffBackend + PeftKernels>(
             lr as f32,
             cfg.weight_decay as f32,
         ),
+        // Stepped above, from forward passes.
+        OptimizerKind::Mezo => {}
     }
     let overflowed = grads.keys().find(|k| {
         store
