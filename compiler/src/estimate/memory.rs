@@ -86,7 +86,7 @@ pub const HEAD_CHUNK_BYTES: u64 = 32 << 20;
 
 /// Rows of logits per chunk of the fused head + loss for `vocab` entries.
 pub fn head_chunk_rows(vocab: usize) -> usize {
-    (HEAD_CHUNK_BYTES as usize / (4 * vocab.max(1))).max(1)
+    (HEAD_CHUNK_BYTES as usize / 4usize.saturating_mul(vocab.max(1))).max(1)
 }
 
 /// An estimate too large for 64 bits: what it was and at which workload.
