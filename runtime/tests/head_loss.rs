@@ -102,14 +102,7 @@ fn smollm2_trains_through_the_chunked_head() {
         plan.train.as_mut().expect("train block").base = base;
         let session = Session::open(plan.clone()).expect("session");
         let mut store = session.init_params(5).expect("init");
-        for (name, t) in store.values.iter_mut() {
-            if name.contains("lora_B") {
-                t.data = peftc_runtime::rng::normal(13, t.data.len())
-                    .iter()
-                    .map(|v| 0.02 * v)
-                    .collect();
-            }
-        }
+        common::perturb_lora_b(&mut store, 13, 0.02);
         let ids = session
             .tokenizer
             .encode_plain(&format!("{text} {text}"))

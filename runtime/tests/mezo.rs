@@ -29,15 +29,7 @@ fn projected_gradient_is_the_directional_derivative() {
     let cfg = cfg.clone();
     let session = Session::open(plan.clone()).expect("session");
     let mut store = session.init_params(7).expect("init");
-    // LoRA's B starts at zero, where A's gradient vanishes: start elsewhere.
-    for (name, t) in store.values.iter_mut() {
-        if name.contains("lora_B") {
-            t.data = peftc_runtime::rng::normal(3, t.data.len())
-                .iter()
-                .map(|v| 0.01 * v)
-                .collect();
-        }
-    }
+    common::perturb_lora_b(&mut store, 3, 0.01);
     let texts = [
         "Free entry in a weekly competition to win tickets, text WIN now",
         "I'll be home late tonight, keep some dinner for me",

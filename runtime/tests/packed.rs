@@ -136,14 +136,7 @@ fn smollm2_packed_equals_smollm2_in_f32() {
         plan.train.as_mut().expect("train block").base = base;
         let session = Session::open(plan.clone()).expect("session");
         let mut store = session.init_params(3).expect("init");
-        for (name, t) in store.values.iter_mut() {
-            if name.contains("lora_B") {
-                t.data = peftc_runtime::rng::normal(11, t.data.len())
-                    .iter()
-                    .map(|v| 0.02 * v)
-                    .collect();
-            }
-        }
+        common::perturb_lora_b(&mut store, 11, 0.02);
         let ids = session
             .tokenizer
             .encode_plain("Packed blocks hold the frozen weights of the model.")

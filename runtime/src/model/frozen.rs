@@ -43,7 +43,7 @@ impl<B: PeftKernels> Frozen<B> {
     /// The weight as a loss kernel takes it ([`kernels::head_cross_entropy`]).
     pub fn head(&self) -> kernels::HeadWeight<B> {
         match self {
-            Frozen::Dense(w) => kernels::HeadWeight::Dense(kernels::prim(w.clone())),
+            Frozen::Dense(w) => kernels::HeadWeight::dense(w.clone()),
             Frozen::Packed { w, .. } => kernels::HeadWeight::Packed(w.clone()),
         }
     }

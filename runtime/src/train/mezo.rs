@@ -12,6 +12,7 @@ use crate::error::{Result, RuntimeError};
 use crate::kernels::PeftKernels;
 use crate::model::{ParamStore, Params, PeftModel};
 use crate::rng::{self, key};
+use crate::weights::HostTensor;
 use burn::tensor::backend::Backend;
 use peftc_compiler::train::TrainConfig;
 
@@ -21,14 +22,18 @@ fn direction_seed(cfg: &TrainConfig, step: usize, index: usize) -> u64 {
     key(&[cfg.seed, 0x3E20, step as u64, index as u64])
 }
 
+/// The trainable tensors of `store`, in name order.
+fn trainable_mut(store: &mut ParamStore) -> impl Iterator<Item = &mut HostTensor> {
+    let ParamStore { values, frozen } = store;
+    values
+        .iter_mut()
+        .filter(|(name, _)| !frozen.contains(*name))
+        .map(|(_, t)| t)
+}
+
 /// `θ += scale · z` over the trainable tensors of `store`, `z` regenerated.
 fn shift(store: &mut ParamStore, cfg: &TrainConfig, step: usize, scale: f32) {
-    let frozen = store.frozen.clone();
-    let trainable = store
-        .values
-        .iter_mut()
-        .filter(|(name, _)| !frozen.contains(*name));
-    for (i, (_, t)) in trainable.enumerate() {
+    for (i, t) in trainable_mut(store).enumerate() {
         let z = rng::normal(direction_seed(cfg, step, i), t.data.len());
         t.data.iter_mut().zip(&z).for_each(|(x, z)| *x += scale * z);
     }
@@ -108,12 +113,7 @@ pub fn mezo_step<B: Backend + PeftKernels>(
     }
     let (lr, wd) = (lr as f32, cfg.weight_decay as f32);
     if wd != 0.0 {
-        let frozen = store.frozen.clone();
-        for (_, t) in store
-            .values
-            .iter_mut()
-            .filter(|(name, _)| !frozen.contains(*name))
-        {
+        for t in trainable_mut(store) {
             t.data.iter_mut().for_each(|x| *x -= lr * wd * *x);
         }
     }
@@ -131,7 +131,7 @@ pub fn direction(store: &ParamStore, cfg: &TrainConfig, step: usize) -> Vec<(Str
     store
         .values
         .iter()
-        .filter(|(name, _)| !store.frozen.contains(*name))
+        .filter(|(name, _)| store.trains(name))
         .enumerate()
         .map(|(i, (name, t))| {
             (

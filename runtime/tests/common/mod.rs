@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 use peftc_compiler::{CheckOptions, Plan, check, lower};
+use peftc_runtime::model::ParamStore;
 use std::path::PathBuf;
 
 /// `a` equals the reference `b` within `tol` relative to `b`'s largest magnitude.
@@ -54,4 +55,17 @@ pub fn plan(family: &str, statements: &str, task: &str) -> Plan {
     let checked = check(&file, &CheckOptions::default())
         .unwrap_or_else(|d| panic!("{}", peftc_grammar::render_all(&d, "spec", &spec)));
     lower(&checked, checked.block("b").expect("block"), None).expect("lower")
+}
+
+/// Sets every LoRA `B` factor of `store` to `scale`·N(0, 1) (seeded): LoRA
+/// starts with `B = 0`, where `A`'s gradient vanishes and the delta is zero.
+pub fn perturb_lora_b(store: &mut ParamStore, seed: u64, scale: f32) {
+    for (name, t) in store.values.iter_mut() {
+        if name.contains("lora_B") {
+            t.data = peftc_runtime::rng::normal(seed, t.data.len())
+                .iter()
+                .map(|v| scale * v)
+                .collect();
+        }
+    }
 }
