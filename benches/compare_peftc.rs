@@ -7,10 +7,10 @@
 use peftc_compiler::{CheckOptions, Plan, check, lower};
 use peftc_runtime::CpuTrain;
 use peftc_runtime::data::Batch;
-use peftc_runtime::model::PeftModel;
+use peftc_runtime::model::{Params, PeftModel};
 use peftc_runtime::session::Session;
 use peftc_runtime::train::optim::AdamW;
-use peftc_runtime::train::{NonFinitePolicy, train_step};
+use peftc_runtime::train::{NonFinitePolicy, host, train_step};
 use safetensors::SafeTensors;
 use std::process::ExitCode;
 use std::time::Instant;
@@ -138,6 +138,13 @@ fn train_mode(args: &[String]) -> R<()> {
             }
         })
         .collect();
+    // A causal LM's last batch is held out: scored after the steps, as the
+    // Hugging Face side scores it (`heldout_loss`).
+    let mut data = data;
+    let held = match (classify, data.len() > 1) {
+        (false, true) => data.pop(),
+        _ => None,
+    };
     let session = Session::open(plan.clone()).map_err(|e| e.to_string())?;
     let mut store = session.init_params(cfg.seed).map_err(|e| e.to_string())?;
     let device = Default::default();
@@ -169,9 +176,24 @@ fn train_mode(args: &[String]) -> R<()> {
             times.push(dt);
         }
     }
+    let rss = peak_rss_bytes();
+    let heldout = match &held {
+        Some(b) => {
+            let params = Params::<CpuTrain>::constant(&store, &device);
+            let ctx = model.ctx(b, false, 0);
+            let out = model
+                .forward_for_loss(b, &params, &ctx)
+                .map_err(|e| format!("held-out batch: {e}"))?;
+            let l = model
+                .training_loss(&out, b, &params)
+                .map_err(|e| format!("held-out loss: {e}"))?;
+            host(l).first().copied().map(f64::from)
+        }
+        None => None,
+    };
     println!(
         "{}",
-        serde_json::json!({ "side": "peftc", "step_times": times, "peak_rss_bytes": peak_rss_bytes(), "final_loss": loss })
+        serde_json::json!({ "side": "peftc", "step_times": times, "peak_rss_bytes": rss, "final_loss": loss, "heldout_loss": heldout })
     );
     Ok(())
 }

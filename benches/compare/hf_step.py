@@ -51,6 +51,12 @@ def main():
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=LR, weight_decay=0.0)
     n = data["input_ids"].shape[0] // w["batch"]
+    # A causal LM's last batch is held out and scored after the steps (peftc's side too).
+    held = None
+    if w["task"] == "causal_lm" and n > 1:
+        n -= 1
+        sl = slice(n * w["batch"], (n + 1) * w["batch"])
+        held = {"input_ids": data["input_ids"][sl], "attention_mask": data["attention_mask"][sl], "labels": data["labels"][sl]}
     times = []
     for i in range(warmup + steps):
         j = i % n
@@ -66,7 +72,13 @@ def main():
         if i >= warmup:
             times.append(dt)
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-    print(json.dumps({"side": "hf", "workload": name, "step_times": times, "peak_rss_bytes": rss, "final_loss": float(loss)}))
+    heldout = None
+    if held is not None:
+        model.eval()
+        with torch.no_grad():
+            heldout = float(model(**held).loss)
+    print(json.dumps({"side": "hf", "workload": name, "step_times": times, "peak_rss_bytes": rss,
+                      "final_loss": float(loss), "heldout_loss": heldout}))
 
 
 if __name__ == "__main__":

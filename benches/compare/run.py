@@ -4,6 +4,7 @@ hyperparameters. Writes results.json and prints a table. Run through `benches/co
 
 import argparse
 import json
+import math
 import os
 import statistics
 import subprocess
@@ -66,6 +67,10 @@ def main():
         r = summarize(name, w, h, p, est["flops_per_step"], sgemm)
         r["estimated_bytes"] = est["memory_bytes"]["peak"]
         r["estimate_error"] = est["memory_bytes"]["peak"] / r["peftc_peak_rss_bytes"] - 1
+        if h[0].get("heldout_loss") is not None:
+            # After the same steps on the same batches: the last round's held-out loss.
+            r["hf_heldout_loss"], r["peftc_heldout_loss"] = h[-1]["heldout_loss"], p[-1]["heldout_loss"]
+            r["hf_heldout_ppl"], r["peftc_heldout_ppl"] = math.exp(r["hf_heldout_loss"]), math.exp(r["peftc_heldout_loss"])
         if f32:
             # The packed base against its f32 expansion, both peftc, same rounds.
             d = f32[0]
@@ -93,6 +98,8 @@ def main():
             f"{r['rss_ratio']:.2f} | {'n/a' if r['estimate_error'] is None else format(r['estimate_error'], '+.0%')} | {r['roofline_fraction']:.0%} / {r['hf_roofline_fraction']:.0%} |"
         )
     for r in results:
+        if "peftc_heldout_ppl" in r:
+            print(f"{r['workload']}: held-out perplexity after the same steps: peftc {r['peftc_heldout_ppl']:.3f}, HF {r['hf_heldout_ppl']:.3f}")
         if "packed_rss_ratio" in r:
             print(
                 f"{r['workload']}: packed base against base = f32: {r['packed_speed_ratio']:.2f}× steps/s, "

@@ -8,6 +8,7 @@ CACHE = os.environ.get("PEFTC_CACHE", os.path.expanduser("~/.cache/peftc"))
 ASSETS = os.environ.get("PEFTC_ASSETS", os.path.join(CACHE, "assets"))
 MINILM = os.path.join(ASSETS, "all-MiniLM-L6-v2")
 SMOL = os.path.join(ASSETS, "SmolLM2-135M-Instruct", "SmolLM2-135M-Instruct.Q4_1.gguf")
+QWEN2 = os.path.join(ASSETS, "Qwen2.5-Coder-0.5B-Instruct", "qwen2.5-coder-0.5b-instruct.gguf")
 SMS = os.path.join(ASSETS, "sms", "spam_collection.csv")
 BBC = os.path.join(ASSETS, "bbcnews")
 
@@ -45,6 +46,13 @@ WORKLOADS = {
         # A quantized GGUF: also timed with its weights expanded to f32 (`base = f32`),
         # beside the default packed base, in the same rounds.
         f32_base=True,
+    ),
+    # Qwen2.5-Coder-0.5B from its GGUF (Q5_0 / Q8_0 / Q4_K / Q6_K): peftc keeps it packed,
+    # HF trains transformers' fp32 dequantized load of the same file.
+    "qwen2_lora": dict(
+        model=QWEN2, task="causal_lm", batch=4, seq=128,
+        statement="lora(r=8, alpha=16) on layers[*].attn.{q, v}",
+        hf=dict(kind="lora", r=8, lora_alpha=16, lora_dropout=0.0, target_modules=["q_proj", "v_proj"]),
     ),
 }
 

@@ -2,6 +2,7 @@
 //! a [`Checked`] — the proof that every name resolves, every value is in range
 //! and every method sits where it can go. Errors carry spans into the spec.
 
+mod optimizer;
 mod positions;
 mod statement;
 mod targets;
@@ -299,6 +300,7 @@ pub fn check(file: &SpecFile, opts: &CheckOptions) -> Result<Checked, Vec<Diagno
     if let Some(m) = &model {
         positions::check(m, train.as_ref(), &blocks, &mut errors, &mut warnings);
     }
+    optimizer::check(train.as_ref(), &blocks, &mut errors);
 
     errors.sort_by_key(|d| d.primary.as_ref().map(|l| l.span.start).unwrap_or(0));
     match (errors.is_empty(), model) {

@@ -1,7 +1,9 @@
 //! A byte-level BPE tokenizer rebuilt from GGUF metadata
 //! (`tokenizer.ggml.model = "gpt2"`): vocabulary, merges, special tokens, and
 //! the pre-tokenizer llama.cpp uses for `tokenizer.ggml.pre` (for SmolLM,
-//! digits are split one by one before the GPT-2 split).
+//! digits are split one by one before the GPT-2 split; for Qwen2, Qwen's own
+//! split regex, without the NFC of its `tokenizer.json`, as transformers and
+//! llama.cpp build it from a GGUF).
 
 use super::{ChatTemplate, TextTokenizer};
 use crate::error::{Result, RuntimeError};
@@ -11,7 +13,14 @@ use tokenizers::models::bpe::BPE;
 use tokenizers::pre_tokenizers::byte_level::ByteLevel;
 use tokenizers::pre_tokenizers::digits::Digits;
 use tokenizers::pre_tokenizers::sequence::Sequence;
+use tokenizers::pre_tokenizers::split::{Split, SplitPattern};
+use tokenizers::tokenizer::SplitDelimiterBehavior;
 use tokenizers::{AddedToken, PreTokenizerWrapper, Tokenizer};
+
+/// Qwen2's pre-tokenizer split (`tokenizer.json` of every Qwen2 / Qwen2.5
+/// model; llama.cpp's `LLAMA_VOCAB_PRE_TYPE_QWEN2`): contractions, letters
+/// with one leading non-letter, single digits, punctuation runs, newlines.
+const QWEN2_SPLIT: &str = r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
 
 /// Token types in `tokenizer.ggml.token_type`.
 const CONTROL: i64 = 3;
@@ -70,6 +79,20 @@ pub fn from_gguf(path: &Path) -> Result<TextTokenizer> {
     let pre_tokenizer: PreTokenizerWrapper = match pre {
         // llama.cpp's LLAMA_VOCAB_PRE_TYPE_SMOLLM: `\p{N}` first, then GPT-2's split.
         "smollm" => Sequence::new(vec![Digits::new(true).into(), byte_level.into()]).into(),
+        // Qwen's split, then the byte mapping alone (no second GPT-2 split).
+        "qwen2" => {
+            let split = Split::new(
+                SplitPattern::Regex(QWEN2_SPLIT.into()),
+                SplitDelimiterBehavior::Isolated,
+                false,
+            )
+            .map_err(|e| bad(&format!("cannot build the Qwen2 split: {e}")))?;
+            Sequence::new(vec![
+                split.into(),
+                ByteLevel::new(false, true, false).into(),
+            ])
+            .into()
+        }
         _ => byte_level.into(),
     };
     tok.with_pre_tokenizer(Some(pre_tokenizer));

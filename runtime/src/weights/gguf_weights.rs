@@ -1,7 +1,8 @@
 //! Weights of a LLaMA-family GGUF file, renamed to the Hugging Face
 //! checkpoint names (`blk.3.attn_q.weight` becomes
 //! `model.layers.3.self_attn.q_proj.weight`), with llama.cpp's rotary row
-//! permutation of Q and K undone. Quantized matrices stay in their blocks
+//! permutation of Q and K undone where the converter applied it (`llama`,
+//! `mistral`; Qwen2's NEOX-style rotary is stored unpermuted). Quantized matrices stay in their blocks
 //! ([`PackedMatrix`], rows reordered as whole blocks); the rest is read as f32.
 
 use super::dequant::{DECODED, dequantize};
@@ -94,13 +95,24 @@ pub fn decode_gguf(
 ) -> Result<BTreeMap<String, HostWeight>> {
     let header = parse_header(map, &path.display().to_string())
         .map_err(|e| RuntimeError::format(path, e.what.clone()))?;
+    // llama.cpp's converter permutes Q/K rows for its interleaved rotary
+    // only in LLaMA-architecture files; Qwen2 keeps Hugging Face's layout.
+    let permuted = matches!(
+        header
+            .get("general.architecture")
+            .and_then(|v| v.as_str())
+            .unwrap_or("llama"),
+        "llama" | "mistral"
+    );
     let decoded: Vec<Result<(String, HostWeight)>> = header
         .tensors
         .par_iter()
         .filter_map(|info| hf_name(&info.name).map(|name| (name, info)))
         .map(|(name, info)| {
             let t = decode(path, &header, info, map)?;
-            let heads_of = if name.ends_with("self_attn.q_proj.weight") {
+            let heads_of = if !permuted {
+                None
+            } else if name.ends_with("self_attn.q_proj.weight") {
                 Some(heads)
             } else if name.ends_with("self_attn.k_proj.weight") {
                 Some(kv_heads)

@@ -31,10 +31,14 @@ pub fn assets() -> PathBuf {
     cache.join("assets")
 }
 
-/// The real model of `family`, with `statements` as its one block.
+/// Qwen2.5-Coder-0.5B-Instruct's GGUF under the assets folder.
+pub const QWEN2_GGUF: &str = "Qwen2.5-Coder-0.5B-Instruct/qwen2.5-coder-0.5b-instruct.gguf";
+
+/// The real model of `family` (`bert`: MiniLM; `qwen2`; otherwise SmolLM2), with `statements` as its one block.
 pub fn plan(family: &str, statements: &str, task: &str) -> Plan {
     let model = match family {
         "bert" => assets().join("all-MiniLM-L6-v2"),
+        "qwen2" => assets().join(QWEN2_GGUF),
         _ => assets().join("SmolLM2-135M-Instruct/SmolLM2-135M-Instruct.Q4_1.gguf"),
     };
     assert!(
