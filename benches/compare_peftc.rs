@@ -116,7 +116,7 @@ fn train_mode(args: &[String]) -> R<()> {
     let (rows, seq) = (shape[0], shape[1]);
     let classify = labels.len() == rows;
     let per = cfg.batch;
-    let data: Vec<Batch> = (0..rows / per)
+    let mut data: Vec<Batch> = (0..rows / per)
         .map(|b| {
             let r = b * per..(b + 1) * per;
             Batch {
@@ -140,7 +140,6 @@ fn train_mode(args: &[String]) -> R<()> {
         .collect();
     // A causal LM's last batch is held out: scored after the steps, as the
     // Hugging Face side scores it (`heldout_loss`).
-    let mut data = data;
     let held = match (classify, data.len() > 1) {
         (false, true) => data.pop(),
         _ => None,
