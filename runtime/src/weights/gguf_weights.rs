@@ -2,8 +2,9 @@
 //! checkpoint names (`blk.3.attn_q.weight` becomes
 //! `model.layers.3.self_attn.q_proj.weight`), with llama.cpp's rotary row
 //! permutation of Q and K undone where the converter applied it (`llama`,
-//! `mistral`; Qwen2's NEOX-style rotary is stored unpermuted). Quantized matrices stay in their blocks
-//! ([`PackedMatrix`], rows reordered as whole blocks); the rest is read as f32.
+//! `mistral`; Qwen2's NEOX-style rotary is stored unpermuted). Quantized
+//! matrices stay in their blocks ([`PackedMatrix`], rows reordered as whole
+//! blocks); the rest is read as f32.
 
 use super::dequant::{DECODED, dequantize};
 use super::{HostTensor, HostWeight, PackedMatrix};
