@@ -9,13 +9,17 @@
 mod dequant;
 mod gguf_weights;
 mod host;
+mod int8;
 mod kquants;
+mod nf4;
 mod packed;
 mod safetensors_file;
 
 pub use dequant::{DECODED, dequantize};
 pub use gguf_weights::{decode_gguf, hf_name, read_gguf_weights, unpermute_rows};
 pub use host::HostTensor;
+pub use int8::Int8Matrix;
+pub use nf4::{NF4_BLOCK, NF4_CODE, Nf4Matrix, SCALE_GROUP, dynamic_code};
 pub use packed::PackedMatrix;
 pub use safetensors_file::{
     parse_safetensors_all_float, read_safetensors, read_safetensors_all_float, write_safetensors,

@@ -1,0 +1,155 @@
+//! NF4 (double-quantized) and int8 quantization of a real MiniLM weight
+//! against bitsandbytes' own (`tests/reference/make_quant.py` wrote the
+//! fixture): the same codes, block scales and dequantized values.
+
+mod common;
+
+use peftc_runtime::weights::{
+    HostTensor, Int8Matrix, NF4_CODE, Nf4Matrix, dynamic_code, read_safetensors,
+};
+use safetensors::SafeTensors;
+
+const FIXTURE: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/../tests/fixtures/quant/bnb.safetensors"
+);
+
+fn f32s(st: &SafeTensors, name: &str) -> Vec<f32> {
+    let t = st.tensor(name).expect(name);
+    t.data()
+        .chunks_exact(4)
+        .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+        .collect()
+}
+
+fn bytes(st: &SafeTensors, name: &str) -> Vec<u8> {
+    st.tensor(name).expect(name).data().to_vec()
+}
+
+/// Rows 0..320 of MiniLM's first query projection, as the fixture took them.
+fn weight() -> Option<HostTensor> {
+    let file = common::assets().join("all-MiniLM-L6-v2/model.safetensors");
+    if !file.exists() {
+        eprintln!(
+            "skipping: {} is missing (scripts/fetch-assets)",
+            file.display()
+        );
+        return None;
+    }
+    let w = read_safetensors(&file)
+        .expect("MiniLM reads")
+        .remove("encoder.layer.0.attention.self.query.weight")
+        .expect("query weight");
+    Some(HostTensor::new(
+        vec![320, 384],
+        w.data[..320 * 384].to_vec(),
+    ))
+}
+
+#[test]
+fn code_books_are_bitsandbytes() {
+    let raw = std::fs::read(FIXTURE).expect("fixture");
+    let st = SafeTensors::deserialize(&raw).expect("fixture parses");
+    assert_eq!(f32s(&st, "nf4.code"), NF4_CODE.to_vec());
+    // torch.linspace's f32 rounding is not ours to the last bit: one ulp.
+    common::close(
+        "dynamic code",
+        dynamic_code(),
+        &f32s(&st, "dynamic.code"),
+        1.2e-7,
+    );
+}
+
+#[test]
+fn nf4_matches_bitsandbytes() {
+    let Some(w) = weight() else { return };
+    let raw = std::fs::read(FIXTURE).expect("fixture");
+    let st = SafeTensors::deserialize(&raw).expect("fixture parses");
+    let m = Nf4Matrix::quantize(&w).expect("quantizes");
+    let (codes, qabsmax, absmax2, offset) = m.parts();
+    let want_offset = f32s(&st, "nf4.offset")[0];
+    assert!(
+        (offset - want_offset).abs() <= 2.4e-7 * want_offset.abs(),
+        "offset {offset} vs {want_offset}"
+    );
+    // The offset is a mean (torch sums in f32, we in f64): scales within an ulp.
+    common::close("absmax2", absmax2, &f32s(&st, "nf4.absmax2"), 2.4e-7);
+    // bitsandbytes' native 8-bit quantizer settles near-ties between two
+    // neighbouring codes its own way (5 of these 1,920 scales, each within
+    // 1e-6 of a midpoint); every other block scale is the same code.
+    let want_q = bytes(&st, "nf4.qabsmax");
+    let ties: Vec<usize> = (0..want_q.len())
+        .filter(|&i| qabsmax[i] != want_q[i])
+        .collect();
+    for &b in &ties {
+        assert_eq!(
+            (qabsmax[b] as i32 - want_q[b] as i32).abs(),
+            1,
+            "block {b}: scale code {} vs bnb {}",
+            qabsmax[b],
+            want_q[b]
+        );
+    }
+    assert!(
+        ties.len() * 200 <= want_q.len(),
+        "{} scale codes differ",
+        ties.len()
+    );
+    let want_codes = bytes(&st, "nf4.codes");
+    let differ = codes
+        .iter()
+        .zip(&want_codes)
+        .filter(|(a, b)| a != b)
+        .count();
+    assert_eq!(differ, 0, "{differ} of {} code bytes differ", codes.len());
+    let ours = m.to_dense().data;
+    let want = f32s(&st, "nf4.dequant");
+    let dyn_code = dynamic_code();
+    for (b, (x, y)) in ours.chunks(64).zip(want.chunks(64)).enumerate() {
+        if ties.contains(&b) {
+            // The scale is one dynamic-code step off: values move by at most
+            // that step times the group's scale (|NF4 code| <= 1).
+            let step = (dyn_code[qabsmax[b] as usize] - dyn_code[want_q[b] as usize]).abs();
+            let bound = step * absmax2[b / 256] * 1.0001;
+            let d = x
+                .iter()
+                .zip(y)
+                .map(|(p, q)| (p - q).abs())
+                .fold(0f32, f32::max);
+            assert!(d <= bound, "block {b}: {d} > {bound}");
+        } else {
+            common::close(&format!("nf4 dequant block {b}"), x, y, 1e-6);
+        }
+    }
+    assert_eq!(m.byte_len(), 320 * 384 / 2 + 1920 + 8 * 4 + 4);
+    // Row tiles read the same values as the whole.
+    let mut tile = vec![0f32; 3 * 384];
+    m.dequantize_rows(257, &mut tile);
+    assert_eq!(tile, m.to_dense().data[257 * 384..260 * 384]);
+}
+
+#[test]
+fn int8_matches_bitsandbytes() {
+    let Some(w) = weight() else { return };
+    let raw = std::fs::read(FIXTURE).expect("fixture");
+    let st = SafeTensors::deserialize(&raw).expect("fixture parses");
+    let m = Int8Matrix::quantize(&w).expect("quantizes");
+    let (q, scale) = m.parts();
+    let want_q: Vec<i8> = bytes(&st, "int8.q").into_iter().map(|b| b as i8).collect();
+    assert_eq!(scale, f32s(&st, "int8.scale").as_slice());
+    let differ = q.iter().zip(&want_q).filter(|(a, b)| a != b).count();
+    assert_eq!(differ, 0, "{differ} of {} int8 codes differ", q.len());
+    let worst = w
+        .data
+        .iter()
+        .zip(&m.to_dense().data)
+        .map(|(a, b)| (a - b).abs())
+        .fold(0f32, f32::max);
+    // Half a step of the largest row's scale.
+    let step = scale.iter().fold(0f32, |m, s| m.max(*s)) / 127.0;
+    assert!(
+        worst <= 0.5 * step * (1.0 + 1e-5),
+        "{worst} > {}",
+        0.5 * step
+    );
+}
