@@ -93,53 +93,12 @@ fn linspace_means(n: usize) -> Vec<f64> {
 
 /// The index of the code value nearest `x` in a sorted code book: the number
 /// of midpoints below `x` (torch.bucketize over the midpoints, as
-/// bitsandbytes quantizes).
+/// bitsandbytes' Python quantizers do; its native CPU 8-bit quantizer, which
+/// encodes the block scales, settles a few near-ties the other way: see
+/// `tests/quant.rs`).
 fn nearest(code: &[f32], x: f32) -> u8 {
     let below = code.windows(2).filter(|w| (w[0] + w[1]) / 2.0 < x).count();
     below as u8
-}
-
-/// bitsandbytes' 8-bit blockwise quantizer's code search: seven halving steps
-/// from the middle of the 256-value book, then the nearer of the last probe
-/// and the bracket it came from. Not always the nearest value (the bracket
-/// need not be adjacent), and the choice is kept so that the codes are the
-/// library's.
-fn bisect(code: &[f32; 256], x: f32) -> u8 {
-    let (mut pivot, mut upper_pivot, mut lower_pivot) = (127usize, 255usize, 0usize);
-    let (mut lower, mut upper) = (-1f32, 1f32);
-    let mut val = code[pivot];
-    let mut step = 64;
-    while step > 0 {
-        if x > val {
-            lower_pivot = pivot;
-            lower = val;
-            pivot += step;
-        } else {
-            upper_pivot = pivot;
-            upper = val;
-            pivot -= step;
-        }
-        val = code[pivot];
-        step >>= 1;
-    }
-    if upper_pivot == 255 {
-        upper = code[upper_pivot];
-    }
-    if lower_pivot == 0 {
-        lower = code[lower_pivot];
-    }
-    let pick = if x > val {
-        if x > (upper + val) * 0.5 {
-            upper_pivot
-        } else {
-            pivot
-        }
-    } else if x < (lower + val) * 0.5 {
-        lower_pivot
-    } else {
-        pivot
-    };
-    pick as u8
 }
 
 /// An NF4 matrix with double-quantized block scales.
@@ -188,7 +147,7 @@ impl Nf4Matrix {
             qabsmax.extend(
                 centered
                     .iter()
-                    .map(|&c| bisect(dyn_code, (c * inv).clamp(-1.0, 1.0))),
+                    .map(|&c| nearest(dyn_code, (c * inv).clamp(-1.0, 1.0))),
             );
             absmax2.push(a2);
         }
