@@ -31,10 +31,11 @@ impl Item {
     }
 }
 
-/// `model "path"`
+/// `model "path"`, optionally `quantize NAME` (`nf4`, `int8`).
 #[derive(Debug, Clone, Serialize)]
 pub struct ModelDecl {
     pub path: Spanned<String>,
+    pub quantize: Option<Ident>,
     pub span: Span,
 }
 

@@ -93,8 +93,13 @@ fn run(name: &str) -> Vec<String> {
         .map(|n| format!("labels = {n}\n"))
         .unwrap_or_default();
     let statements = c.json["statements"].as_str().unwrap_or("");
+    // QLoRA cases: the base quantized at load, as bitsandbytes holds it.
+    let quantize = c.json["quantize"]
+        .as_str()
+        .map(|q| format!(" quantize {q}"))
+        .unwrap_or_default();
     let spec = format!(
-        "model \"{}\"\npeft case {{\n    {statements}\n}}\ntrain {{\n    adapter = case\n    task = {task}\n    {labels}}}\n",
+        "model \"{}\"{quantize}\npeft case {{\n    {statements}\n}}\ntrain {{\n    adapter = case\n    task = {task}\n    {labels}}}\n",
         model_path(c.json["model"].as_str().expect("model")).display()
     );
     let file = peftc_grammar::parse(&spec).expect("parse");
@@ -304,6 +309,7 @@ golden!(
     minilm_feature_base,
     minilm_cls_base,
     minilm_cls_lora,
+    minilm_cls_qlora,
     minilm_cls_lora_all,
     minilm_cls_dora,
     minilm_cls_ia3,

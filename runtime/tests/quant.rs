@@ -4,8 +4,11 @@
 
 mod common;
 
+use peftc_compiler::model::quantized_modules;
+use peftc_compiler::{CheckOptions, check};
 use peftc_runtime::weights::{
-    HostTensor, Int8Matrix, NF4_CODE, Nf4Matrix, dynamic_code, read_safetensors,
+    HostTensor, HostWeight, Int8Matrix, NF4_CODE, Nf4Matrix, Weights, dynamic_code,
+    read_safetensors,
 };
 use safetensors::SafeTensors;
 
@@ -152,4 +155,61 @@ fn int8_matches_bitsandbytes() {
         "{worst} > {}",
         0.5 * step
     );
+}
+
+/// `model "MiniLM" quantize nf4 | int8`: the loaded base holds every linear
+/// layer coded (embeddings and norms dense), in the bytes the compiler's
+/// estimate counts, with the values of the quantizer applied to the weight.
+#[test]
+fn a_quantized_load_holds_what_the_compiler_counts() {
+    let dir = common::assets().join("all-MiniLM-L6-v2");
+    if !dir.exists() {
+        eprintln!(
+            "skipping: {} is missing (scripts/fetch-assets)",
+            dir.display()
+        );
+        return;
+    }
+    let dense = read_safetensors(&dir.join("model.safetensors")).expect("MiniLM reads");
+    for q in ["nf4", "int8"] {
+        let spec = format!(
+            "model \"{}\" quantize {q}\npeft b {{ lora(r=8) on layers[*].attn.{{q, v}} }}\n",
+            dir.display()
+        );
+        let file = peftc_grammar::parse(&spec).expect("parse");
+        let checked = check(&file, &CheckOptions::default())
+            .unwrap_or_else(|d| panic!("{}", peftc_grammar::render_all(&d, "spec", &spec)));
+        let model = &checked.model;
+        assert_eq!(model.weights.dtype, q);
+        let w = Weights::load(model).expect("loads");
+        let coded: Vec<String> = quantized_modules(model)
+            .map(|m| format!("{}.weight", m.path))
+            .collect();
+        // 6 layers x (q, k, v, o, up, down) and the pooler.
+        assert_eq!(coded.len(), 37);
+        let (mut params, mut bytes) = (0u64, 0u64);
+        for name in w.names() {
+            match w.weight(name).expect("held") {
+                HostWeight::Packed(p) => {
+                    assert!(coded.contains(&name.to_string()), "{name} coded");
+                    assert_eq!(p.format(), q);
+                    params += (p.rows() * p.cols()) as u64;
+                    bytes += p.byte_len() as u64;
+                }
+                HostWeight::Dense(_) => assert!(!coded.contains(&name.to_string()), "{name} dense"),
+            }
+        }
+        assert_eq!(
+            (params, bytes),
+            (model.weights.packed_params, model.weights.packed_bytes)
+        );
+        let name = "encoder.layer.3.intermediate.dense.weight";
+        let want = match q {
+            "nf4" => Nf4Matrix::quantize(&dense[name]).expect("codes").to_dense(),
+            _ => Int8Matrix::quantize(&dense[name])
+                .expect("codes")
+                .to_dense(),
+        };
+        assert_eq!(w.get(name).expect("held").data, want.data);
+    }
 }

@@ -111,13 +111,16 @@ LLAMA_ALL = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "do
 # Cases
 # ---------------------------------------------------------------------------------------------
 def case(name, model, task, statements, peft, num_labels=None, notes="", first_tol=None,
-         prune=False):
+         prune=False, quantize=None):
     """`first_tol`: tolerance of SmolLM2's first-position logits when 2e-4 is below the
     float32 noise measured against float64 (tests/reference/f64_check.py). `prune`
     (AdaLoRA): give the config a rank_pattern that prunes triplets, as the rank allocator
-    does, so save_pretrained writes only the kept ones (see `prune_adalora`)."""
+    does, so save_pretrained writes only the kept ones (see `prune_adalora`). `quantize`
+    ("nf4"): the base loaded by transformers with bitsandbytes in 4-bit NF4 with double
+    quantization (QLoRA), peftc's `model "..." quantize nf4` (see `Bases.minilm`)."""
     return dict(name=name, model=model, task=task, statements=statements, peft=peft,
-                num_labels=num_labels, notes=notes, first_tol=first_tol, prune=prune)
+                num_labels=num_labels, notes=notes, first_tol=first_tol, prune=prune,
+                quantize=quantize)
 
 
 CASES = [
@@ -130,6 +133,14 @@ CASES = [
          "lora(r=8, alpha=16) on layers[*].attn.{q, v}",
          (LoraConfig, dict(task_type="SEQ_CLS", r=8, lora_alpha=16, lora_dropout=0.0,
                            target_modules=BERT_QV)), num_labels=2),
+    case("minilm_cls_qlora", "minilm", "classify",
+         "lora(r=8, alpha=16) on layers[*].attn.{q, v}",
+         (LoraConfig, dict(task_type="SEQ_CLS", r=8, lora_alpha=16, lora_dropout=0.0,
+                           target_modules=BERT_QV)), num_labels=2, quantize="nf4",
+         notes="QLoRA: BertForSequenceClassification loaded with BitsAndBytesConfig(load_in_4bit, "
+               "nf4, double quant, compute float32; classifier kept full precision); every other "
+               "linear layer, the pooler's included, is a bitsandbytes Linear4bit. The block "
+               "scales are re-coded with the nearest dynamic code (see nearest_double_quant)."),
     case("minilm_cls_lora_all", "minilm", "classify",
          "lora(r=4, alpha=8, rslora=true) on layers[*].attn.{q, k, v, o}, layers[*].mlp.{up, down}",
          (LoraConfig, dict(task_type="SEQ_CLS", r=4, lora_alpha=8, lora_dropout=0.0, use_rslora=True,
@@ -345,21 +356,76 @@ class Bases:
         m.name_or_path = "SmolLM2-135M-Instruct"
         return m.eval()
 
-    def minilm(self, task, num_labels=None):
+    def minilm(self, task, num_labels=None, quantize=None):
+        q = {}
+        if quantize == "nf4":
+            from transformers import BitsAndBytesConfig
+            q = dict(quantization_config=BitsAndBytesConfig(
+                load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
+                bnb_4bit_compute_dtype=torch.float32, llm_int8_skip_modules=["classifier"]),
+                device_map="cpu")
         if task == "feature":
-            m = AutoModel.from_pretrained(str(MINILM), dtype=torch.float32)
+            m = AutoModel.from_pretrained(str(MINILM), dtype=torch.float32, **q)
         else:
             m = AutoModelForSequenceClassification.from_pretrained(str(MINILM), num_labels=num_labels,
-                                                                   dtype=torch.float32)
+                                                                   dtype=torch.float32, **q)
+        if quantize:
+            nearest_double_quant(m, prefix="" if task == "feature" else "bert.")
         m.name_or_path = "all-MiniLM-L6-v2"
         return m.eval()
 
     def get(self, c, seed):
         if c["model"] == "minilm":
-            return self.minilm(c["task"], c["num_labels"])
+            return self.minilm(c["task"], c["num_labels"], c.get("quantize"))
         if c["task"] == "classify":
             return self.smol_cls(c["num_labels"], seed)
         return self.smol_causal()
+
+
+def nearest_double_quant(model, prefix):
+    """Re-codes every bitsandbytes Linear4bit's double-quantized block scales with the nearest
+    dynamic-code value (torch.bucketize over the midpoints, as bitsandbytes' default pure-torch
+    `quantize_blockwise` does), from the checkpoint's own f32 weight.
+
+    bitsandbytes' native CPU 8-bit blockwise quantizer (which codes the block scales) splits two
+    neighbouring code values not at their midpoint but 0.498 to 0.526 of the way between them
+    (measured by sweeping values between codes), so about 1 block scale in 400 takes the farther
+    neighbour; peftc takes the nearer (`runtime/src/weights/nf4.rs`; `runtime/tests/quant.rs`
+    compares peftc's codes with bitsandbytes' own). With the nearest code everywhere the reference
+    is the NF4 format itself, dequantized and multiplied by bitsandbytes.
+
+    Also keeps every Linear4bit on bitsandbytes' float32 path (dequantize, then matmul): on a CPU
+    with AVX512-BF16, a Linear4bit in eval() mode under no_grad otherwise repacks its weight on
+    first use for a kernel that computes in bfloat16 (measured: 3.9e-4 off in the logits), which
+    would make the reference depend on the machine and on autograd being on."""
+    import bitsandbytes as bnb
+    dense = load_file(str(MINILM / "model.safetensors"))
+    for name, m in model.named_modules():
+        if not isinstance(m, bnb.nn.Linear4bit):
+            continue
+        m.support_avx512bf16_for_cpu = False
+        st = m.weight.quant_state
+        key = name.removeprefix(prefix) + ".weight"
+        w = dense.get(key, dense.get("bert." + key)).float()
+        absmax = w.reshape(-1, st.blocksize).abs().max(1)[0]
+        offset = absmax.mean()
+        c = absmax - offset
+        code = st.state2.code.float()
+        mids = (code[1:] + code[:-1]) / 2
+        q = torch.empty(c.numel(), dtype=torch.uint8)
+        a2s = []
+        for g in range(0, c.numel(), st.state2.blocksize):
+            grp = c[g:g + st.state2.blocksize]
+            a2 = grp.abs().max()
+            # bitsandbytes' default (pure-torch) quantize_blockwise: a short last group divided.
+            x = grp * (1.0 / a2.clamp(min=1e-38)) if grp.numel() == st.state2.blocksize \
+                else grp / a2.clamp(min=1e-38)
+            x = torch.clamp(x, -1, 1)
+            q[g:g + grp.numel()] = torch.bucketize(x, mids).to(torch.uint8)
+            a2s.append(a2)
+        st.absmax = q
+        st.state2.absmax = torch.stack(a2s).float()
+        st.offset = offset
 
 
 # ---------------------------------------------------------------------------------------------
@@ -511,6 +577,10 @@ def run_case(idx, c, bases, inputs, extra_meta):
                 notes=c["notes"], versions=VERSIONS)
     if c["first_tol"] is not None:
         meta["logits_first_tol"] = c["first_tol"]
+    if c["quantize"] is not None:
+        import bitsandbytes as bnb
+        meta["quantize"] = c["quantize"]
+        meta["versions"] = dict(VERSIONS, bitsandbytes=bnb.__version__)
     if c["task"] == "causal_lm":
         last = (inp["attention_mask"].sum(1) - 1).tolist()
         meta["logits_positions"] = {"last": [n_virtual + i for i in last], "first": [n_virtual] * len(last),

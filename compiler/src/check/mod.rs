@@ -8,7 +8,7 @@ mod statement;
 mod targets;
 
 use crate::methods::{ArgValue, Args};
-use crate::model::{ModelDesc, Module, load_model};
+use crate::model::{ModelDesc, Module, NF4_BLOCK, Quantize, load_model};
 use crate::search_spec::{SearchSpec, check_search};
 use crate::task::{Task, TaskKind, head_modules};
 use crate::train::TRAIN_KEYS;
@@ -365,7 +365,10 @@ fn load_spec_model(
         }
     };
     match load_model(&path) {
-        Ok(m) => Some(m),
+        Ok(m) => match decls.first().and_then(|d| d.quantize.as_ref()) {
+            Some(q) => quantize_model(m, q, errors),
+            None => Some(m),
+        },
         Err(e) => {
             let mut d = Diagnostic::error(e.to_string()).with_suggestion(e.suggestion());
             if let Some(s) = span {
@@ -375,6 +378,49 @@ fn load_spec_model(
                 d = d.with_note("paths in a spec are relative to the spec's folder");
             }
             errors.push(d);
+            None
+        }
+    }
+}
+
+/// `model "DIR" quantize NAME`: the model with its linear layers coded by
+/// NAME at load, or the error that says why it cannot be.
+fn quantize_model(
+    m: ModelDesc,
+    q: &peftc_grammar::ast::Ident,
+    errors: &mut Vec<Diagnostic>,
+) -> Option<ModelDesc> {
+    let names = Quantize::ALL.map(Quantize::name);
+    let Some(kind) = Quantize::parse(&q.node) else {
+        errors.push(
+            Diagnostic::error(format!("unknown quantization `{}`", q.node))
+                .at(q.span, "not a quantization peftc knows")
+                .with_suggestion(did_you_mean(&q.node, names))
+                .with_note(format!("peftc quantizes a base as {}", names.join(" or "))),
+        );
+        return None;
+    };
+    if m.weights.packed_params > 0 {
+        errors.push(
+            Diagnostic::error(format!(
+                "the model is already quantized ({}); `quantize` codes a full-precision checkpoint",
+                m.weights.dtype
+            ))
+            .at(q.span, "on a quantized GGUF")
+            .with_help("drop `quantize`: the GGUF's blocks stay packed as they are"),
+        );
+        return None;
+    }
+    match m.quantized(kind) {
+        Ok(m) => Some(m),
+        Err(e) => {
+            errors.push(
+                Diagnostic::error(format!("cannot quantize the model as {}: {e}", kind.name()))
+                    .at(q.span, "here")
+                    .with_help(format!(
+                        "NF4 codes rows in blocks of {NF4_BLOCK} values; `quantize int8` has no such constraint"
+                    )),
+            );
             None
         }
     }

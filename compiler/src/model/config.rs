@@ -130,6 +130,49 @@ impl HfConfig {
         }
     }
 
+    /// The RoPE base: `rope_theta`, or `rope_parameters.rope_theta` where
+    /// transformers 5 writes it. A scaled RoPE (`rope_type` or the older
+    /// `rope_scaling.type` other than `default`), which peftc does not
+    /// compute, is an error rather than a silently different model.
+    pub fn rope_theta(&self) -> Result<Option<f64>, ConfigError> {
+        let params = match self.map.get("rope_parameters") {
+            None | Some(Value::Null) => None,
+            Some(Value::Object(m)) => Some(m),
+            Some(v) => return Err(self.wrong("rope_parameters", "an object", v)),
+        };
+        let scaling = match self.map.get("rope_scaling") {
+            None | Some(Value::Null) => None,
+            Some(Value::Object(m)) => Some(m),
+            Some(v) => return Err(self.wrong("rope_scaling", "an object or null", v)),
+        };
+        for (key, m) in [("rope_parameters", params), ("rope_scaling", scaling)] {
+            let Some(m) = m else { continue };
+            let ty = m.get("rope_type").or_else(|| m.get("type"));
+            match ty {
+                None | Some(Value::Null) => {}
+                Some(Value::String(t)) if t == "default" => {}
+                Some(t) => {
+                    return Err(ConfigError::Inconsistent {
+                        path: self.path.clone(),
+                        what: format!(
+                            "`{key}` asks for RoPE type {t}, a scaled RoPE peftc does not compute (only `default`)"
+                        ),
+                    });
+                }
+            }
+        }
+        if let Some(t) = self.f64_opt("rope_theta")? {
+            return Ok(Some(t));
+        }
+        match params.and_then(|m| m.get("rope_theta")) {
+            None | Some(Value::Null) => Ok(None),
+            Some(v) => v
+                .as_f64()
+                .map(Some)
+                .ok_or_else(|| self.wrong("rope_parameters.rope_theta", "a number", v)),
+        }
+    }
+
     /// `torch_dtype` (or `dtype` in newer configs), lower-cased without `torch.`.
     pub fn dtype(&self) -> Result<Option<String>, ConfigError> {
         let raw = match self.str_opt("torch_dtype")? {
@@ -154,5 +197,29 @@ fn truncate(s: &str) -> String {
         format!("{t}...")
     } else {
         s.to_string()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cfg(text: &str) -> HfConfig {
+        HfConfig::parse(Path::new("config.json"), text).expect("parses")
+    }
+
+    #[test]
+    fn rope_theta_is_read_where_transformers_5_writes_it() {
+        let t = r#"{"rope_parameters": {"rope_theta": 1000000.0, "rope_type": "default"}}"#;
+        assert_eq!(cfg(t).rope_theta(), Ok(Some(1e6)));
+        assert_eq!(
+            cfg(r#"{"rope_theta": 100000, "rope_scaling": null}"#).rope_theta(),
+            Ok(Some(1e5))
+        );
+        assert_eq!(cfg("{}").rope_theta(), Ok(None));
+        let scaled =
+            r#"{"rope_theta": 500000.0, "rope_scaling": {"rope_type": "llama3", "factor": 32.0}}"#;
+        let e = cfg(scaled).rope_theta().unwrap_err().to_string();
+        assert!(e.contains("RoPE type \"llama3\""), "{e}");
     }
 }

@@ -25,7 +25,7 @@ pub(super) fn dims(cfg: &HfConfig, model_type: &str) -> Result<Dims, ConfigError
         max_positions: cfg.usize_opt("max_position_embeddings")?.unwrap_or(2048),
         type_vocab: 0,
         norm_eps: cfg.f64_opt("rms_norm_eps")?.unwrap_or(1e-6),
-        rope_theta: cfg.f64_opt("rope_theta")?.unwrap_or(10000.0),
+        rope_theta: cfg.rope_theta()?.unwrap_or(10000.0),
         tied_embeddings: cfg.bool_opt("tie_word_embeddings")?.unwrap_or(false),
         qkv_bias: attention_bias || model_type == "qwen2",
         o_bias: attention_bias,

@@ -216,6 +216,7 @@ fn build(
         dims,
         modules,
         weights,
+        quantize: None,
     }
 }
 

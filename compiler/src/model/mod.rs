@@ -7,10 +7,12 @@ mod config;
 pub mod gguf;
 mod llama;
 mod load;
+mod quantize;
 mod roles;
 
 pub use config::ConfigError;
 pub use load::{ModelError, load_model};
+pub use quantize::{NF4_BLOCK, NF4_SCALE_GROUP, Quantize, QuantizeError, quantized_modules};
 pub use roles::{LayerRole, MODEL_ROLES, Role};
 
 use serde::{Deserialize, Serialize};
@@ -155,15 +157,17 @@ pub enum ModelSource {
     Gguf(std::path::PathBuf),
 }
 
-/// Storage type of the frozen base weights as found on disk.
+/// Storage type of the frozen base weights as found on disk, or as held
+/// after a `quantize` at load.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct WeightFormat {
     /// `f32`, `f16`, `bf16`, or a GGUF quantization such as `q4_1`.
     pub dtype: String,
     /// Bytes on disk per parameter, averaged over the tensors.
     pub bytes_per_param: f64,
-    /// The quantized matrices (a GGUF's), which the runtime can keep in their
-    /// blocks: their parameters and bytes (0 for a full-precision checkpoint).
+    /// The quantized matrices (a GGUF's, or those `quantize` codes), which the
+    /// runtime can keep in their blocks: their parameters and bytes (0 for a
+    /// full-precision checkpoint).
     #[serde(default)]
     pub packed_params: u64,
     #[serde(default)]
@@ -181,6 +185,11 @@ pub struct ModelDesc {
     /// Every module of the base model (without a task head), parents before children.
     pub modules: Vec<Module>,
     pub weights: WeightFormat,
+    /// Set by `model "DIR" quantize nf4`: the runtime codes the linear
+    /// layers at load ([`ModelDesc::quantized`]); `weights` then counts the
+    /// coded bytes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub quantize: Option<Quantize>,
 }
 
 impl ModelDesc {

@@ -16,12 +16,17 @@ fn ident(p: Pair<Rule>) -> Ident {
 
 pub(super) fn model_decl(p: Pair<Rule>) -> Result<ModelDecl, Diagnostic> {
     let sp = span(&p);
-    let s = p
-        .into_inner()
-        .find(|q| q.as_rule() == Rule::string)
-        .ok_or_else(|| Diagnostic::error("model needs a path").at(sp, ""))?;
+    let (mut path, mut quantize) = (None, None);
+    for q in p.into_inner() {
+        match q.as_rule() {
+            Rule::string => path = Some(string(q)?),
+            Rule::quant_name => quantize = Some(ident(q)),
+            _ => {}
+        }
+    }
     Ok(ModelDecl {
-        path: string(s)?,
+        path: path.ok_or_else(|| Diagnostic::error("model needs a path").at(sp, ""))?,
+        quantize,
         span: sp,
     })
 }

@@ -77,6 +77,9 @@ pub(super) fn syntax_error(e: pest::error::Error<Rule>, source: &str) -> Diagnos
     let mut rules: Vec<Rule> = Vec::new();
     let mut literals: Vec<String> = Vec::new();
     match e.parse_attempts() {
+        // `quantize` with no name: the attempts wander into the keyword
+        // lookahead of `quant_name`; pest's own position is the right one.
+        _ if positives.contains(&Rule::quant_name) => rules = positives,
         // The attempts know the furthest position any token was tried at, which is
         // where the user's text stopped making sense; pest's positives name rules
         // tried at its own (possibly earlier) position.
@@ -219,6 +222,8 @@ fn rule_name(r: Rule) -> Option<(&'static str, &'static [&'static str])> {
         | Rule::kw_train
         | Rule::search_block
         | Rule::kw_search => ("`model`, `peft`, `train` or `search`", &[]),
+        Rule::kw_quantize => ("`quantize`", &[]),
+        Rule::quant_name => ("a quantization (`nf4`, `int8`)", &[]),
         Rule::statement | Rule::call => ("a statement `method(...) on SELECTOR`", &[]),
         Rule::placement => ("`on`, `after` or `beside`", &[]),
         Rule::selectors

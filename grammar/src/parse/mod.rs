@@ -108,6 +108,31 @@ train {
     }
 
     #[test]
+    fn a_model_may_be_quantized_at_load() {
+        let src = "model \"m\" quantize nf4\npeft a { lora(r=8) on attn.q }";
+        let f = parse(src).expect("parses");
+        let q = f
+            .model()
+            .and_then(|m| m.quantize.as_ref())
+            .expect("quantize");
+        assert_eq!(
+            (q.node.as_str(), &src[q.span.start..q.span.end]),
+            ("nf4", "nf4")
+        );
+        assert!(
+            parse("model \"m\"\npeft a { lora(r=8) on attn.q }")
+                .expect("parses")
+                .model()
+                .expect("model")
+                .quantize
+                .is_none()
+        );
+        // A keyword is not a quantization's name.
+        let d = parse("model \"m\" quantize\npeft a { lora(r=8) on attn.q }").expect_err("fails");
+        assert!(d.message.contains("a quantization"), "{}", d.message);
+    }
+
+    #[test]
     fn role_paths_keep_ranges_and_alternatives() {
         let f = parse("peft a { lora(r=8) on layers[0..2, 5, -2..].attn.{q, v} }").expect("parses");
         let st = &f.peft_blocks().next().expect("block").statements[0];

@@ -134,9 +134,16 @@ pub fn decode_gguf(
                     }
                     match t {
                         HostWeight::Dense(t) => HostWeight::Dense(unpermute_rows(&t, h)),
-                        HostWeight::Packed(p) => HostWeight::Packed(Arc::new(
-                            p.with_rows(&unpermuted_order(rows, h)),
-                        )),
+                        HostWeight::Packed(p) => {
+                            let re = p.with_rows(&unpermuted_order(rows, h)).ok_or_else(|| {
+                                RuntimeError::Internal(format!(
+                                    "`{}` is {}, whose rows cannot be reordered",
+                                    info.name,
+                                    p.format()
+                                ))
+                            })?;
+                            HostWeight::Packed(Arc::new(re))
+                        }
                     }
                 }
                 None => t,

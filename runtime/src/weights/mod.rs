@@ -2,7 +2,8 @@
 //! Face names, with checked access: a missing tensor or a wrong shape is an
 //! error naming the file, the tensor, and expected against found.
 //!
-//! A quantized GGUF's 2-D tensors stay in their blocks ([`PackedMatrix`]);
+//! A quantized GGUF's 2-D tensors stay in their blocks ([`PackedMatrix`]), and
+//! so do the linear layers of a model loaded with `quantize nf4 | int8`;
 //! [`Weights::take`] expands one to f32 for whoever needs the values, and
 //! [`Weights::take_weight`] hands it over as it is for packed products.
 
@@ -13,6 +14,7 @@ mod int8;
 mod kquants;
 mod nf4;
 mod packed;
+mod quantize_load;
 mod safetensors_file;
 
 pub use dequant::{DECODED, dequantize};
@@ -22,7 +24,8 @@ pub use int8::Int8Matrix;
 pub use nf4::{NF4_BLOCK, NF4_CODE, Nf4Matrix, SCALE_GROUP, dynamic_code};
 pub use packed::PackedMatrix;
 pub use safetensors_file::{
-    parse_safetensors_all_float, read_safetensors, read_safetensors_all_float, write_safetensors,
+    for_each_safetensor, parse_safetensors_all_float, read_safetensors, read_safetensors_all_float,
+    write_safetensors,
 };
 
 use crate::error::{Result, RuntimeError};
@@ -36,7 +39,7 @@ use std::sync::Arc;
 #[derive(Debug, Clone)]
 pub enum HostWeight {
     Dense(HostTensor),
-    /// A quantized GGUF matrix in its own blocks.
+    /// A quantized matrix: a GGUF's blocks, or NF4 / int8 codes.
     Packed(Arc<PackedMatrix>),
 }
 
@@ -91,36 +94,47 @@ impl Weights {
     }
 
     /// Reads the weights of `model`: `model.safetensors` beside its config.json,
-    /// or the GGUF file it was described from.
+    /// or the GGUF file it was described from; with `quantize`, its linear
+    /// layers coded.
     pub fn load(model: &ModelDesc) -> Result<Weights> {
-        match &model.source {
-            ModelSource::Gguf(path) => {
-                let t = read_gguf_weights(path, model.dims.heads, model.dims.kv_heads)?;
-                Ok(Weights::from_weights(path.clone(), t))
+        let coder = quantize_load::Coder::of(model);
+        let gguf = |path: &Path| -> Result<Weights> {
+            let mut t = read_gguf_weights(path, model.dims.heads, model.dims.kv_heads)?;
+            if let Some(c) = &coder {
+                c.code_all(path, &mut t)?;
             }
+            Ok(Weights::from_weights(path.to_path_buf(), t))
+        };
+        match &model.source {
+            ModelSource::Gguf(path) => gguf(path),
             ModelSource::ConfigJson(cfg) => {
                 let dir = cfg.parent().unwrap_or(Path::new("."));
                 let file = dir.join("model.safetensors");
                 if !file.exists() {
                     // A config.json beside a single GGUF file (the SmolLM2 asset layout).
-                    if let Some(gguf) = single_gguf(dir) {
-                        let t = read_gguf_weights(&gguf, model.dims.heads, model.dims.kv_heads)?;
-                        return Ok(Weights::from_weights(gguf, t));
+                    if let Some(path) = single_gguf(dir) {
+                        return gguf(&path);
                     }
                     return Err(RuntimeError::read(
                         &file,
                         "no such file (and no .gguf beside the config)",
                     ));
                 }
-                let mut t = read_safetensors(&file)?;
-                if model.family == Family::Bert {
+                let mut tensors = BTreeMap::new();
+                for_each_safetensor(&file, |name, t| {
                     // Task checkpoints prefix BERT's names with `bert.`.
-                    t = t
-                        .into_iter()
-                        .map(|(k, v)| (k.strip_prefix("bert.").map(str::to_string).unwrap_or(k), v))
-                        .collect();
-                }
-                Ok(Weights::from_map(file, t))
+                    let name = match (model.family, name.strip_prefix("bert.")) {
+                        (Family::Bert, Some(n)) => n.to_string(),
+                        _ => name,
+                    };
+                    let w = match &coder {
+                        Some(c) => c.code(&file, &name, t)?,
+                        None => HostWeight::Dense(t),
+                    };
+                    tensors.insert(name, w);
+                    Ok(())
+                })?;
+                Ok(Weights::from_weights(file, tensors))
             }
         }
     }
@@ -140,6 +154,11 @@ impl Weights {
     /// Tensor `name` as f32 (a packed one expanded for the caller).
     pub fn get(&self, name: &str) -> Option<Cow<'_, HostTensor>> {
         self.tensors.get(name).map(HostWeight::dense)
+    }
+
+    /// Tensor `name` as held (packed or dense).
+    pub fn weight(&self, name: &str) -> Option<&HostWeight> {
+        self.tensors.get(name)
     }
 
     pub fn contains(&self, name: &str) -> bool {

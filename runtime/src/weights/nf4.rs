@@ -15,12 +15,13 @@
 //! in f32 in that order: 0.5 bytes per value plus 1/64 + 4/16384.
 
 use super::HostTensor;
+use rayon::prelude::*;
 use std::sync::OnceLock;
 
 /// Values per block of the 4-bit codes.
-pub const NF4_BLOCK: usize = 64;
+pub const NF4_BLOCK: usize = peftc_compiler::model::NF4_BLOCK;
 /// Blocks per group of the double quantization of the block scales.
-pub const SCALE_GROUP: usize = 256;
+pub const SCALE_GROUP: usize = peftc_compiler::model::NF4_SCALE_GROUP;
 
 /// bitsandbytes' NF4 code book (`get_4bit_type("nf4")`): the quantiles of a
 /// standard normal normalized to [-1, 1], with an exact 0.
@@ -94,8 +95,9 @@ fn linspace_means(n: usize) -> Vec<f64> {
 /// The index of the code value nearest `x` in a sorted code book: the number
 /// of midpoints below `x` (torch.bucketize over the midpoints, as
 /// bitsandbytes' Python quantizers do; its native CPU 8-bit quantizer, which
-/// encodes the block scales, settles a few near-ties the other way: see
-/// `tests/quant.rs`).
+/// encodes the block scales, does not split neighbours at their midpoint but
+/// anywhere from 0.498 to 0.526 of the way (measured), so a few scales within
+/// that band take the other code: see `tests/quant.rs`).
 fn nearest(code: &[f32], x: f32) -> u8 {
     let below = code.windows(2).filter(|w| (w[0] + w[1]) / 2.0 < x).count();
     below as u8
@@ -125,15 +127,19 @@ impl Nf4Matrix {
         }
         let absmax: Vec<f32> = t
             .data
-            .chunks_exact(NF4_BLOCK)
+            .par_chunks_exact(NF4_BLOCK)
             .map(|b| b.iter().fold(0f32, |m, v| m.max(v.abs())))
             .collect();
-        let mut codes = Vec::with_capacity(t.data.len() / 2);
-        for (block, &am) in t.data.chunks_exact(NF4_BLOCK).zip(&absmax) {
-            let inv = 1.0 / am.max(1e-38);
-            let q = |v: f32| nearest(&NF4_CODE, (v * inv).clamp(-1.0, 1.0));
-            codes.extend(block.chunks_exact(2).map(|p| (q(p[0]) << 4) | q(p[1])));
-        }
+        let codes: Vec<u8> = t
+            .data
+            .par_chunks_exact(NF4_BLOCK)
+            .zip(absmax.par_iter())
+            .flat_map_iter(|(block, &am)| {
+                let inv = 1.0 / am.max(1e-38);
+                let q = move |v: f32| nearest(&NF4_CODE, (v * inv).clamp(-1.0, 1.0));
+                block.chunks_exact(2).map(move |p| (q(p[0]) << 4) | q(p[1]))
+            })
+            .collect();
         // Double quantization: the absmaxes less their mean, 8-bit dynamic
         // code, one f32 scale per 256 blocks.
         let offset = (absmax.iter().map(|&v| v as f64).sum::<f64>() / absmax.len() as f64) as f32;
@@ -143,12 +149,14 @@ impl Nf4Matrix {
         for group in absmax.chunks(SCALE_GROUP) {
             let centered: Vec<f32> = group.iter().map(|&a| a - offset).collect();
             let a2 = centered.iter().fold(0f32, |m, v| m.max(v.abs()));
-            let inv = 1.0 / a2.max(1e-38);
-            qabsmax.extend(
-                centered
-                    .iter()
-                    .map(|&c| nearest(dyn_code, (c * inv).clamp(-1.0, 1.0))),
-            );
+            // As bitsandbytes' default `quantize_blockwise`: whole groups
+            // times the inverse, a short last group divided.
+            let div = a2.max(1e-38);
+            let (inv, whole) = (1.0 / div, group.len() == SCALE_GROUP);
+            qabsmax.extend(centered.iter().map(|&c| {
+                let x = if whole { c * inv } else { c / div };
+                nearest(dyn_code, x.clamp(-1.0, 1.0))
+            }));
             absmax2.push(a2);
         }
         Ok(Nf4Matrix {

@@ -1,25 +1,37 @@
-//! A frozen 2-D weight kept in its GGUF blocks: `[rows, cols]` with each row
-//! a whole number of blocks, rows contiguous. Products read it through
-//! [`PackedMatrix::dequantize_rows`], a tile at a time, so the f32 form of the
-//! whole matrix never exists.
+//! A frozen 2-D weight `[rows, cols]` kept in quantized codes: a GGUF's
+//! blocks as the file holds them, or a full-precision checkpoint quantized at
+//! load (`model "DIR" quantize nf4 | int8`, [`Nf4Matrix`], [`Int8Matrix`]).
+//! Products read it through [`PackedMatrix::dequantize_rows`], a tile at a
+//! time, so the f32 form of the whole matrix never exists.
 
-use super::HostTensor;
 use super::dequant::{decodes, dequantize};
+use super::{HostTensor, Int8Matrix, Nf4Matrix};
 use peftc_compiler::model::gguf::GgmlType;
 use rayon::prelude::*;
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct PackedMatrix {
-    ty: GgmlType,
     rows: usize,
     cols: usize,
-    row_bytes: usize,
-    bytes: Vec<u8>,
+    codes: Codes,
+}
+
+/// How the values are coded.
+#[derive(Debug, Clone, PartialEq)]
+enum Codes {
+    /// GGUF blocks, each row a whole number of them, rows contiguous.
+    Ggml {
+        ty: GgmlType,
+        row_bytes: usize,
+        bytes: Vec<u8>,
+    },
+    Nf4(Nf4Matrix),
+    Int8(Int8Matrix),
 }
 
 impl PackedMatrix {
-    /// `bytes` holding `rows` rows of `cols` values of type `ty`; `Err` says
-    /// what does not fit.
+    /// `bytes` holding `rows` rows of `cols` values of GGUF type `ty`; `Err`
+    /// says what does not fit.
     pub fn new(ty: GgmlType, rows: usize, cols: usize, bytes: Vec<u8>) -> Result<Self, String> {
         let (per, block_bytes) = ty
             .block()
@@ -43,16 +55,18 @@ impl PackedMatrix {
             ));
         }
         Ok(PackedMatrix {
-            ty,
             rows,
             cols,
-            row_bytes,
-            bytes,
+            codes: Codes::Ggml {
+                ty,
+                row_bytes,
+                bytes,
+            },
         })
     }
 
-    pub fn ty(&self) -> GgmlType {
-        self.ty
+    fn coded(rows: usize, cols: usize, codes: Codes) -> PackedMatrix {
+        PackedMatrix { rows, cols, codes }
     }
 
     pub fn rows(&self) -> usize {
@@ -68,19 +82,42 @@ impl PackedMatrix {
         [self.rows, self.cols]
     }
 
+    /// The coding's name as `peftc compile` shows it (`q4_1`, `nf4`, `int8`).
+    pub fn format(&self) -> String {
+        match &self.codes {
+            Codes::Ggml { ty, .. } => ty.name(),
+            Codes::Nf4(_) => "nf4".into(),
+            Codes::Int8(_) => "int8".into(),
+        }
+    }
+
     /// Bytes held (what the memory estimate counts).
     pub fn byte_len(&self) -> usize {
-        self.bytes.len()
+        match &self.codes {
+            Codes::Ggml { bytes, .. } => bytes.len(),
+            Codes::Nf4(m) => m.byte_len(),
+            Codes::Int8(m) => m.byte_len(),
+        }
     }
 
     /// Rows `start..start + out.len() / cols` as f32 into `out`.
     pub fn dequantize_rows(&self, start: usize, out: &mut [f32]) {
         let n = out.len() / self.cols;
         debug_assert!(start + n <= self.rows && out.len() == n * self.cols);
-        let bytes = &self.bytes[start * self.row_bytes..(start + n) * self.row_bytes];
-        // `new` admitted only types `dequantize` decodes.
-        let decoded = dequantize(self.ty, bytes, out);
-        debug_assert!(decoded);
+        match &self.codes {
+            Codes::Ggml {
+                ty,
+                row_bytes,
+                bytes,
+            } => {
+                let bytes = &bytes[start * row_bytes..(start + n) * row_bytes];
+                // `new` admitted only types `dequantize` decodes.
+                let decoded = dequantize(*ty, bytes, out);
+                debug_assert!(decoded);
+            }
+            Codes::Nf4(m) => m.dequantize_rows(start, out),
+            Codes::Int8(m) => m.dequantize_rows(start, out),
+        }
     }
 
     /// The whole matrix as f32 (merges, `base = f32`, backends without packed products).
@@ -93,18 +130,30 @@ impl PackedMatrix {
     }
 
     /// The same matrix with its rows reordered: row `i` of the result is row
-    /// `order[i]` of this one.
-    pub fn with_rows(&self, order: &[usize]) -> PackedMatrix {
-        let mut bytes = Vec::with_capacity(self.bytes.len());
-        for &r in order {
-            bytes.extend_from_slice(&self.bytes[r * self.row_bytes..(r + 1) * self.row_bytes]);
-        }
-        PackedMatrix {
-            ty: self.ty,
-            rows: order.len(),
-            cols: self.cols,
-            row_bytes: self.row_bytes,
-            bytes,
+    /// `order[i]` of this one. `None` for NF4, whose scales are shared across
+    /// rows (only GGUF blocks are reordered, by the GGUF loader).
+    pub fn with_rows(&self, order: &[usize]) -> Option<PackedMatrix> {
+        match &self.codes {
+            Codes::Ggml {
+                ty,
+                row_bytes,
+                bytes,
+            } => {
+                let mut out = Vec::with_capacity(bytes.len());
+                for &r in order {
+                    out.extend_from_slice(&bytes[r * row_bytes..(r + 1) * row_bytes]);
+                }
+                Some(PackedMatrix {
+                    rows: order.len(),
+                    cols: self.cols,
+                    codes: Codes::Ggml {
+                        ty: *ty,
+                        row_bytes: *row_bytes,
+                        bytes: out,
+                    },
+                })
+            }
+            Codes::Nf4(_) | Codes::Int8(_) => None,
         }
     }
 
@@ -136,6 +185,20 @@ impl PackedMatrix {
     }
 }
 
+impl From<Nf4Matrix> for PackedMatrix {
+    fn from(m: Nf4Matrix) -> PackedMatrix {
+        let [rows, cols] = m.shape();
+        PackedMatrix::coded(rows, cols, Codes::Nf4(m))
+    }
+}
+
+impl From<Int8Matrix> for PackedMatrix {
+    fn from(m: Int8Matrix) -> PackedMatrix {
+        let [rows, cols] = m.shape();
+        PackedMatrix::coded(rows, cols, Codes::Int8(m))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -159,7 +222,7 @@ mod tests {
         let mut one = vec![0f32; 64];
         m.dequantize_rows(3, &mut one);
         assert_eq!(&dense.data[3 * 64..4 * 64], &one[..]);
-        let re = m.with_rows(&[4, 0]);
+        let re = m.with_rows(&[4, 0]).unwrap();
         let d2 = re.to_dense();
         assert_eq!(&d2.data[..64], &dense.data[4 * 64..5 * 64]);
         assert_eq!(&d2.data[64..], &dense.data[..64]);
@@ -167,6 +230,29 @@ mod tests {
         let want: f32 = dense.data[..64].iter().map(|v| v * v).sum();
         assert_eq!(norms[0], want);
         assert_eq!(m.first_non_finite(), None);
+    }
+
+    #[test]
+    fn nf4_and_int8_read_as_their_own_matrices() {
+        let data: Vec<f32> = (0..4 * 128)
+            .map(|i| ((i * 37 % 101) as f32 - 50.0) / 64.0)
+            .collect();
+        let t = HostTensor::new(vec![4, 128], data);
+        let nf4 = Nf4Matrix::quantize(&t).unwrap();
+        let p = PackedMatrix::from(nf4.clone());
+        assert_eq!(
+            (p.shape(), p.format(), p.byte_len()),
+            ([4, 128], "nf4".to_string(), nf4.byte_len())
+        );
+        assert_eq!(p.to_dense().data, nf4.to_dense().data);
+        let mut row = vec![0f32; 128];
+        p.dequantize_rows(2, &mut row);
+        assert_eq!(&row[..], &nf4.to_dense().data[256..384]);
+        assert!(p.with_rows(&[1, 0]).is_none());
+        let i8m = Int8Matrix::quantize(&t).unwrap();
+        let p = PackedMatrix::from(i8m.clone());
+        assert_eq!(p.format(), "int8");
+        assert_eq!(p.to_dense().data, i8m.to_dense().data);
     }
 
     #[test]

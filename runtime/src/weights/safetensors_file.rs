@@ -32,7 +32,36 @@ fn read(path: &Path, non_float: NonFloat) -> Result<BTreeMap<String, HostTensor>
     // changed underneath would at worst give wrong values, which the shape and
     // finiteness checks downstream report.
     let map = unsafe { memmap2::Mmap::map(&file) }.map_err(|e| RuntimeError::read(path, e))?;
-    parse(&map, path, non_float)
+    let mut out = BTreeMap::new();
+    each(
+        &map,
+        path,
+        non_float,
+        |name, t| {
+            out.insert(name, t);
+            Ok(())
+        },
+        |bytes| release(&map, bytes),
+    )?;
+    Ok(out)
+}
+
+/// Drops the pages of `bytes` (a tensor already converted) from the
+/// process's resident set: the f32 copy and the mapped file would otherwise
+/// both count until the whole file is read.
+fn release(map: &memmap2::Mmap, bytes: &[u8]) {
+    #[cfg(unix)]
+    {
+        let offset = bytes.as_ptr() as usize - map.as_ptr() as usize;
+        // SAFETY: the mapping is a read-only shared file mapping: after
+        // MADV_DONTNEED any access re-reads the same file bytes, so borrows
+        // of it stay valid. Failure only leaves the pages resident.
+        let _ = unsafe {
+            map.unchecked_advise_range(memmap2::UncheckedAdvice::DontNeed, offset, bytes.len())
+        };
+    }
+    #[cfg(not(unix))]
+    let _ = (map, bytes);
 }
 
 /// [`read_safetensors_all_float`] of a file's bytes (`path` names it in errors).
@@ -43,10 +72,45 @@ pub fn parse_safetensors_all_float(
     parse(bytes, path, NonFloat::Refuse)
 }
 
+/// Hands each floating-point tensor of a safetensors file to `f` as f32, one
+/// at a time (integer tensors skipped), so that a caller that codes them
+/// (`quantize nf4`) never holds the whole checkpoint in f32.
+pub fn for_each_safetensor(
+    path: &Path,
+    f: impl FnMut(String, HostTensor) -> Result<()>,
+) -> Result<()> {
+    let file = std::fs::File::open(path).map_err(|e| RuntimeError::read(path, e))?;
+    // SAFETY: as in `read`.
+    let map = unsafe { memmap2::Mmap::map(&file) }.map_err(|e| RuntimeError::read(path, e))?;
+    each(&map, path, NonFloat::Skip, f, |bytes| release(&map, bytes))
+}
+
 fn parse(map: &[u8], path: &Path, non_float: NonFloat) -> Result<BTreeMap<String, HostTensor>> {
+    let mut out = BTreeMap::new();
+    each(
+        map,
+        path,
+        non_float,
+        |name, t| {
+            out.insert(name, t);
+            Ok(())
+        },
+        |_| {},
+    )?;
+    Ok(out)
+}
+
+/// Each tensor of the file in `map`, converted to f32 and handed to `f`;
+/// `done` is told the bytes of each tensor once converted.
+fn each(
+    map: &[u8],
+    path: &Path,
+    non_float: NonFloat,
+    mut f: impl FnMut(String, HostTensor) -> Result<()>,
+    done: impl Fn(&[u8]),
+) -> Result<()> {
     let st = SafeTensors::deserialize(map)
         .map_err(|e| RuntimeError::format(path, format!("not a valid safetensors file: {e}")))?;
-    let mut out = BTreeMap::new();
     for (name, view) in st.tensors() {
         let shape = view.shape().to_vec();
         let bytes = view.data();
@@ -90,9 +154,10 @@ fn parse(map: &[u8], path: &Path, non_float: NonFloat) -> Result<BTreeMap<String
                 what: format!("holds {} values for shape {shape:?}", data.len()),
             });
         }
-        out.insert(name, HostTensor::new(shape, data));
+        done(bytes);
+        f(name, HostTensor::new(shape, data))?;
     }
-    Ok(out)
+    Ok(())
 }
 
 /// Writes f32 tensors to `path` atomically (a temporary file, then a rename).

@@ -1,0 +1,55 @@
+//! QLoRA end to end on MiniLM: `model "..." quantize nf4` trains LoRA on the
+//! NF4 base, `merge` writes the dequantized base with the delta folded in
+//! (a layer no method touches comes out exactly as NF4 decodes it), and the
+//! merged logits are the unmerged ones; `compile` shows the coded base.
+
+mod common;
+use common::*;
+use peftc_runtime::weights::{Nf4Matrix, read_safetensors};
+use std::path::Path;
+
+const TEXTS: &[&str] = &["WIN a free prize now, call 0800", "see you at lunch"];
+
+#[test]
+fn qlora_trains_merges_dequantized_and_keeps_the_logits() {
+    let d = temp_dir("qlora");
+    let sp = minilm_spec(
+        &d,
+        "q.peft",
+        "lora(r=4, alpha=8) on layers[*].attn.{q, v}",
+        "",
+    );
+    let text = std::fs::read_to_string(&sp).expect("spec");
+    let model_line = text.lines().next().expect("model line").to_string();
+    std::fs::write(
+        &sp,
+        text.replacen(&model_line, &format!("{model_line} quantize nf4"), 1),
+    )
+    .expect("spec");
+    let s = |p: &Path| p.display().to_string();
+    let compiled = ok(&["compile", &s(&sp)]);
+    assert!(
+        compiled.contains("in nf4 blocks, kept packed") && compiled.contains("params (nf4)"),
+        "{compiled}"
+    );
+    let (run, merged) = (d.join("run"), d.join("merged"));
+    ok(&["train", &s(&sp), "--out", &s(&run), "--max-steps", "2"]);
+    ok(&["merge", &s(&run), "--out", &s(&merged)]);
+
+    let base = read_safetensors(&asset("all-MiniLM-L6-v2/model.safetensors")).expect("base");
+    let after = read_safetensors(&merged.join("model.safetensors")).expect("merged");
+    let key = "encoder.layer.2.attention.self.key.weight";
+    let want = Nf4Matrix::quantize(&base[key]).expect("codes").to_dense();
+    assert_eq!(after[&format!("bert.{key}")].data, want.data, "{key}");
+    // Embeddings stay as they were.
+    let emb = "embeddings.word_embeddings.weight";
+    assert_eq!(after[&format!("bert.{emb}")].data, base[emb].data);
+
+    let unmerged = infer_logits(&sp, &[&s(&run)], TEXTS, "cpu");
+    let merged_run = json_logits(
+        &["infer", &s(&sp), "--merged", "--adapter", &s(&run)],
+        TEXTS,
+    );
+    let diff = max_diff(&unmerged, &merged_run);
+    assert!(diff <= 1e-4, "merged logits {diff:e} off the unmerged ones");
+}
