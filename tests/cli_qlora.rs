@@ -53,3 +53,41 @@ fn qlora_trains_merges_dequantized_and_keeps_the_logits() {
     let diff = max_diff(&unmerged, &merged_run);
     assert!(diff <= 1e-4, "merged logits {diff:e} off the unmerged ones");
 }
+
+/// LoftQ: trains from the SVD factors and merges into a checkpoint with the
+/// base's own tensor names only (the factors LoftQ leaves beside the base
+/// weights are not written).
+#[test]
+fn loftq_trains_and_merges_without_its_factors() {
+    let d = temp_dir("loftq");
+    let sp = minilm_spec(
+        &d,
+        "l.peft",
+        "lora(r=4, alpha=4, init=loftq, loftq_iter=2) on layers[*].attn.{q, v}",
+        "",
+    );
+    let text = std::fs::read_to_string(&sp).expect("spec");
+    let model_line = text.lines().next().expect("model line").to_string();
+    std::fs::write(
+        &sp,
+        text.replacen(&model_line, &format!("{model_line} quantize nf4"), 1),
+    )
+    .expect("spec");
+    let s = |p: &Path| p.display().to_string();
+    let (run, merged) = (d.join("run"), d.join("merged"));
+    ok(&["train", &s(&sp), "--out", &s(&run), "--max-steps", "1"]);
+    ok(&["merge", &s(&run), "--out", &s(&merged)]);
+    let base = read_safetensors(&asset("all-MiniLM-L6-v2/model.safetensors")).expect("base");
+    let after = read_safetensors(&merged.join("model.safetensors")).expect("merged");
+    assert!(
+        after.keys().all(|k| !k.contains("loftq")),
+        "{:?}",
+        after.keys()
+    );
+    for k in base.keys() {
+        assert!(
+            after.contains_key(&format!("bert.{k}")) || after.contains_key(k),
+            "{k} kept"
+        );
+    }
+}

@@ -9,8 +9,8 @@ use crate::methods::{ArgValue, MethodConfig, Scalar};
 use crate::model::{LayerRole, ModelDesc, Module, ModuleKind, Role};
 use crate::task::Task;
 use crate::train::TrainConfig;
-use peftc_grammar::Diagnostic;
 use peftc_grammar::ast::Placement;
+use peftc_grammar::{Diagnostic, Span};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeSet;
 
@@ -93,6 +93,16 @@ pub type Point = Vec<((usize, String), Scalar)>;
 
 /// Lowers `block` of a checked spec. Search dimensions take their value from
 /// `point`; a space block without a point is an error.
+/// `init=loftq` on a model without `quantize` (checked on the spec, and
+/// again on each search point).
+pub(crate) fn loftq_needs_quantize(span: Span) -> Diagnostic {
+    Diagnostic::error(
+        "`init=loftq` needs a base quantized at load: LoftQ fits the factors to the quantization error",
+    )
+    .at(span, "LoftQ on a full-precision base")
+    .with_help("add `quantize nf4` (or `int8`) to the `model` line")
+}
+
 pub fn lower(
     checked: &Checked,
     block: &CheckedBlock,
@@ -136,6 +146,9 @@ pub fn lower(
         let Some(config) = (spec.configure)(&args, st.placement) else {
             continue; // size 0 at this point: the method is absent
         };
+        if config.site().loftq().is_some() && model.quantize.is_none() {
+            return Err(loftq_needs_quantize(st.span));
+        }
         let targets: Vec<&Module> = st.targets.iter().map(|&t| &checked.modules[t]).collect();
         biases.extend(config.biases(&targets, &checked.modules));
         if !config.places_sites() {

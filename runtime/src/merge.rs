@@ -36,6 +36,11 @@ pub fn merged_weights(
 ) -> Result<BTreeMap<String, HostTensor>> {
     mergeable(plan).map_err(RuntimeError::Invalid)?;
     let mut w = weights.into_map();
+    // LoftQ's initial factors sit beside the base weights; they are not the model's.
+    w.retain(|k, _| {
+        !(k.ends_with(&format!(".{}", peftc_compiler::methods::LOFTQ_A))
+            || k.ends_with(&format!(".{}", peftc_compiler::methods::LOFTQ_B)))
+    });
     let get = |name: &str| {
         store
             .get(name)

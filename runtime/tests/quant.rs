@@ -6,8 +6,9 @@ mod common;
 
 use peftc_compiler::model::quantized_modules;
 use peftc_compiler::{CheckOptions, check};
+use peftc_runtime::weights::loftq::loftq;
 use peftc_runtime::weights::{
-    HostTensor, HostWeight, Int8Matrix, NF4_CODE, Nf4Matrix, Weights, dynamic_code,
+    HostTensor, HostWeight, Int8Matrix, NF4_CODE, Nf4Matrix, PackedMatrix, Weights, dynamic_code,
     read_safetensors,
 };
 use safetensors::SafeTensors;
@@ -212,4 +213,145 @@ fn a_quantized_load_holds_what_the_compiler_counts() {
         };
         assert_eq!(w.get(name).expect("held").data, want.data);
     }
+}
+
+/// LoftQ on MiniLM's first query weight, rank 8, one and two rounds, against
+/// PEFT's `_low_rank_decomposition` on bitsandbytes' NF4 coding
+/// (`tests/reference/make_loftq.py`): the same final codes, the same product
+/// `B·A` (each factor is unique only up to the signs of its components), and
+/// the quantization error `|W − Q − B·A|` below `|W − Q|`.
+#[test]
+fn loftq_matches_hf_peft() {
+    let file = common::assets().join("all-MiniLM-L6-v2/model.safetensors");
+    if !file.exists() {
+        eprintln!(
+            "skipping: {} is missing (scripts/fetch-assets)",
+            file.display()
+        );
+        return;
+    }
+    let w = read_safetensors(&file)
+        .expect("MiniLM reads")
+        .remove("encoder.layer.0.attention.self.query.weight")
+        .expect("query weight");
+    let raw = std::fs::read(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../tests/fixtures/quant/loftq.safetensors"
+    ))
+    .expect("fixture");
+    let st = SafeTensors::deserialize(&raw).expect("fixture parses");
+    let (n, r) = (384, 8);
+    let product = |b: &[f32], a: &[f32]| -> Vec<f32> {
+        let mut p = vec![0f32; n * n];
+        for i in 0..n {
+            for k in 0..r {
+                for j in 0..n {
+                    p[i * n + j] += b[i * r + k] * a[k * n + j];
+                }
+            }
+        }
+        p
+    };
+    for t in [1usize, 2] {
+        let (q, a, b) = loftq(&w, r, t, |res| {
+            Nf4Matrix::quantize(res).map(PackedMatrix::from)
+        })
+        .expect("loftq");
+        let ours = product(&b.data, &a.data);
+        let want = product(
+            &f32s(&st, &format!("loftq{t}.B")),
+            &f32s(&st, &format!("loftq{t}.A")),
+        );
+        common::close(&format!("T={t}: B·A"), &ours, &want, 1e-4);
+        let want_codes = bytes(&st, &format!("loftq{t}.codes"));
+        let codes = q.nf4().expect("an NF4 base").parts().0;
+        let differ = codes
+            .iter()
+            .zip(&want_codes)
+            .filter(|(x, y)| x != y)
+            .count();
+        // A second round codes W − B·A, whose f32 rounding differs from
+        // torch's in the last bit: a value on a code midpoint may flip.
+        assert!(
+            differ * 10_000 <= codes.len(),
+            "T={t}: {differ} code bytes differ"
+        );
+        let deq = q.to_dense().data;
+        let norm = |f: &dyn Fn(usize) -> f32| (0..n * n).map(|e| f(e).powi(2)).sum::<f32>().sqrt();
+        let before = norm(&|e| w.data[e] - deq[e]);
+        let after = norm(&|e| w.data[e] - deq[e] - ours[e]);
+        assert!(
+            after < before,
+            "T={t}: |W − Q − BA| {after} not below |W − Q| {before}"
+        );
+    }
+}
+
+/// LoftQ from a spec: `lora(r=8, alpha=8, init=loftq)` on q, v of the NF4
+/// MiniLM starts nearer the full-precision model than QLoRA's `B = 0` start
+/// (its factors carry the rank-8 part of the quantization error).
+#[test]
+fn loftq_init_starts_nearer_the_full_precision_model() {
+    use peftc_runtime::CpuTrain;
+    use peftc_runtime::data::Batch;
+    use peftc_runtime::model::{Params, PeftModel};
+    use peftc_runtime::session::Session;
+    use peftc_runtime::train::host;
+    let dir = common::assets().join("all-MiniLM-L6-v2");
+    if !dir.exists() {
+        eprintln!(
+            "skipping: {} is missing (scripts/fetch-assets)",
+            dir.display()
+        );
+        return;
+    }
+    let hidden = |model_line: &str, statement: &str| -> Vec<f32> {
+        let spec = format!(
+            "{model_line}\npeft b {{\n    {statement}\n}}\ntrain {{\n    adapter = b\n    task = feature\n}}\n"
+        );
+        let file = peftc_grammar::parse(&spec).expect("parse");
+        let checked = check(&file, &CheckOptions::default())
+            .unwrap_or_else(|d| panic!("{}", peftc_grammar::render_all(&d, "spec", &spec)));
+        let plan = peftc_compiler::lower(&checked, checked.block("b").expect("block"), None)
+            .expect("lower");
+        let session = Session::open(plan.clone()).expect("session");
+        let store = session.init_params(0).expect("init");
+        let batch = Batch {
+            rows: 2,
+            seq: 6,
+            input_ids: vec![
+                101, 2023, 2003, 1037, 3231, 102, 101, 7592, 2088, 999, 102, 0,
+            ],
+            mask: vec![1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 0],
+            labels: vec![],
+        };
+        let device = Default::default();
+        let model = PeftModel::<CpuTrain>::load(&plan, session.weights, &device).expect("model");
+        let params = Params::<CpuTrain>::constant(&store, &device);
+        let ctx = model.ctx(&batch, false, 0);
+        host(
+            model
+                .forward(&batch, &params, &ctx)
+                .expect("forward")
+                .logits(),
+        )
+    };
+    let m = format!("model \"{}\"", dir.display());
+    let q = format!("{m} quantize nf4");
+    let targets = "on layers[*].attn.{q, v}";
+    let full = hidden(&m, &format!("lora(r=8, alpha=8) {targets}"));
+    let qlora = hidden(&q, &format!("lora(r=8, alpha=8) {targets}"));
+    let loftq = hidden(&q, &format!("lora(r=8, alpha=8, init=loftq) {targets}"));
+    let dist = |a: &[f32]| -> f32 {
+        a.iter()
+            .zip(&full)
+            .map(|(x, y)| (x - y).powi(2))
+            .sum::<f32>()
+            .sqrt()
+    };
+    let (d_qlora, d_loftq) = (dist(&qlora), dist(&loftq));
+    assert!(
+        d_loftq < d_qlora,
+        "LoftQ {d_loftq} not nearer than QLoRA {d_qlora}"
+    );
 }

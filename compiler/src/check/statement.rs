@@ -139,6 +139,11 @@ pub fn check_statement(
         {
             let selected: Vec<&Module> = targets.iter().map(|&i| &modules[i]).collect();
             errors.extend((spec.check_targets)(a, &selected, st.call_span));
+            let loftq =
+                (spec.configure)(a, st.placement.node).is_some_and(|c| c.site().loftq().is_some());
+            if loftq && model.quantize.is_none() {
+                errors.push(crate::plan::loftq_needs_quantize(st.call_span));
+            }
         }
         if spec.single_target && targets.len() > 1 {
             errors.push(

@@ -3,16 +3,17 @@
 //! output row to a trained magnitude. One configuration, two names.
 
 use super::args::Args;
-use super::method::{Capabilities, Lowering, SiteMethod, Wiring, gate_tensors};
+use super::method::{Capabilities, Loftq, Lowering, SiteMethod, Wiring, gate_tensors};
 use super::spec::{
     ArgSpec, ArgType, Default, MethodSpec, ON, POSITIVE, PROB, SIZE, TargetKind, choice, flag,
-    float, no_check, no_target_check, size,
+    float, no_target_check, size,
 };
 use super::table::{MethodConfig, MethodKind};
 use super::tensors::{Init, TensorDecl, site_name};
 use crate::ir::Op;
 use crate::model::{Dims, Module, Role};
 use crate::plan::Site;
+use peftc_grammar::{Diagnostic, Span};
 use serde::{Deserialize, Serialize};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -22,6 +23,10 @@ pub enum LoraInit {
     Default,
     /// A ~ N(0, 1/r), B = 0.
     Gaussian,
+    /// LoftQ (Li et al. 2023) on a base quantized at load: `iters` rounds of
+    /// quantizing `W - B·A` and taking the rank-r SVD of `W - Q` (B = U√S,
+    /// A = √S·Vᵀ, as HF PEFT's `loftq_init`); the base becomes the last Q.
+    Loftq { iters: usize },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -102,9 +107,19 @@ const ARGS: &[ArgSpec] = &[
     },
     ArgSpec {
         name: "init",
-        ty: ArgType::Choice(&["default", "gaussian"]),
+        ty: ArgType::Choice(&["default", "gaussian", "loftq"]),
         default: Some(Default::Name("default")),
-        doc: "A init: kaiming-uniform (default) or gaussian(1/r); B starts at zero",
+        doc: "A init: kaiming-uniform (default) or gaussian(1/r), B starts at zero; loftq: A, B from the SVD of the quantization error of a `quantize`d base",
+    },
+    ArgSpec {
+        name: "loftq_iter",
+        ty: ArgType::Int {
+            min: 1,
+            max: 64,
+            zero_absent: false,
+        },
+        default: Some(Default::Int(1)),
+        doc: "init=loftq: alternations of quantization and SVD",
     },
     ArgSpec {
         name: "bias",
@@ -121,6 +136,7 @@ const ARGS_WITH_DORA: &[ArgSpec] = &[
     ARGS[3],
     ARGS[4],
     ARGS[5],
+    ARGS[6],
     ArgSpec {
         name: "dora",
         ty: ArgType::Bool,
@@ -143,7 +159,7 @@ pub const LORA: MethodSpec = MethodSpec {
     scales_ffn_input: false,
     once_per_block: None,
     configure: |args, _| configure(args, false),
-    check: no_check,
+    check: |args, call| check_loftq(args, flag(args, "dora"), call),
     check_targets: no_target_check,
 };
 
@@ -154,8 +170,23 @@ pub const DORA: MethodSpec = MethodSpec {
     doc: "weight-decomposed LoRA: m * (W + s*B*A) / ||W + s*B*A|| (Liu et al. 2024)",
     placement_note: "`dora` reparameterizes the module itself",
     configure: |args, _| configure(args, true),
+    check: |args, call| check_loftq(args, true, call),
     ..LORA
 };
+
+/// LoftQ's factors initialize a plain LoRA: DoRA's magnitude would be taken
+/// from a base the initialization has not yet replaced.
+fn check_loftq(args: &Args, dora: bool, call: Span) -> Vec<Diagnostic> {
+    if dora && choice(args, "init") == "loftq" {
+        vec![
+            Diagnostic::error("`init=loftq` initializes LoRA, not DoRA")
+                .at(call, "DoRA with init=loftq")
+                .with_help("use `lora(..., init=loftq)`, or DoRA with `init=default`"),
+        ]
+    } else {
+        Vec::new()
+    }
+}
 
 fn configure(args: &Args, dora: bool) -> Option<MethodConfig> {
     Some(MethodConfig::Lora(LoraConfig {
@@ -165,6 +196,9 @@ fn configure(args: &Args, dora: bool) -> Option<MethodConfig> {
         rslora: flag(args, "rslora"),
         init: match choice(args, "init") {
             "gaussian" => LoraInit::Gaussian,
+            "loftq" => LoraInit::Loftq {
+                iters: size(args, "loftq_iter")?,
+            },
             _ => LoraInit::Default,
         },
         bias: match choice(args, "bias") {
@@ -176,20 +210,37 @@ fn configure(args: &Args, dora: bool) -> Option<MethodConfig> {
     }))
 }
 
+/// Where the runtime's LoftQ pass leaves a site's factors, beside the base
+/// weights (`{module}.loftq_A` `[r, in]`, `{module}.loftq_B` `[out, r]`).
+pub const LOFTQ_A: &str = "loftq_A";
+pub const LOFTQ_B: &str = "loftq_B";
+
 impl SiteMethod for LoraConfig {
     fn name(&self) -> &'static str {
         if self.dora { "dora" } else { "lora" }
     }
 
+    fn loftq(&self) -> Option<Loftq> {
+        match self.init {
+            LoraInit::Loftq { iters } => Some(Loftq { r: self.r, iters }),
+            LoraInit::Default | LoraInit::Gaussian => None,
+        }
+    }
+
     fn tensors(&self, site: &Site, _: &Dims) -> Vec<TensorDecl> {
         let (i, o, m) = (site.in_dim, site.out_dim, &site.module);
-        let a_init = match self.init {
-            LoraInit::Default => Init::Uniform(1.0 / (i as f32).sqrt()),
-            LoraInit::Gaussian => Init::Normal(1.0 / self.r as f32),
+        let (a_init, b_init) = match self.init {
+            LoraInit::Default => (Init::Uniform(1.0 / (i as f32).sqrt()), Init::Zeros),
+            LoraInit::Gaussian => (Init::Normal(1.0 / self.r as f32), Init::Zeros),
+            // The runtime's LoftQ pass puts the factors beside the base weights.
+            LoraInit::Loftq { .. } => (
+                Init::FromBase(site_name(m, LOFTQ_A)),
+                Init::FromBase(site_name(m, LOFTQ_B)),
+            ),
         };
         let mut out = vec![
             TensorDecl::trainable(site_name(m, "lora_A.weight"), vec![self.r, i], a_init),
-            TensorDecl::trainable(site_name(m, "lora_B.weight"), vec![o, self.r], Init::Zeros),
+            TensorDecl::trainable(site_name(m, "lora_B.weight"), vec![o, self.r], b_init),
         ];
         if self.dora {
             out.push(TensorDecl::trainable(

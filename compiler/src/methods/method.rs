@@ -84,6 +84,19 @@ pub trait SiteMethod {
     fn init_text(&self) -> Option<&str> {
         None
     }
+
+    /// LoftQ initialization of this site's factors, if asked for: the base
+    /// must be quantized at load (`model "..." quantize nf4`).
+    fn loftq(&self) -> Option<Loftq> {
+        None
+    }
+}
+
+/// A site's LoftQ initialization: rank and alternations.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Loftq {
+    pub r: usize,
+    pub iters: usize,
 }
 
 /// A UniPELT gate's tensors (`{module}.{tag}_gate.weight` `[1, width]`,

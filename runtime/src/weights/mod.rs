@@ -12,6 +12,7 @@ mod gguf_weights;
 mod host;
 mod int8;
 mod kquants;
+pub mod loftq;
 mod nf4;
 mod packed;
 mod quantize_load;
@@ -154,6 +155,12 @@ impl Weights {
     /// Tensor `name` as f32 (a packed one expanded for the caller).
     pub fn get(&self, name: &str) -> Option<Cow<'_, HostTensor>> {
         self.tensors.get(name).map(HostWeight::dense)
+    }
+
+    /// Puts tensor `name` in, replacing any of that name (LoftQ's base and
+    /// factors).
+    pub fn insert(&mut self, name: String, w: HostWeight) {
+        self.tensors.insert(name, w);
     }
 
     /// Tensor `name` as held (packed or dense).

@@ -91,6 +91,14 @@ impl PackedMatrix {
         }
     }
 
+    /// The NF4 codes, if this matrix holds them.
+    pub fn nf4(&self) -> Option<&Nf4Matrix> {
+        match &self.codes {
+            Codes::Nf4(m) => Some(m),
+            Codes::Ggml { .. } | Codes::Int8(_) => None,
+        }
+    }
+
     /// Bytes held (what the memory estimate counts).
     pub fn byte_len(&self) -> usize {
         match &self.codes {

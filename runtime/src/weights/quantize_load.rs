@@ -8,7 +8,16 @@ use crate::error::{Result, RuntimeError};
 use peftc_compiler::model::{ModelDesc, Quantize, quantized_modules};
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
+use std::result::Result as StdResult;
 use std::sync::Arc;
+
+/// `t` coded by `q`, or why its shape cannot be.
+pub(super) fn code_matrix(q: Quantize, t: &HostTensor) -> StdResult<PackedMatrix, String> {
+    Ok(match q {
+        Quantize::Nf4 => Nf4Matrix::quantize(t)?.into(),
+        Quantize::Int8 => Int8Matrix::quantize(t)?.into(),
+    })
+}
 
 /// Which tensors a quantized load codes, and how.
 pub(super) struct Coder {
@@ -41,10 +50,7 @@ impl Coder {
         if let Some(bad) = t.data.iter().find(|v| !v.is_finite()) {
             return Err(err(format!("holds a non-finite value ({bad})")));
         }
-        let packed: PackedMatrix = match self.q {
-            Quantize::Nf4 => Nf4Matrix::quantize(&t).map_err(err)?.into(),
-            Quantize::Int8 => Int8Matrix::quantize(&t).map_err(err)?.into(),
-        };
+        let packed = code_matrix(self.q, &t).map_err(err)?;
         Ok(HostWeight::Packed(Arc::new(packed)))
     }
 
