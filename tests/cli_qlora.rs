@@ -5,20 +5,14 @@
 
 mod common;
 use common::*;
-use peftc_runtime::weights::{Nf4Matrix, read_safetensors};
-use std::path::Path;
+use peftc_runtime::weights::{Nf4Matrix, PackedMatrix, read_safetensors};
+use std::path::{Path, PathBuf};
 
 const TEXTS: &[&str] = &["WIN a free prize now, call 0800", "see you at lunch"];
 
-#[test]
-fn qlora_trains_merges_dequantized_and_keeps_the_logits() {
-    let d = temp_dir("qlora");
-    let sp = minilm_spec(
-        &d,
-        "q.peft",
-        "lora(r=4, alpha=8) on layers[*].attn.{q, v}",
-        "",
-    );
+/// `minilm_spec` with `quantize nf4` on its model line.
+fn nf4_spec(d: &Path, name: &str, statement: &str) -> PathBuf {
+    let sp = minilm_spec(d, name, statement, "");
     let text = std::fs::read_to_string(&sp).expect("spec");
     let model_line = text.lines().next().expect("model line").to_string();
     std::fs::write(
@@ -26,6 +20,13 @@ fn qlora_trains_merges_dequantized_and_keeps_the_logits() {
         text.replacen(&model_line, &format!("{model_line} quantize nf4"), 1),
     )
     .expect("spec");
+    sp
+}
+
+#[test]
+fn qlora_trains_merges_dequantized_and_keeps_the_logits() {
+    let d = temp_dir("qlora");
+    let sp = nf4_spec(&d, "q.peft", "lora(r=4, alpha=8) on layers[*].attn.{q, v}");
     let s = |p: &Path| p.display().to_string();
     let compiled = ok(&["compile", &s(&sp)]);
     assert!(
@@ -39,7 +40,7 @@ fn qlora_trains_merges_dequantized_and_keeps_the_logits() {
     let base = read_safetensors(&asset("all-MiniLM-L6-v2/model.safetensors")).expect("base");
     let after = read_safetensors(&merged.join("model.safetensors")).expect("merged");
     let key = "encoder.layer.2.attention.self.key.weight";
-    let want = Nf4Matrix::quantize(&base[key]).expect("codes").to_dense();
+    let want = PackedMatrix::from(Nf4Matrix::quantize(&base[key]).expect("codes")).to_dense();
     assert_eq!(after[&format!("bert.{key}")].data, want.data, "{key}");
     // Embeddings stay as they were.
     let emb = "embeddings.word_embeddings.weight";
@@ -60,19 +61,11 @@ fn qlora_trains_merges_dequantized_and_keeps_the_logits() {
 #[test]
 fn loftq_trains_and_merges_without_its_factors() {
     let d = temp_dir("loftq");
-    let sp = minilm_spec(
+    let sp = nf4_spec(
         &d,
         "l.peft",
         "lora(r=4, alpha=4, init=loftq, loftq_iter=2) on layers[*].attn.{q, v}",
-        "",
     );
-    let text = std::fs::read_to_string(&sp).expect("spec");
-    let model_line = text.lines().next().expect("model line").to_string();
-    std::fs::write(
-        &sp,
-        text.replacen(&model_line, &format!("{model_line} quantize nf4"), 1),
-    )
-    .expect("spec");
     let s = |p: &Path| p.display().to_string();
     let (run, merged) = (d.join("run"), d.join("merged"));
     ok(&["train", &s(&sp), "--out", &s(&run), "--max-steps", "1"]);

@@ -5,13 +5,14 @@
 mod common;
 
 use peftc_compiler::model::quantized_modules;
-use peftc_compiler::{CheckOptions, check};
+use peftc_compiler::{CheckOptions, Checked, check};
 use peftc_runtime::weights::loftq::loftq;
 use peftc_runtime::weights::{
     HostTensor, HostWeight, Int8Matrix, NF4_CODE, Nf4Matrix, PackedMatrix, Weights, dynamic_code,
     read_safetensors,
 };
 use safetensors::SafeTensors;
+use std::path::PathBuf;
 
 const FIXTURE: &str = concat!(
     env!("CARGO_MANIFEST_DIR"),
@@ -30,24 +31,47 @@ fn bytes(st: &SafeTensors, name: &str) -> Vec<u8> {
     st.tensor(name).expect(name).data().to_vec()
 }
 
-/// Rows 0..320 of MiniLM's first query projection, as the fixture took them.
-fn weight() -> Option<HostTensor> {
-    let file = common::assets().join("all-MiniLM-L6-v2/model.safetensors");
-    if !file.exists() {
+/// MiniLM's folder, or `None` (with a note) when the assets are missing.
+fn minilm() -> Option<PathBuf> {
+    let dir = common::assets().join("all-MiniLM-L6-v2");
+    if !dir.exists() {
         eprintln!(
             "skipping: {} is missing (scripts/fetch-assets)",
-            file.display()
+            dir.display()
         );
         return None;
     }
-    let w = read_safetensors(&file)
+    Some(dir)
+}
+
+/// MiniLM's first query projection `[384, 384]`.
+fn query_weight() -> Option<HostTensor> {
+    let w = read_safetensors(&minilm()?.join("model.safetensors"))
         .expect("MiniLM reads")
         .remove("encoder.layer.0.attention.self.query.weight")
         .expect("query weight");
+    Some(w)
+}
+
+/// Rows 0..320 of MiniLM's first query projection, as the fixture took them.
+fn weight() -> Option<HostTensor> {
+    let w = query_weight()?;
     Some(HostTensor::new(
         vec![320, 384],
         w.data[..320 * 384].to_vec(),
     ))
+}
+
+/// The values of a coded matrix.
+fn dense(m: impl Into<PackedMatrix>) -> Vec<f32> {
+    m.into().to_dense().data
+}
+
+/// `spec` checked, its diagnostics rendered on failure.
+fn checked(spec: &str) -> Checked {
+    let file = peftc_grammar::parse(spec).expect("parse");
+    check(&file, &CheckOptions::default())
+        .unwrap_or_else(|d| panic!("{}", peftc_grammar::render_all(&d, "spec", spec)))
 }
 
 #[test]
@@ -106,7 +130,7 @@ fn nf4_matches_bitsandbytes() {
         .filter(|(a, b)| a != b)
         .count();
     assert_eq!(differ, 0, "{differ} of {} code bytes differ", codes.len());
-    let ours = m.to_dense().data;
+    let ours = dense(m.clone());
     let want = f32s(&st, "nf4.dequant");
     let dyn_code = dynamic_code();
     for (b, (x, y)) in ours.chunks(64).zip(want.chunks(64)).enumerate() {
@@ -129,7 +153,7 @@ fn nf4_matches_bitsandbytes() {
     // Row tiles read the same values as the whole.
     let mut tile = vec![0f32; 3 * 384];
     m.dequantize_rows(257, &mut tile);
-    assert_eq!(tile, m.to_dense().data[257 * 384..260 * 384]);
+    assert_eq!(tile, ours[257 * 384..260 * 384]);
 }
 
 #[test]
@@ -146,7 +170,7 @@ fn int8_matches_bitsandbytes() {
     let worst = w
         .data
         .iter()
-        .zip(&m.to_dense().data)
+        .zip(&dense(m.clone()))
         .map(|(a, b)| (a - b).abs())
         .fold(0f32, f32::max);
     // Half a step of the largest row's scale.
@@ -163,23 +187,13 @@ fn int8_matches_bitsandbytes() {
 /// estimate counts, with the values of the quantizer applied to the weight.
 #[test]
 fn a_quantized_load_holds_what_the_compiler_counts() {
-    let dir = common::assets().join("all-MiniLM-L6-v2");
-    if !dir.exists() {
-        eprintln!(
-            "skipping: {} is missing (scripts/fetch-assets)",
-            dir.display()
-        );
-        return;
-    }
-    let dense = read_safetensors(&dir.join("model.safetensors")).expect("MiniLM reads");
+    let Some(dir) = minilm() else { return };
+    let dense_w = read_safetensors(&dir.join("model.safetensors")).expect("MiniLM reads");
     for q in ["nf4", "int8"] {
-        let spec = format!(
+        let checked = checked(&format!(
             "model \"{}\" quantize {q}\npeft b {{ lora(r=8) on layers[*].attn.{{q, v}} }}\n",
             dir.display()
-        );
-        let file = peftc_grammar::parse(&spec).expect("parse");
-        let checked = check(&file, &CheckOptions::default())
-            .unwrap_or_else(|d| panic!("{}", peftc_grammar::render_all(&d, "spec", &spec)));
+        ));
         let model = &checked.model;
         assert_eq!(model.weights.dtype, q);
         let w = Weights::load(model).expect("loads");
@@ -206,12 +220,10 @@ fn a_quantized_load_holds_what_the_compiler_counts() {
         );
         let name = "encoder.layer.3.intermediate.dense.weight";
         let want = match q {
-            "nf4" => Nf4Matrix::quantize(&dense[name]).expect("codes").to_dense(),
-            _ => Int8Matrix::quantize(&dense[name])
-                .expect("codes")
-                .to_dense(),
+            "nf4" => dense(Nf4Matrix::quantize(&dense_w[name]).expect("codes")),
+            _ => dense(Int8Matrix::quantize(&dense_w[name]).expect("codes")),
         };
-        assert_eq!(w.get(name).expect("held").data, want.data);
+        assert_eq!(w.get(name).expect("held").data, want);
     }
 }
 
@@ -222,18 +234,7 @@ fn a_quantized_load_holds_what_the_compiler_counts() {
 /// the quantization error `|W − Q − B·A|` below `|W − Q|`.
 #[test]
 fn loftq_matches_hf_peft() {
-    let file = common::assets().join("all-MiniLM-L6-v2/model.safetensors");
-    if !file.exists() {
-        eprintln!(
-            "skipping: {} is missing (scripts/fetch-assets)",
-            file.display()
-        );
-        return;
-    }
-    let w = read_safetensors(&file)
-        .expect("MiniLM reads")
-        .remove("encoder.layer.0.attention.self.query.weight")
-        .expect("query weight");
+    let Some(w) = query_weight() else { return };
     let raw = std::fs::read(concat!(
         env!("CARGO_MANIFEST_DIR"),
         "/../tests/fixtures/quant/loftq.safetensors"
@@ -297,21 +298,11 @@ fn loftq_init_starts_nearer_the_full_precision_model() {
     use peftc_runtime::model::{Params, PeftModel};
     use peftc_runtime::session::Session;
     use peftc_runtime::train::host;
-    let dir = common::assets().join("all-MiniLM-L6-v2");
-    if !dir.exists() {
-        eprintln!(
-            "skipping: {} is missing (scripts/fetch-assets)",
-            dir.display()
-        );
-        return;
-    }
+    let Some(dir) = minilm() else { return };
     let hidden = |model_line: &str, statement: &str| -> Vec<f32> {
-        let spec = format!(
+        let checked = checked(&format!(
             "{model_line}\npeft b {{\n    {statement}\n}}\ntrain {{\n    adapter = b\n    task = feature\n}}\n"
-        );
-        let file = peftc_grammar::parse(&spec).expect("parse");
-        let checked = check(&file, &CheckOptions::default())
-            .unwrap_or_else(|d| panic!("{}", peftc_grammar::render_all(&d, "spec", &spec)));
+        ));
         let plan = peftc_compiler::lower(&checked, checked.block("b").expect("block"), None)
             .expect("lower");
         let session = Session::open(plan.clone()).expect("session");

@@ -383,49 +383,22 @@ class Bases:
 
 
 def nearest_double_quant(model, prefix):
-    """Re-codes every bitsandbytes Linear4bit's double-quantized block scales with the nearest
-    dynamic-code value (torch.bucketize over the midpoints, as bitsandbytes' default pure-torch
-    `quantize_blockwise` does), from the checkpoint's own f32 weight.
-
-    bitsandbytes' native CPU 8-bit blockwise quantizer (which codes the block scales) splits two
-    neighbouring code values not at their midpoint but 0.498 to 0.526 of the way between them
-    (measured by sweeping values between codes), so about 1 block scale in 400 takes the farther
-    neighbour; peftc takes the nearer (`runtime/src/weights/nf4.rs`; `runtime/tests/quant.rs`
-    compares peftc's codes with bitsandbytes' own). With the nearest code everywhere the reference
-    is the NF4 format itself, dequantized and multiplied by bitsandbytes.
+    """Re-codes every bitsandbytes Linear4bit's block scales with the nearest dynamic code, from
+    the checkpoint's own f32 weight (`nf4_nearest.recode_nearest`, which says why).
 
     Also keeps every Linear4bit on bitsandbytes' float32 path (dequantize, then matmul): on a CPU
     with AVX512-BF16, a Linear4bit in eval() mode under no_grad otherwise repacks its weight on
     first use for a kernel that computes in bfloat16 (measured: 3.9e-4 off in the logits), which
     would make the reference depend on the machine and on autograd being on."""
     import bitsandbytes as bnb
+    from nf4_nearest import recode_nearest
     dense = load_file(str(MINILM / "model.safetensors"))
     for name, m in model.named_modules():
         if not isinstance(m, bnb.nn.Linear4bit):
             continue
         m.support_avx512bf16_for_cpu = False
-        st = m.weight.quant_state
         key = name.removeprefix(prefix) + ".weight"
-        w = dense.get(key, dense.get("bert." + key)).float()
-        absmax = w.reshape(-1, st.blocksize).abs().max(1)[0]
-        offset = absmax.mean()
-        c = absmax - offset
-        code = st.state2.code.float()
-        mids = (code[1:] + code[:-1]) / 2
-        q = torch.empty(c.numel(), dtype=torch.uint8)
-        a2s = []
-        for g in range(0, c.numel(), st.state2.blocksize):
-            grp = c[g:g + st.state2.blocksize]
-            a2 = grp.abs().max()
-            # bitsandbytes' default (pure-torch) quantize_blockwise: a short last group divided.
-            x = grp * (1.0 / a2.clamp(min=1e-38)) if grp.numel() == st.state2.blocksize \
-                else grp / a2.clamp(min=1e-38)
-            x = torch.clamp(x, -1, 1)
-            q[g:g + grp.numel()] = torch.bucketize(x, mids).to(torch.uint8)
-            a2s.append(a2)
-        st.absmax = q
-        st.state2.absmax = torch.stack(a2s).float()
-        st.offset = offset
+        recode_nearest(dense.get(key, dense.get("bert." + key)).float(), m.weight.quant_state)
 
 
 # ---------------------------------------------------------------------------------------------

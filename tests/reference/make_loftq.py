@@ -17,9 +17,8 @@ T = 1 is PEFT's `replace_lora_weights_loftq` (`_loftq_init_new`) on a QLoRA base
 quantization), then `_low_rank_decomposition`. T = 2 is `loftq_init`'s loop (quantize `res`,
 residual, SVD, `res = W - L R`) with that same NF4 coding: `loftq_init` itself quantizes without
 double quantization and runs on CUDA only, so the loop is written out here around bitsandbytes'
-and PEFT's own functions. Block scales are re-coded with the nearest dynamic code, as in
-`make_golden.py` (`nearest_double_quant`; bitsandbytes' native CPU kernel picks the farther of
-two codes for ~1 block scale in 400).
+and PEFT's own functions. Block scales are re-coded with the nearest dynamic code
+(`nf4_nearest.py` says why), as in `make_golden.py`.
 """
 
 import os
@@ -30,6 +29,7 @@ import peft
 import torch
 from bitsandbytes.functional import dequantize_4bit, quantize_4bit
 from peft.utils.loftq_utils import _low_rank_decomposition
+from nf4_nearest import recode_nearest
 from safetensors.torch import load_file, save_file
 
 REPO = Path(__file__).resolve().parents[2]
@@ -42,21 +42,7 @@ R = 8
 def nf4(t):
     """bitsandbytes' NF4 with double quantization, block scales re-coded to the nearest code."""
     q, st = quantize_4bit(t, blocksize=64, quant_type="nf4", compress_statistics=True)
-    absmax = t.reshape(-1, 64).abs().max(1)[0]
-    offset = absmax.mean()
-    c = absmax - offset
-    code = st.state2.code.float()
-    mids = (code[1:] + code[:-1]) / 2
-    qa = torch.empty(c.numel(), dtype=torch.uint8)
-    a2s = []
-    for g in range(0, c.numel(), st.state2.blocksize):
-        grp = c[g:g + st.state2.blocksize]
-        a2 = grp.abs().max()
-        x = grp * (1.0 / a2.clamp(min=1e-38)) if grp.numel() == st.state2.blocksize \
-            else grp / a2.clamp(min=1e-38)
-        qa[g:g + grp.numel()] = torch.bucketize(torch.clamp(x, -1, 1), mids).to(torch.uint8)
-        a2s.append(a2)
-    st.absmax, st.state2.absmax, st.offset = qa, torch.stack(a2s).float(), offset
+    recode_nearest(t, st)
     return q, st
 
 

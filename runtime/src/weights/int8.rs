@@ -71,18 +71,18 @@ impl Int8Matrix {
             }
         }
     }
-
-    /// The whole matrix as f32.
-    pub fn to_dense(&self) -> HostTensor {
-        let mut data = vec![0f32; self.rows * self.cols];
-        self.dequantize_rows(0, &mut data);
-        HostTensor::new(vec![self.rows, self.cols], data)
-    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn dense(m: &Int8Matrix) -> Vec<f32> {
+        let [rows, cols] = m.shape();
+        let mut out = vec![0f32; rows * cols];
+        m.dequantize_rows(0, &mut out);
+        out
+    }
 
     #[test]
     fn rows_scale_to_their_absmax() {
@@ -91,7 +91,7 @@ mod tests {
         let (q, s) = m.parts();
         assert_eq!(q, &[64, -127, 32, 0, 0, 0]);
         assert_eq!(s, &[2.0, 0.0]);
-        assert_eq!(m.to_dense().data[1], -2.0);
+        assert_eq!(dense(&m)[1], -2.0);
         assert_eq!(m.byte_len(), 6 + 8);
     }
 }

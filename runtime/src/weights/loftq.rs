@@ -9,10 +9,9 @@
 //! `replace_lora_weights_loftq` on a QLoRA model.
 
 use super::quantize_load::code_matrix;
-use super::{HostTensor, HostWeight, Weights, for_each_safetensor};
+use super::{HostTensor, HostWeight, Weights, base_name, for_each_safetensor};
 use crate::error::{Result, RuntimeError};
 use peftc_compiler::methods::{LOFTQ_A, LOFTQ_B, site_name};
-use peftc_compiler::model::Family;
 use peftc_compiler::plan::Plan;
 use rayon::prelude::*;
 use std::collections::BTreeMap;
@@ -43,15 +42,22 @@ pub fn prepare(plan: &Plan, weights: &mut Weights) -> Result<()> {
     // The full-precision weights, read again (the load kept only their codes).
     let mut originals: Vec<(String, HostTensor)> = Vec::new();
     for_each_safetensor(&file, |name, t| {
-        let name = match (plan.model.family, name.strip_prefix("bert.")) {
-            (Family::Bert, Some(n)) => n.to_string(),
-            _ => name,
-        };
+        let name = base_name(plan.model.family, name);
         if wanted.contains_key(&name) {
             originals.push((name, t));
         }
         Ok(())
     })?;
+    if let Some(missing) = wanted
+        .keys()
+        .find(|k| !originals.iter().any(|(n, _)| n == *k))
+    {
+        return Err(RuntimeError::MissingTensor {
+            file: file.clone(),
+            tensor: missing.clone(),
+            hint: " (init=loftq reads it again in full precision)".into(),
+        });
+    }
     let done: Vec<Result<(String, HostWeight, HostTensor, HostTensor)>> = originals
         .into_par_iter()
         .map(|(name, w)| {
@@ -98,7 +104,7 @@ where
         let coded = code(&res)?;
         let deq = coded.dense();
         let err: Vec<f32> = w.data.iter().zip(&deq.data).map(|(x, q)| x - q).collect();
-        let (a, b) = low_rank(&err, out, inp, r);
+        let (a, b) = low_rank(&err, out, inp, r)?;
         round += 1;
         if round == iters {
             return Ok((coded, a, b));
@@ -131,11 +137,16 @@ impl Dequantize for super::PackedMatrix {
 /// The rank-`r` factors of `m: [out, inp]` from its SVD (in f64): `A =
 /// √S_r V_rᵀ` `[r, inp]` and `B = U_r √S_r` `[out, r]`, the singular values
 /// in descending order.
-fn low_rank(m: &[f32], out: usize, inp: usize, r: usize) -> (HostTensor, HostTensor) {
+fn low_rank(
+    m: &[f32],
+    out: usize,
+    inp: usize,
+    r: usize,
+) -> std::result::Result<(HostTensor, HostTensor), String> {
     let mat = nalgebra::DMatrix::<f64>::from_fn(out, inp, |i, j| m[i * inp + j] as f64);
     let svd = mat.svd(true, true);
     let (Some(u), Some(vt)) = (svd.u, svd.v_t) else {
-        unreachable!("svd(true, true) computes U and Vᵀ");
+        return Err("internal: the SVD returned no singular vectors".into());
     };
     let s = svd.singular_values;
     let mut order: Vec<usize> = (0..s.len()).collect();
@@ -151,10 +162,10 @@ fn low_rank(m: &[f32], out: usize, inp: usize, r: usize) -> (HostTensor, HostTen
             b[i * r + k] = (u[(i, j)] * root) as f32;
         }
     }
-    (
+    Ok((
         HostTensor::new(vec![r, inp], a),
         HostTensor::new(vec![out, r], b),
-    )
+    ))
 }
 
 #[cfg(test)]

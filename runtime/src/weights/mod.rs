@@ -123,11 +123,7 @@ impl Weights {
                 }
                 let mut tensors = BTreeMap::new();
                 for_each_safetensor(&file, |name, t| {
-                    // Task checkpoints prefix BERT's names with `bert.`.
-                    let name = match (model.family, name.strip_prefix("bert.")) {
-                        (Family::Bert, Some(n)) => n.to_string(),
-                        _ => name,
-                    };
+                    let name = base_name(model.family, name);
                     let w = match &coder {
                         Some(c) => c.code(&file, &name, t)?,
                         None => HostWeight::Dense(t),
@@ -214,6 +210,15 @@ impl Weights {
         } else {
             Ok(None)
         }
+    }
+}
+
+/// A checkpoint tensor's name as peftc's model descriptions spell it: task
+/// checkpoints prefix BERT's names with `bert.`.
+pub(crate) fn base_name(family: Family, name: String) -> String {
+    match (family, name.strip_prefix("bert.")) {
+        (Family::Bert, Some(n)) => n.to_string(),
+        _ => name,
     }
 }
 

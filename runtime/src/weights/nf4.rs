@@ -202,18 +202,18 @@ impl Nf4Matrix {
             }
         }
     }
-
-    /// The whole matrix as f32.
-    pub fn to_dense(&self) -> HostTensor {
-        let mut data = vec![0f32; self.rows * self.cols];
-        self.dequantize_rows(0, &mut data);
-        HostTensor::new(vec![self.rows, self.cols], data)
-    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn dense(m: &Nf4Matrix) -> Vec<f32> {
+        let [rows, cols] = m.shape();
+        let mut out = vec![0f32; rows * cols];
+        m.dequantize_rows(0, &mut out);
+        out
+    }
 
     #[test]
     fn codes_are_sorted_and_span_the_unit_interval() {
@@ -232,7 +232,7 @@ mod tests {
         // the offset itself, so the double quantization is exact too.
         let data: Vec<f32> = (0..64).map(|i| NF4_CODE[i % 16] * 0.5).collect();
         let m = Nf4Matrix::quantize(&HostTensor::new(vec![1, 64], data.clone())).unwrap();
-        assert_eq!(m.to_dense().data, data);
+        assert_eq!(dense(&m), data);
         assert_eq!(m.byte_len(), 32 + 1 + 4 + 4);
     }
 

@@ -247,20 +247,27 @@ mod tests {
             .collect();
         let t = HostTensor::new(vec![4, 128], data);
         let nf4 = Nf4Matrix::quantize(&t).unwrap();
+        let whole = |f: &dyn Fn(&mut [f32])| {
+            let mut out = vec![0f32; 4 * 128];
+            f(&mut out);
+            out
+        };
+        let nf4_values = whole(&|o| nf4.dequantize_rows(0, o));
         let p = PackedMatrix::from(nf4.clone());
         assert_eq!(
             (p.shape(), p.format(), p.byte_len()),
             ([4, 128], "nf4".to_string(), nf4.byte_len())
         );
-        assert_eq!(p.to_dense().data, nf4.to_dense().data);
+        assert_eq!(p.to_dense().data, nf4_values);
         let mut row = vec![0f32; 128];
         p.dequantize_rows(2, &mut row);
-        assert_eq!(&row[..], &nf4.to_dense().data[256..384]);
+        assert_eq!(&row[..], &nf4_values[256..384]);
         assert!(p.with_rows(&[1, 0]).is_none());
         let i8m = Int8Matrix::quantize(&t).unwrap();
-        let p = PackedMatrix::from(i8m.clone());
+        let i8_values = whole(&|o| i8m.dequantize_rows(0, o));
+        let p = PackedMatrix::from(i8m);
         assert_eq!(p.format(), "int8");
-        assert_eq!(p.to_dense().data, i8m.to_dense().data);
+        assert_eq!(p.to_dense().data, i8_values);
     }
 
     #[test]

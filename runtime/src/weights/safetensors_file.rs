@@ -32,18 +32,7 @@ fn read(path: &Path, non_float: NonFloat) -> Result<BTreeMap<String, HostTensor>
     // changed underneath would at worst give wrong values, which the shape and
     // finiteness checks downstream report.
     let map = unsafe { memmap2::Mmap::map(&file) }.map_err(|e| RuntimeError::read(path, e))?;
-    let mut out = BTreeMap::new();
-    each(
-        &map,
-        path,
-        non_float,
-        |name, t| {
-            out.insert(name, t);
-            Ok(())
-        },
-        |bytes| release(&map, bytes),
-    )?;
-    Ok(out)
+    collect(&map, path, non_float, |bytes| release(&map, bytes))
 }
 
 /// Drops the pages of `bytes` (a tensor already converted) from the
@@ -86,6 +75,15 @@ pub fn for_each_safetensor(
 }
 
 fn parse(map: &[u8], path: &Path, non_float: NonFloat) -> Result<BTreeMap<String, HostTensor>> {
+    collect(map, path, non_float, |_| {})
+}
+
+fn collect(
+    map: &[u8],
+    path: &Path,
+    non_float: NonFloat,
+    done: impl Fn(&[u8]),
+) -> Result<BTreeMap<String, HostTensor>> {
     let mut out = BTreeMap::new();
     each(
         map,
@@ -95,7 +93,7 @@ fn parse(map: &[u8], path: &Path, non_float: NonFloat) -> Result<BTreeMap<String
             out.insert(name, t);
             Ok(())
         },
-        |_| {},
+        done,
     )?;
     Ok(out)
 }
