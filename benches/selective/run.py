@@ -31,6 +31,7 @@ MINILM_METHODS = [
     ("dylora r=8 (q, v)", "dylora(r=8, alpha=16) on layers[*].attn.{q, v}", ""),
     ("adapter 16 + AdapterDrop 0..=3", "adapter(bottleneck=16) after layers[*].mlp", "    adapter_drop = 3\n"),
     ("coda 16, k=16 (every layer)", "coda(bottleneck=16, k=16) beside layers[*]", ""),
+    ("lst r=8 (every layer)", "lst(reduction=8) beside layers[*]", ""),
 ]
 SMOLLM2_METHODS = [
     ("lora r=8 (all linear)", "lora(r=8, alpha=16) on layers[*].attn.{q, k, v, o}, layers[*].mlp.{gate, up, down}", ""),
@@ -42,6 +43,7 @@ SMOLLM2_METHODS = [
     ("full (final_norm + layer 29 attn)", "full() on final_norm, layers[29].attn", ""),
     ("dylora r=8 (q, v)", "dylora(r=8, alpha=16) on layers[*].attn.{q, v}", ""),
     ("coda 16, k=32 (every layer)", "coda(bottleneck=16, k=32) beside layers[*]", ""),
+    ("lst r=8 (every layer)", "lst(reduction=8) beside layers[*]", ""),
 ]
 # CoDA's inference time against k: one run per k (the router is trained for
 # its k), beside the parallel adapter it reduces to when k covers the sequence.

@@ -6,7 +6,7 @@ use crate::check::resolve_path;
 use crate::check::{Checked, CheckedBlock};
 use crate::ir::FusedOp;
 use crate::methods::{ArgValue, MethodConfig, Scalar};
-use crate::model::{LayerRole, ModelDesc, Module, ModuleKind, Role};
+use crate::model::{Dims, LayerRole, ModelDesc, Module, ModuleKind, Role};
 use crate::task::Task;
 use crate::train::TrainConfig;
 use peftc_grammar::ast::Placement;
@@ -103,6 +103,20 @@ pub(crate) fn loftq_needs_quantize(span: Span) -> Diagnostic {
     .with_help("add `quantize nf4` (or `int8`) to the `model` line")
 }
 
+/// A method the model's widths cannot carry (checked on the spec, and again
+/// on each search point).
+pub(crate) fn misfit(config: &MethodConfig, dims: &Dims, span: Span) -> Option<Diagnostic> {
+    let why = config.site().misfit(dims)?;
+    Some(
+        Diagnostic::error(why)
+            .at(span, "does not fit this model")
+            .with_help(format!(
+                "the backbone: hidden {}, head size {}, intermediate {}",
+                dims.hidden, dims.head_dim, dims.intermediate
+            )),
+    )
+}
+
 pub fn lower(
     checked: &Checked,
     block: &CheckedBlock,
@@ -148,6 +162,9 @@ pub fn lower(
         };
         if config.site().loftq().is_some() && model.quantize.is_none() {
             return Err(loftq_needs_quantize(st.span));
+        }
+        if let Some(d) = misfit(&config, &model.dims, st.span) {
+            return Err(d);
         }
         let targets: Vec<&Module> = st.targets.iter().map(|&t| &checked.modules[t]).collect();
         biases.extend(config.biases(&targets, &checked.modules));

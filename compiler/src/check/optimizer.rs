@@ -40,7 +40,8 @@ fn needs_gradients(kind: MethodKind, args: &Args) -> Option<&'static str> {
         | MethodKind::Bitfit
         | MethodKind::Ssf
         | MethodKind::Full
-        | MethodKind::Coda => None,
+        | MethodKind::Coda
+        | MethodKind::Lst => None,
     }
 }
 

@@ -139,11 +139,16 @@ pub fn check_statement(
         {
             let selected: Vec<&Module> = targets.iter().map(|&i| &modules[i]).collect();
             errors.extend((spec.check_targets)(a, &selected, st.call_span));
-            let loftq =
-                (spec.configure)(a, st.placement.node).is_some_and(|c| c.site().loftq().is_some());
+            let config = (spec.configure)(a, st.placement.node);
+            let loftq = config.as_ref().is_some_and(|c| c.site().loftq().is_some());
             if loftq && model.quantize.is_none() {
                 errors.push(crate::plan::loftq_needs_quantize(st.call_span));
             }
+            errors.extend(
+                config
+                    .as_ref()
+                    .and_then(|c| crate::plan::misfit(c, &model.dims, st.call_span)),
+            );
         }
         if spec.single_target && targets.len() > 1 {
             errors.push(
@@ -250,7 +255,8 @@ fn adds_positions(kind: MethodKind) -> bool {
         | MethodKind::Ssf
         | MethodKind::Full
         | MethodKind::Dylora
-        | MethodKind::Coda => false,
+        | MethodKind::Coda
+        | MethodKind::Lst => false,
     }
 }
 

@@ -55,7 +55,8 @@ pub fn flops_per_step(g: &Graph, w: &Workload) -> Result<FlopReport, Overflow> {
                 }
             }
             Op::Delta { cost, .. } => {
-                let f = rows(0) * cost.row_flops as u128 + cost.step_flops as u128;
+                let f = rows(0) * (cost.row_flops as u128 + cost.seq_flops as u128 * w.seq as u128)
+                    + cost.step_flops as u128;
                 fwd += f;
                 bwd += 2 * f;
             }

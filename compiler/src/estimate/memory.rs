@@ -220,7 +220,8 @@ pub fn memory(
                     .map(|d| d.eval(1, 1))
                     .unwrap_or(1)
                     .max(1);
-                extra += x / in_f * cost.row_saved as u128 + cost.step_saved as u128;
+                extra += x / in_f * (cost.row_saved as u128 + cost.seq_saved as u128 * w.seq as u128)
+                    + cost.step_saved as u128;
             }
             Op::Adapter { bottleneck, .. } => {
                 saved.extend(ins.first());

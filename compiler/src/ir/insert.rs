@@ -2,16 +2,21 @@
 //! its module's anchor, wired as its method's [`Lowering`] says.
 
 use super::graph::Graph;
-use super::op::Node;
+use super::op::{DeltaCost, Node, Op};
 use super::{IrError, NodeId};
 use crate::estimate::{shared_params, site_params};
 use crate::methods::{Lowering, Wiring};
 use crate::plan::Plan;
+use petgraph::visit::EdgeRef;
+use std::collections::BTreeMap;
 
 pub(super) fn insert_sites(plan: &Plan, g: &mut Graph) -> Result<(), IrError> {
     let mut statements_counted: Vec<usize> = Vec::new();
+    // Side-network steps, by statement, wired once every other site is in.
+    let mut ladders: BTreeMap<usize, Vec<Node>> = BTreeMap::new();
     for (i, site) in plan.sites.iter().enumerate() {
-        let Some(Lowering { op, wiring }) = site.method.site().lowering(site) else {
+        let Some(Lowering { op, wiring }) = site.method.site().lowering(site, &plan.model.dims)
+        else {
             continue;
         };
         let Some(anchor) = g.anchors.get(&site.module).copied() else {
@@ -78,6 +83,89 @@ pub(super) fn insert_sites(plan: &Plan, g: &mut Graph) -> Result<(), IrError> {
                 let n = g.add(node, &[y]);
                 splice(g, y, n);
             }
+            Wiring::Ladder => ladders.entry(site.statement).or_default().push(node),
+        }
+    }
+    for (_, steps) in ladders {
+        ladder(plan, g, steps)?;
+    }
+    Ok(())
+}
+
+/// A side network: each step reads its layer's output and the side state
+/// before it (the first step, its layer's input); the last state, projected
+/// back to the model's width, is added to the last layer's output. No
+/// backbone node reads the side network before that sum, so the backbone
+/// needs no gradient.
+fn ladder(plan: &Plan, g: &mut Graph, steps: Vec<Node>) -> Result<(), IrError> {
+    let mut state: Option<NodeId> = None;
+    let mut reads_last: Vec<NodeId> = Vec::new();
+    let last_layer = plan
+        .model
+        .layer_prefix(plan.model.dims.layers.saturating_sub(1));
+    let Some(out) = g.anchors.get(&last_layer).map(|a| a.exit) else {
+        return Err(IrError {
+            node: 0,
+            label: last_layer,
+            what: "no anchor for the last layer in the graph".into(),
+        });
+    };
+    let mut widths = None;
+    for node in steps {
+        let Some(anchor) = g.anchors.get(&node.label).copied() else {
+            return Err(IrError {
+                node: 0,
+                label: node.label.clone(),
+                what: "no anchor for this module in the graph".into(),
+            });
+        };
+        if let Op::Delta { in_f, out_f, .. } = node.op {
+            widths = Some((out_f, in_f));
+        }
+        let prev = state.unwrap_or(anchor.entry);
+        let n = g.add(node, &[anchor.exit, prev]);
+        if anchor.exit == out {
+            reads_last.push(n);
+        }
+        state = Some(n);
+    }
+    let (Some(side), Some((from, to))) = (state, widths) else {
+        return Ok(());
+    };
+    let label = g.g[side].label.clone();
+    let layer = g.g[side].layer;
+    let up = Node::new(
+        Op::Delta {
+            method: "lst_up",
+            in_f: from,
+            out_f: to,
+            cost: DeltaCost {
+                row_flops: 2 * (from * to) as u64,
+                ..DeltaCost::default()
+            },
+        },
+        label.clone(),
+        layer,
+    );
+    let up = g.add(up, &[side]);
+    let sum = g.add(Node::new(Op::Add, label, layer), &[out, up]);
+    // The sum takes the last layer output's place for every reader but the
+    // side network's own steps.
+    let edges: Vec<_> =
+        g.g.edges_directed(out, petgraph::Direction::Outgoing)
+            .map(|e| (e.id(), e.target(), *e.weight()))
+            .filter(|(_, t, _)| *t != sum && !reads_last.contains(t))
+            .collect();
+    for (id, target, slot) in edges {
+        g.g.remove_edge(id);
+        g.g.add_edge(sum, target, slot);
+    }
+    if g.output == out {
+        g.output = sum;
+    }
+    for a in g.anchors.values_mut() {
+        if a.exit == out {
+            a.exit = sum;
         }
     }
     Ok(())

@@ -99,7 +99,8 @@ impl From<Activation> for Act {
 
 /// What a [`Op::Delta`] costs, as its method declares it: matrix-product
 /// FLOPs of the forward pass per input row and per step (building a weight
-/// from its factors), and elements saved for backward per row and per step.
+/// from its factors), and elements saved for backward per row and per step
+/// (and per row and position, for a method that attends).
 /// Backward is costed at twice the forward (input and factor gradients).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
 pub struct DeltaCost {
@@ -107,6 +108,10 @@ pub struct DeltaCost {
     pub step_flops: u64,
     pub row_saved: u64,
     pub step_saved: u64,
+    /// Per row and per position of its sequence (attention inside the
+    /// method: LST's side blocks): FLOPs, and elements saved (probabilities).
+    pub seq_flops: u64,
+    pub seq_saved: u64,
     /// Bytes a selection phase before training holds beside the base
     /// (FishMask's dense gradients, LT-SFT's dense warm-up); 0 for none.
     pub selection_bytes: u64,

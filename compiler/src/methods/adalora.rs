@@ -209,7 +209,7 @@ impl SiteMethod for AdaloraConfig {
         ]
     }
 
-    fn lowering(&self, site: &Site) -> Option<Lowering> {
+    fn lowering(&self, site: &Site, _: &Dims) -> Option<Lowering> {
         let (i, o, r) = (site.in_dim as u64, site.out_dim as u64, self.init_r as u64);
         Some(Lowering {
             op: Op::Delta {
@@ -222,6 +222,7 @@ impl SiteMethod for AdaloraConfig {
                     row_saved: r,
                     step_saved: r * i,
                     selection_bytes: 0,
+                    ..DeltaCost::default()
                 },
             },
             wiring: Wiring::DeltaSum,

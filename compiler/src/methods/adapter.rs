@@ -229,7 +229,7 @@ impl SiteMethod for AdapterConfig {
         out
     }
 
-    fn lowering(&self, site: &Site) -> Option<Lowering> {
+    fn lowering(&self, site: &Site, _: &Dims) -> Option<Lowering> {
         Some(Lowering {
             op: Op::Adapter {
                 d_in: if self.parallel {

@@ -51,7 +51,7 @@ impl SiteMethod for Bitfit {
         Vec::new()
     }
 
-    fn lowering(&self, _: &Site) -> Option<Lowering> {
+    fn lowering(&self, _: &Site, _: &Dims) -> Option<Lowering> {
         None
     }
 

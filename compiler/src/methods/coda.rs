@@ -132,7 +132,7 @@ impl SiteMethod for CodaConfig {
 
     /// The light branch costs a parallel adapter's; the router's product
     /// (`h` per token) and the heavy branch's saving are not modelled.
-    fn lowering(&self, site: &Site) -> Option<Lowering> {
+    fn lowering(&self, site: &Site, _: &Dims) -> Option<Lowering> {
         Some(Lowering {
             op: Op::Adapter {
                 d_in: site.in_dim,

@@ -150,7 +150,7 @@ impl SiteMethod for DyloraConfig {
     }
 
     /// Costed at the largest rank (a training pass's upper bound).
-    fn lowering(&self, site: &Site) -> Option<Lowering> {
+    fn lowering(&self, site: &Site, _: &Dims) -> Option<Lowering> {
         let (i, o, r) = (site.in_dim as u64, site.out_dim as u64, self.r as u64);
         Some(Lowering {
             op: Op::Delta {

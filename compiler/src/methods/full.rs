@@ -97,7 +97,7 @@ impl SiteMethod for Full {
         out
     }
 
-    fn lowering(&self, _: &Site) -> Option<Lowering> {
+    fn lowering(&self, _: &Site, _: &Dims) -> Option<Lowering> {
         Some(Lowering {
             op: Op::Add, // unused: `Own` adds no node
             wiring: Wiring::Own,

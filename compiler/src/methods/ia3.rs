@@ -55,7 +55,7 @@ impl SiteMethod for Ia3 {
         )]
     }
 
-    fn lowering(&self, site: &Site) -> Option<Lowering> {
+    fn lowering(&self, site: &Site, _: &Dims) -> Option<Lowering> {
         Some(Lowering {
             op: Op::Ia3 {
                 dim: Ia3::width(site),

@@ -58,7 +58,7 @@ impl SiteMethod for Ln {
         }
     }
 
-    fn lowering(&self, _: &Site) -> Option<Lowering> {
+    fn lowering(&self, _: &Site, _: &Dims) -> Option<Lowering> {
         Some(Lowering {
             op: Op::Add, // unused: `Own` adds no node
             wiring: Wiring::Own,

@@ -83,6 +83,7 @@ pub fn weight_delta(method: &'static str, site: &Site, build: u64) -> Lowering {
                 row_saved: 0,
                 step_saved: i * o,
                 selection_bytes: 0,
+                ..DeltaCost::default()
             },
         },
         wiring: Wiring::DeltaSum,
@@ -107,7 +108,7 @@ impl SiteMethod for LohaConfig {
         ]
     }
 
-    fn lowering(&self, site: &Site) -> Option<Lowering> {
+    fn lowering(&self, site: &Site, _: &Dims) -> Option<Lowering> {
         let (i, o, r) = (site.in_dim as u64, site.out_dim as u64, self.r as u64);
         Some(weight_delta("loha", site, 4 * o * r * i + 2 * o * i))
     }

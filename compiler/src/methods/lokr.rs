@@ -165,7 +165,7 @@ impl SiteMethod for LokrConfig {
         out
     }
 
-    fn lowering(&self, site: &Site) -> Option<Lowering> {
+    fn lowering(&self, site: &Site, _: &Dims) -> Option<Lowering> {
         let (o, i, r) = (site.out_dim as u64, site.in_dim as u64, self.r as u64);
         Some(weight_delta("lokr", site, 2 * r * (o + i) + o * i))
     }

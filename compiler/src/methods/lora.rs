@@ -253,7 +253,7 @@ impl SiteMethod for LoraConfig {
         out
     }
 
-    fn lowering(&self, site: &Site) -> Option<Lowering> {
+    fn lowering(&self, site: &Site, _: &Dims) -> Option<Lowering> {
         let (in_f, out_f) = (site.in_dim, site.out_dim);
         let (r, scale, dropout, gated) = (self.r, self.scale(), self.dropout, site.gated);
         Some(if self.dora {

@@ -401,7 +401,7 @@ impl SiteMethod for MaskConfig {
     /// input the base product keeps. Rows: `x·Vᵀ` (`[n, k]`) scattered into
     /// the output. Columns: the `k` input columns gathered (saved) and
     /// multiplied by `V` (`[out, k]`).
-    fn lowering(&self, site: &Site) -> Option<Lowering> {
+    fn lowering(&self, site: &Site, _: &Dims) -> Option<Lowering> {
         let sel = self.select(site);
         let (k, i, o) = (sel.count as u64, site.in_dim as u64, site.out_dim as u64);
         let selection_bytes = self.by.dense_copies() * i * o * 4;

@@ -25,6 +25,13 @@ pub enum Wiring {
     /// No node of its own: the method trains the module's own tensors (LN
     /// tuning's norm weights), so they count on the module's node.
     Own,
+    /// A side network's step (LST): `op(y, s)` reads the module's output
+    /// and the side state before it (at the statement's first site, the
+    /// module's input) and writes the next side state; it feeds no module.
+    /// The statement's last step is closed by a projection from the side
+    /// width back to the model's (`op`'s `out_f` → `in_f`), added to the
+    /// model's last layer output.
+    Ladder,
 }
 
 /// A method's node at one site.
@@ -62,7 +69,7 @@ pub trait SiteMethod {
 
     /// Its node in the graph; `None` for methods that add no node (BitFit's
     /// biases live in the base ops they already are).
-    fn lowering(&self, site: &Site) -> Option<Lowering>;
+    fn lowering(&self, site: &Site, dims: &Dims) -> Option<Lowering>;
 
     fn capabilities(&self, site: &Site) -> Capabilities;
 
@@ -82,6 +89,13 @@ pub trait SiteMethod {
     /// Text whose token embeddings initialize the method's tensors
     /// ([`Init::EmbeddingRows`](super::Init::EmbeddingRows)), if any.
     fn init_text(&self) -> Option<&str> {
+        None
+    }
+
+    /// Why a backbone of `dims` cannot carry the method, if it cannot (an
+    /// LST reduction that does not divide its widths): an error at the
+    /// statement.
+    fn misfit(&self, _dims: &Dims) -> Option<String> {
         None
     }
 

@@ -17,6 +17,7 @@ mod ln;
 mod loha;
 mod lokr;
 mod lora;
+mod lst;
 mod mask;
 mod method;
 mod prefix;
@@ -39,6 +40,10 @@ pub use full::Full;
 pub use loha::LohaConfig;
 pub use lokr::{LokrConfig, factorization};
 pub use lora::{BiasMode, LOFTQ_A, LOFTQ_B, LoraConfig, LoraInit};
+pub use lst::{
+    EMBED_DOWN as LST_EMBED_DOWN, GATE_TEMPERATURE as LST_GATE_TEMPERATURE, LstConfig, SideDims,
+    UP as LST_UP, name as lst_name,
+};
 pub use mask::{MaskBy, MaskConfig, MaskSelect, MaskStructure, index_name, values_name};
 pub use method::{Capabilities, Loftq, Lowering, SiteMethod, Wiring, gate_tensors};
 pub use prefix::PrefixConfig;

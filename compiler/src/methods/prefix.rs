@@ -117,7 +117,7 @@ impl SiteMethod for PrefixConfig {
         ]
     }
 
-    fn lowering(&self, site: &Site) -> Option<Lowering> {
+    fn lowering(&self, site: &Site, _: &Dims) -> Option<Lowering> {
         Some(Lowering {
             op: Op::PrefixKv {
                 len: self.len,

@@ -115,7 +115,7 @@ impl SiteMethod for PromptConfig {
         )]
     }
 
-    fn lowering(&self, site: &Site) -> Option<Lowering> {
+    fn lowering(&self, site: &Site, _: &Dims) -> Option<Lowering> {
         Some(Lowering {
             op: Op::PromptConcat {
                 len: self.len,

@@ -60,7 +60,7 @@ impl SiteMethod for Ssf {
         ]
     }
 
-    fn lowering(&self, site: &Site) -> Option<Lowering> {
+    fn lowering(&self, site: &Site, _: &Dims) -> Option<Lowering> {
         Some(Lowering {
             op: Op::ScaleShift { dim: site.out_dim },
             wiring: Wiring::Output,

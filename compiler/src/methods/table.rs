@@ -15,6 +15,7 @@ use super::ln::{self, Ln};
 use super::loha::{self, LohaConfig};
 use super::lokr::{self, LokrConfig};
 use super::lora::{self, LoraConfig};
+use super::lst::{self, LstConfig};
 use super::mask::{self, MaskConfig};
 use super::method::SiteMethod;
 use super::prefix::{self, PrefixConfig};
@@ -48,6 +49,7 @@ pub enum MethodKind {
     Full,
     Dylora,
     Coda,
+    Lst,
 }
 
 /// Every method the language knows, in the order `peftc` lists them.
@@ -70,6 +72,7 @@ pub const METHODS: &[&MethodSpec] = &[
     &full::SPEC,
     &dylora::SPEC,
     &coda::SPEC,
+    &lst::SPEC,
 ];
 
 impl MethodKind {
@@ -93,6 +96,7 @@ impl MethodKind {
             MethodKind::Full => &full::SPEC,
             MethodKind::Dylora => &dylora::SPEC,
             MethodKind::Coda => &coda::SPEC,
+            MethodKind::Lst => &lst::SPEC,
         }
     }
 }
@@ -129,6 +133,8 @@ pub enum MethodConfig {
     Dylora(DyloraConfig),
     /// A conditional adapter beside a layer.
     Coda(CodaConfig),
+    /// A ladder side network beside the layers.
+    Lst(LstConfig),
 }
 
 impl MethodConfig {
@@ -152,6 +158,7 @@ impl MethodConfig {
             MethodConfig::Full => &Full,
             MethodConfig::Dylora(c) => c,
             MethodConfig::Coda(c) => c,
+            MethodConfig::Lst(c) => c,
         }
     }
 
@@ -178,7 +185,8 @@ impl MethodConfig {
             | MethodConfig::Ssf
             | MethodConfig::Full
             | MethodConfig::Dylora(_)
-            | MethodConfig::Coda(_) => true,
+            | MethodConfig::Coda(_)
+            | MethodConfig::Lst(_) => true,
             MethodConfig::Bitfit => false,
         }
     }
@@ -203,7 +211,8 @@ impl MethodConfig {
             | MethodConfig::Mask(_)
             | MethodConfig::Ssf
             | MethodConfig::Dylora(_)
-            | MethodConfig::Coda(_) => targets.to_vec(),
+            | MethodConfig::Coda(_)
+            | MethodConfig::Lst(_) => targets.to_vec(),
         }
     }
 
@@ -226,7 +235,8 @@ impl MethodConfig {
             | MethodConfig::Ssf
             | MethodConfig::Full
             | MethodConfig::Dylora(_)
-            | MethodConfig::Coda(_) => Vec::new(),
+            | MethodConfig::Coda(_)
+            | MethodConfig::Lst(_) => Vec::new(),
         }
     }
 }

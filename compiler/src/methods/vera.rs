@@ -153,7 +153,7 @@ impl SiteMethod for VeraConfig {
         ]
     }
 
-    fn lowering(&self, site: &Site) -> Option<Lowering> {
+    fn lowering(&self, site: &Site, _: &Dims) -> Option<Lowering> {
         let (i, o, r) = (site.in_dim as u64, site.out_dim as u64, self.r as u64);
         Some(Lowering {
             op: Op::Delta {
@@ -166,6 +166,7 @@ impl SiteMethod for VeraConfig {
                     row_saved: r,
                     step_saved: 0,
                     selection_bytes: 0,
+                    ..DeltaCost::default()
                 },
             },
             wiring: Wiring::DeltaSum,

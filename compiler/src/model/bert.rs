@@ -8,6 +8,7 @@ pub(super) fn dims(cfg: &HfConfig) -> Result<Dims, ConfigError> {
     let hidden = cfg.dim("hidden_size")?;
     let heads = cfg.dim("num_attention_heads")?;
     Ok(Dims {
+        family: super::Family::Bert,
         hidden,
         layers: cfg.dim("num_hidden_layers")?,
         heads,

@@ -15,6 +15,7 @@ pub(super) fn dims(cfg: &HfConfig, model_type: &str) -> Result<Dims, ConfigError
     };
     let attention_bias = cfg.bool_opt("attention_bias")?.unwrap_or(false);
     Ok(Dims {
+        family: super::Family::Llama,
         hidden,
         layers: cfg.dim("num_hidden_layers")?,
         heads,

@@ -279,6 +279,7 @@ fn gguf_dims(path: &Path, h: &GgufHeader, arch: &str, qwen: bool) -> Result<Dims
     };
     let has_bias = h.tensor("blk.0.attn_q.bias").is_some();
     Ok(Dims {
+        family: super::Family::Llama,
         hidden,
         layers: req("block_count")?,
         heads,

@@ -30,6 +30,9 @@ pub enum Family {
 /// The numbers that size every tensor of the model.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Dims {
+    /// The family whose layer these numbers size (a side network builds
+    /// blocks of the same class).
+    pub family: Family,
     pub hidden: usize,
     pub layers: usize,
     pub heads: usize,

@@ -16,6 +16,7 @@ mod ln;
 mod loha;
 mod lokr;
 mod lora;
+pub mod lst;
 mod mask;
 pub mod prefix;
 mod prompt;
@@ -32,8 +33,8 @@ pub use hook::{At, BaseLinear, Hook, SiteHook, Stage};
 pub use mask::initial_index as mask_index;
 pub use table::{
     after_update, before_training, calibration_batches, check_loaded, check_run, coda_at,
-    drop_lowest, droppable, hf_form, hook, merge, norm_scale_shift, prompt_embeddings, prompt_len,
-    regularizer, tuned,
+    drop_lowest, droppable, hf_form, hook, ladder, merge, norm_scale_shift, prompt_embeddings,
+    prompt_len, regularizer, tuned,
 };
 
 use crate::error::{Result, RuntimeError};

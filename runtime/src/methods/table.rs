@@ -5,8 +5,8 @@
 use super::hf::HfForm;
 use super::hook::Hook;
 use super::{
-    adalora, adapter, coda, dylora, full, ia3, ln, loha, lokr, lora, mask, prefix, prompt, ptuning,
-    ssf, vera,
+    adalora, adapter, coda, dylora, full, ia3, ln, loha, lokr, lora, lst, mask, prefix, prompt,
+    ptuning, ssf, vera,
 };
 use crate::data::Batch;
 use crate::error::{Result, RuntimeError};
@@ -41,8 +41,10 @@ pub fn hook<B: PeftKernels>(site: &Site, w: Option<&Frozen<B>>) -> Option<Hook<B
         | MethodConfig::Bitfit
         | MethodConfig::Full
         | MethodConfig::Ln
-        // The layer runs CoDA itself (`coda_at`).
-        | MethodConfig::Coda(_) => None,
+        // The layer runs CoDA itself (`coda_at`); the family's forward pass
+        // runs the side network (`ladder`).
+        | MethodConfig::Coda(_)
+        | MethodConfig::Lst(_) => None,
     }
 }
 
@@ -66,6 +68,32 @@ pub fn coda_at(plan: &Plan, path: &str) -> Option<coda::Coda> {
         | MethodConfig::Full
         | MethodConfig::Dylora(_)
         | MethodConfig::Ln
+        | MethodConfig::Lst(_)
+        | MethodConfig::Ptuning(_) => None,
+    })
+}
+
+/// The plan's LST side network, if it has one: the family's forward pass
+/// hands it the layers' outputs.
+pub fn ladder(plan: &Plan) -> Option<lst::Ladder> {
+    plan.sites.iter().find_map(|s| match &s.method {
+        MethodConfig::Lst(c) => Some(lst::at(c, plan)),
+        MethodConfig::Lora(_)
+        | MethodConfig::Ia3
+        | MethodConfig::Prompt(_)
+        | MethodConfig::Prefix(_)
+        | MethodConfig::Adapter(_)
+        | MethodConfig::Bitfit
+        | MethodConfig::Vera(_)
+        | MethodConfig::Loha(_)
+        | MethodConfig::Lokr(_)
+        | MethodConfig::Adalora(_)
+        | MethodConfig::Mask(_)
+        | MethodConfig::Ssf
+        | MethodConfig::Full
+        | MethodConfig::Dylora(_)
+        | MethodConfig::Ln
+        | MethodConfig::Coda(_)
         | MethodConfig::Ptuning(_) => None,
     })
 }
@@ -91,7 +119,8 @@ pub fn droppable(site: &Site) -> bool {
         | MethodConfig::Bitfit
         | MethodConfig::Ln
         | MethodConfig::Full
-        | MethodConfig::Coda(_) => false,
+        | MethodConfig::Coda(_)
+        | MethodConfig::Lst(_) => false,
     }
 }
 
@@ -127,6 +156,7 @@ pub fn prompt_embeddings<B: PeftKernels>(
             | MethodConfig::Full
             | MethodConfig::Dylora(_)
             | MethodConfig::Coda(_)
+            | MethodConfig::Lst(_)
             | MethodConfig::Ln => {}
         }
     }
@@ -170,7 +200,8 @@ pub fn hf_form(plan: &Plan) -> std::result::Result<&'static dyn HfForm, String> 
         | MethodConfig::Bitfit
         | MethodConfig::Ssf
         | MethodConfig::Full
-        | MethodConfig::Coda(_) => none(),
+        | MethodConfig::Coda(_)
+        | MethodConfig::Lst(_) => none(),
     }
 }
 
@@ -208,7 +239,8 @@ pub fn merge(
         | MethodConfig::Ptuning(_)
         | MethodConfig::Prefix(_)
         | MethodConfig::Adapter(_)
-        | MethodConfig::Coda(_) => refuse(),
+        | MethodConfig::Coda(_)
+        | MethodConfig::Lst(_) => refuse(),
     }
 }
 
@@ -233,6 +265,7 @@ pub fn tuned(plan: &Plan, path: &str) -> Option<(String, Option<String>)> {
         | MethodConfig::Ssf
         | MethodConfig::Dylora(_)
         | MethodConfig::Coda(_)
+        | MethodConfig::Lst(_)
         | MethodConfig::Ptuning(_) => None,
     })
 }
@@ -257,7 +290,8 @@ pub fn norm_scale_shift(plan: &Plan, path: &str) -> Option<(String, String)> {
         | MethodConfig::Mask(_)
         | MethodConfig::Full
         | MethodConfig::Dylora(_)
-        | MethodConfig::Coda(_) => None,
+        | MethodConfig::Coda(_)
+        | MethodConfig::Lst(_) => None,
     })
 }
 

@@ -11,6 +11,7 @@ use super::ops::{gelu, layer_norm};
 use crate::error::Result;
 use crate::kernels::PeftKernels;
 use crate::methods::coda::Coda;
+use crate::methods::lst::{Ladder, SideAt};
 use crate::methods::prefix::PrefixSource;
 use burn::tensor::{Int, Tensor, TensorData};
 use peftc_compiler::model::Dims;
@@ -126,6 +127,8 @@ pub struct Bert<B: PeftKernels> {
     emb_norm: Norm<B>,
     layers: Vec<Layer<B>>,
     pooler: Option<SiteLinear<B>>,
+    /// LST's side network, fed the layers' outputs.
+    ladder: Option<Ladder>,
 }
 
 impl<B: PeftKernels> Bert<B> {
@@ -167,6 +170,7 @@ impl<B: PeftKernels> Bert<B> {
             None
         };
         Ok(Bert {
+            ladder: crate::methods::ladder(l.plan),
             dims: d,
             word,
             position,
@@ -210,6 +214,12 @@ impl<B: PeftKernels> Bert<B> {
             kv_heads: d.kv_heads,
             head_dim: d.head_dim,
         };
+        let at = SideAt {
+            seq,
+            n_prompt,
+            offset: 0,
+        };
+        let mut side = None;
         for (li, layer) in self.layers.iter().enumerate() {
             let input = x.clone();
             let out = match &layer.coda {
@@ -223,8 +233,18 @@ impl<B: PeftKernels> Bert<B> {
             x = layer
                 .at_layer
                 .around_block(&layer.path, &input, out, p, ctx)?;
+            if let Some(l) = self.ladder.as_ref().filter(|l| l.reads(li)) {
+                let s = match side.take() {
+                    Some(s) => s,
+                    None => l.start(input, p)?,
+                };
+                side = Some(l.step(li, x.clone(), s, &at, p, ctx)?);
+            }
         }
-        Ok(x)
+        match (&self.ladder, side) {
+            (Some(l), Some(s)) => l.finish(x, s, p),
+            _ => Ok(x),
+        }
     }
 
     /// `tanh(pooler(h[:, 0]))`, `[rows, h]`, for `hidden: [rows*seq, h]`.

@@ -16,6 +16,7 @@ use crate::error::Result;
 use crate::kernels;
 use crate::kernels::PeftKernels;
 use crate::methods::coda::Coda;
+use crate::methods::lst::{Ladder, SideAt};
 use crate::methods::prefix::PrefixSource;
 use burn::tensor::{Int, Tensor};
 use peftc_compiler::model::Dims;
@@ -166,7 +167,13 @@ pub struct Llama<B: PeftKernels> {
     norm: NormWeights<B>,
     /// `lm_head` `[in, out]` when not tied to the embedding.
     lm_head_t: Option<SiteLinear<B>>,
+    /// LST's side network, fed the layers' outputs.
+    ladder: Option<Ladder>,
 }
+
+/// LST's side network attends over whole sequences it keeps no cache of.
+const NO_LADDER_CACHE: &str =
+    "generation with LST is not supported yet (its side network keeps no key/value cache)";
 
 impl<B: PeftKernels> Llama<B> {
     pub fn load(l: &mut Loader<B>, with_lm_head: bool) -> Result<Llama<B>> {
@@ -210,6 +217,7 @@ impl<B: PeftKernels> Llama<B> {
             }
         };
         Ok(Llama {
+            ladder: crate::methods::ladder(l.plan),
             dims: d,
             embed,
             layers,
@@ -249,6 +257,15 @@ impl<B: PeftKernels> Llama<B> {
             head_dim: d.head_dim,
         };
         let eps = d.norm_eps;
+        if self.ladder.is_some() && cache.is_some() {
+            return Err(crate::error::RuntimeError::Invalid(NO_LADDER_CACHE.into()));
+        }
+        let side_at = SideAt {
+            seq,
+            n_prompt,
+            offset,
+        };
+        let mut side = None;
         for (li, layer) in self.layers.iter().enumerate() {
             let input = x.clone();
             let out = match &layer.coda {
@@ -288,9 +305,19 @@ impl<B: PeftKernels> Llama<B> {
             x = layer
                 .at_layer
                 .around_block(&layer.path, &input, out, p, ctx)?;
+            if let Some(l) = self.ladder.as_ref().filter(|l| l.reads(li)) {
+                let s = match side.take() {
+                    Some(s) => s,
+                    None => l.start(input, p)?,
+                };
+                side = Some(l.step(li, x.clone(), s, &side_at, p, ctx)?);
+            }
         }
         if let Some(c) = cache {
             c.positions += seq;
+        }
+        if let (Some(l), Some(s)) = (&self.ladder, side) {
+            x = l.finish(x, s, p)?;
         }
         self.norm.rms(x, eps, p)
     }
@@ -306,6 +333,9 @@ impl<B: PeftKernels> Llama<B> {
         ctx: &Ctx<B>,
     ) -> Result<Tensor<B, 2>> {
         let d = &self.dims;
+        if self.ladder.is_some() {
+            return Err(crate::error::RuntimeError::Invalid(NO_LADDER_CACHE.into()));
+        }
         if self.layers.iter().any(|l| l.coda.is_some()) {
             return Err(crate::error::RuntimeError::Invalid(
                 "generation with CoDA is not supported yet (its router scores whole sequences)"

@@ -16,7 +16,7 @@ pub mod loss;
 mod norm;
 pub(crate) mod ops;
 pub mod params;
-mod rope;
+pub(crate) mod rope;
 pub mod routes;
 
 pub use ctx::Ctx;
