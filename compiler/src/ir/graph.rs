@@ -74,11 +74,11 @@ impl Graph {
     }
 
     /// Makes every consumer of `from` (but `except`) read `to` instead.
-    pub(super) fn redirect(&mut self, from: NodeId, to: NodeId, except: NodeId) {
+    pub(super) fn redirect(&mut self, from: NodeId, to: NodeId, except: &[NodeId]) {
         let edges: Vec<_> = self
             .g
             .edges_directed(from, Direction::Outgoing)
-            .filter(|e| e.target() != except)
+            .filter(|e| !except.contains(&e.target()))
             .map(|e| (e.id(), e.target(), *e.weight()))
             .collect();
         for (id, target, slot) in edges {

@@ -7,7 +7,6 @@ use super::{IrError, NodeId};
 use crate::estimate::{shared_params, site_params};
 use crate::methods::{Lowering, Wiring};
 use crate::plan::Plan;
-use petgraph::visit::EdgeRef;
 use std::collections::BTreeMap;
 
 pub(super) fn insert_sites(plan: &Plan, g: &mut Graph) -> Result<(), IrError> {
@@ -73,15 +72,15 @@ pub(super) fn insert_sites(plan: &Plan, g: &mut Graph) -> Result<(), IrError> {
                     Node::new(super::op::Op::Add, site.module.clone(), site.layer()),
                     &[y, delta],
                 );
-                splice(g, y, sum);
+                splice(g, y, sum, &[sum]);
             }
             Wiring::InputAndOutput => {
                 let n = g.add(node, &[x, y]);
-                splice(g, y, n);
+                splice(g, y, n, &[n]);
             }
             Wiring::Output => {
                 let n = g.add(node, &[y]);
-                splice(g, y, n);
+                splice(g, y, n, &[n]);
             }
             Wiring::Ladder => ladders.entry(site.statement).or_default().push(node),
         }
@@ -151,30 +150,15 @@ fn ladder(plan: &Plan, g: &mut Graph, steps: Vec<Node>) -> Result<(), IrError> {
     let sum = g.add(Node::new(Op::Add, label, layer), &[out, up]);
     // The sum takes the last layer output's place for every reader but the
     // side network's own steps.
-    let edges: Vec<_> =
-        g.g.edges_directed(out, petgraph::Direction::Outgoing)
-            .map(|e| (e.id(), e.target(), *e.weight()))
-            .filter(|(_, t, _)| *t != sum && !reads_last.contains(t))
-            .collect();
-    for (id, target, slot) in edges {
-        g.g.remove_edge(id);
-        g.g.add_edge(sum, target, slot);
-    }
-    if g.output == out {
-        g.output = sum;
-    }
-    for a in g.anchors.values_mut() {
-        if a.exit == out {
-            a.exit = sum;
-        }
-    }
+    reads_last.push(sum);
+    splice(g, out, sum, &reads_last);
     Ok(())
 }
 
-/// Puts `n` (already reading `y`) between `y` and `y`'s other consumers, and
-/// moves every anchor at `y` to `n`.
-fn splice(g: &mut Graph, y: NodeId, n: NodeId) {
-    g.redirect(y, n, n);
+/// Puts `n` (already reading `y`) between `y` and `y`'s consumers but those
+/// in `keep` (`n` itself among them), and moves every anchor at `y` to `n`.
+fn splice(g: &mut Graph, y: NodeId, n: NodeId, keep: &[NodeId]) {
+    g.redirect(y, n, keep);
     for a in g.anchors.values_mut() {
         if a.exit == y {
             a.exit = n;

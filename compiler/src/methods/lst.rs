@@ -26,7 +26,9 @@
 
 use super::args::Args;
 use super::method::{Capabilities, Lowering, SiteMethod, Wiring};
-use super::spec::{ArgSpec, ArgType, Default, MethodSpec, TargetKind, no_check, no_target_check};
+use super::spec::{
+    ArgSpec, Default, MethodSpec, SIZE, TargetKind, no_check, no_target_check, size,
+};
 use super::table::{MethodConfig, MethodKind};
 use super::tensors::{Init, TensorDecl, site_name};
 use crate::ir::{DeltaCost, Op};
@@ -51,11 +53,7 @@ pub const SPEC: MethodSpec = MethodSpec {
     target: TargetKind::Layer,
     args: &[ArgSpec {
         name: "reduction",
-        ty: ArgType::Int {
-            min: 1,
-            max: 1 << 16,
-            zero_absent: true,
-        },
+        ty: SIZE,
         default: Some(Default::Int(8)),
         doc: "how many times narrower than the backbone the side network is",
     }],
@@ -72,12 +70,9 @@ pub const SPEC: MethodSpec = MethodSpec {
 };
 
 fn configure(args: &Args, _: Placement) -> Option<MethodConfig> {
-    let reduction = args
-        .fixed("reduction")
-        .and_then(|v| v.as_i64())
-        .and_then(|v| usize::try_from(v).ok())
-        .filter(|&v| v > 0)?;
-    Some(MethodConfig::Lst(LstConfig { reduction }))
+    Some(MethodConfig::Lst(LstConfig {
+        reduction: size(args, "reduction")?,
+    }))
 }
 
 /// The widths of a side block.
