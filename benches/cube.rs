@@ -19,6 +19,8 @@ use peftc_compiler::methods::Activation;
 use peftc_runtime::burn;
 use peftc_runtime::kernels::{self, AdapterFn, AdapterParams, PeftKernels, reference};
 use peftc_runtime::model::{Frozen, dora_row_norm};
+use peftc_runtime::weights::PackedMatrix;
+use std::sync::Arc;
 use std::time::Instant;
 
 struct Peak {
@@ -212,6 +214,37 @@ fn run<B: PeftKernels>(device: B::Device, quick: bool) {
         report("adapter (serial)", name, f, u, elem(f, 7));
     }
 
+    // A packed frozen weight (Q4_1, the SmolLM2 GGUF's type) through the
+    // dequant-matmul kernel, forward + input gradient, against the dense f32
+    // matmul with the weight expanded on the device once (6.4x its bytes).
+    for &(name, n, d, o, _) in shapes.iter().chain(&[("decode", 1usize, 576, 1536, 0)]) {
+        let w = Arc::new(q4_1(o, d));
+        let dense = Tensor::<A<B>, 2>::from_data(
+            burn::tensor::TensorData::new(w.to_dense().data, [o, d]),
+            &device,
+        );
+        let x = rand::<A<B>>([n, d], &device).require_grad();
+        let f = time::<B>(&device, iters, || {
+            sync(kernels::packed_linear(x.clone(), &w, None).sum());
+        });
+        let u = time::<B>(&device, iters, || {
+            sync(x.clone().matmul(dense.clone().transpose()).sum());
+        });
+        let tf = 4.0 * (n * d * o) as f64 / (f * 1e-3) / 1e12;
+        report(
+            "packed q4_1",
+            name,
+            f,
+            u,
+            format!(
+                "{tf:.3} TFLOP/s = {:.0}% of peak; weight {} KiB against {} KiB dense",
+                100.0 * tf / p.tflops,
+                w.byte_len() >> 10,
+                (4 * o * d) >> 10
+            ),
+        );
+    }
+
     // Batched multi-adapter LoRA, decode-shaped: one token per row.
     let (d, o, r) = if quick {
         (384, 384, 8)
@@ -265,6 +298,22 @@ fn run<B: PeftKernels>(device: B::Device, quick: bool) {
     for t in targets {
         println!("  {t}");
     }
+}
+
+/// An `[o, d]` Q4_1 matrix of pseudo-random codes, block scales 0.01, mins −0.08.
+fn q4_1(o: usize, d: usize) -> PackedMatrix {
+    let mut bytes = Vec::with_capacity(o * d / 32 * 20);
+    let mut s = 0x9E3779B97F4A7C15u64;
+    for _ in 0..o * d / 32 {
+        bytes.extend(half::f16::from_f32(0.01).to_le_bytes());
+        bytes.extend(half::f16::from_f32(-0.08).to_le_bytes());
+        for _ in 0..16 {
+            s = s.wrapping_mul(6364136223846793005).wrapping_add(1);
+            bytes.push((s >> 56) as u8);
+        }
+    }
+    PackedMatrix::new(peftc_compiler::model::gguf::GgmlType::Q4_1, o, d, bytes)
+        .expect("whole Q4_1 blocks")
 }
 
 /// `what: value — met` or `— not met`.

@@ -162,7 +162,8 @@ fn wgpu_serves_several_adapters_in_one_batch_like_the_cpu() {
     );
 }
 
-/// A decoder on wgpu: SmolLM2-135M (GGUF Q4_1, dequantized; RoPE, RMSNorm,
+/// A decoder on wgpu: SmolLM2-135M (GGUF Q4_1 kept packed on the device, its
+/// products through the dequant-matmul kernel; RoPE, RMSNorm,
 /// SwiGLU through the cube kernel, grouped-query attention) gives the CPU's
 /// next-token logits over the whole vocabulary.
 #[test]

@@ -197,34 +197,16 @@ def run_seed(seed, c, bases, inputs):
         last = inp["attention_mask"].sum(1) - 1
         outs = {"logits_last": logits[rows, last], "logits_first": logits[rows, 0]}
     loss.backward()
-    for k, p in params.items():
-        assert p.grad is not None and p.grad.abs().max() > 0, f"no gradient for {k}"
-        io[f"param.{k}"] = p.detach().clone().contiguous()
-        io[f"grad.{k}"] = p.grad.detach().clone().contiguous()
-    for k, v in outs.items():
-        io[k] = v.detach().float().contiguous()
-    io["loss"] = loss.detach().float().reshape(1)
-    save_file({k: v.contiguous() for k, v in io.items()}, str(d / "io.safetensors"))
-    meta = dict(name=c["name"], model=c["model"], task=c["task"], num_labels=c["num_labels"],
-                statements=c["statements"], native=True, hf_peft_config={},
-                texts=g.MINILM_TEXTS if c["model"] == "minilm" else g.SMOL_TEXTS, token_ids=inp["rows"],
-                n_virtual_tokens=0, seed=seed,
-                notes="CoDA written on transformers' layers by tests/reference/make_coda.py; "
-                      "tensors N*0.05 (light branch, head), the router N*0.02",
-                versions=g.VERSIONS)
+    tols = {}
     if c["task"] == "causal_lm":
         # The soft top-k's weights are exp(z / eps): f32 rounding in the scores reaches the
         # logits amplified. Measured against this reference in float64 (2026-12-01): HF f32
         # 1.8e-4, peftc f32 2.5e-4 at the last position (2.2e-3 / 2.6e-3 at eps = 1).
-        meta["logits_last_tol"] = 3e-4
-        last = (inp["attention_mask"].sum(1) - 1).tolist()
-        meta["logits_positions"] = {"last": last, "first": [0] * len(last),
-                                    "comment": "indices into HF's logits sequence axis"}
-    meta["trainable_params"] = sum(p.numel() for p in params.values())
-    meta["grad_keys"] = sorted(params)
-    meta["io_shapes"] = {k: list(v.shape) for k, v in io.items()
-                         if not k.startswith("grad.") and not k.startswith("param.")}
-    (d / "case.json").write_text(g.dump_json(meta) + "\n")
+        tols["logits_last_tol"] = 3e-4
+    meta = g.write_native_case(
+        d, c, inp, seed, io, params, outs, loss, tols=tols,
+        notes="CoDA written on transformers' layers by tests/reference/make_coda.py; "
+              "tensors N*0.05 (light branch, head), the router N*0.02")
     print(f"{c['name']}: loss {float(loss):.5f}, {meta['trainable_params']} params, "
           f"rows {inp['attention_mask'].sum(1).tolist()} tokens, k={c['k']}")
 

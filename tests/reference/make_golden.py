@@ -293,6 +293,39 @@ def dump_json(obj, indent=0):
     return json.dumps(obj)
 
 
+
+def write_native_case(d, c, inp, seed, io, params, outs, loss, notes, tols=None):
+    """A native case (a method with no HF PEFT form, its reference written on transformers' own
+    layers): io.safetensors with the inputs in `io`, every parameter, its gradient, the outputs
+    and the loss;
+    case.json with what tests/golden.rs checks (`native: true`). `tols` (e.g. `grad_tol`,
+    `logits_last_tol`) are per-case tolerances, each explained where the caller sets it."""
+    io = dict(io)
+    for k, p in params.items():
+        assert p.grad is not None and p.grad.abs().max() > 0, f"no gradient for {k}"
+        io[f"param.{k}"] = p.detach().clone().contiguous()
+        io[f"grad.{k}"] = p.grad.detach().clone().contiguous()
+    for k, v in outs.items():
+        io[k] = v.detach().float().contiguous()
+    io["loss"] = loss.detach().float().reshape(1)
+    save_file({k: v.contiguous() for k, v in io.items()}, str(d / "io.safetensors"))
+    minilm = c["model"] == "minilm"
+    meta = dict(name=c["name"], model=c["model"], task=c["task"], num_labels=c["num_labels"],
+                statements=c["statements"], native=True, hf_peft_config={},
+                texts=MINILM_TEXTS if minilm else SMOL_TEXTS, token_ids=inp["rows"],
+                n_virtual_tokens=0, seed=seed, notes=notes, versions=VERSIONS)
+    meta.update(tols or {})
+    if not minilm:
+        last = (inp["attention_mask"].sum(1) - 1).tolist()
+        meta["logits_positions"] = {"last": last, "first": [0] * len(last),
+                                    "comment": "indices into HF's logits sequence axis"}
+    meta["trainable_params"] = sum(p.numel() for p in params.values())
+    meta["grad_keys"] = sorted(params)
+    meta["io_shapes"] = {k: list(v.shape) for k, v in io.items()
+                         if not k.startswith("grad.") and not k.startswith("param.")}
+    (d / "case.json").write_text(dump_json(meta) + "\n")
+    return meta
+
 # ---------------------------------------------------------------------------------------------
 # Inputs
 # ---------------------------------------------------------------------------------------------

@@ -16,6 +16,7 @@ pub mod loftq;
 mod nf4;
 mod packed;
 mod quantize_load;
+mod resident;
 mod safetensors_file;
 
 pub use dequant::{DECODED, dequantize};
@@ -23,7 +24,8 @@ pub use gguf_weights::{decode_gguf, hf_name, read_gguf_weights, unpermute_rows};
 pub use host::HostTensor;
 pub use int8::Int8Matrix;
 pub use nf4::{NF4_BLOCK, NF4_CODE, Nf4Matrix, SCALE_GROUP, dynamic_code};
-pub use packed::PackedMatrix;
+pub use packed::{Coding, DeviceForm, PackedMatrix};
+pub use resident::Resident;
 pub use safetensors_file::{
     for_each_safetensor, parse_safetensors_all_float, read_safetensors, read_safetensors_all_float,
     write_safetensors,

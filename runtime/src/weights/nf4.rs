@@ -184,6 +184,14 @@ impl Nf4Matrix {
         (&self.codes, &self.qabsmax, &self.absmax2, self.offset)
     }
 
+    /// Every block's absmax as the double quantization gives it back (what
+    /// a GPU backend uploads beside the codes).
+    pub fn block_scales(&self) -> Vec<f32> {
+        (0..self.qabsmax.len())
+            .map(|b| self.block_scale(b))
+            .collect()
+    }
+
     /// Block `b`'s absmax as the double quantization gives it back.
     fn block_scale(&self, b: usize) -> f32 {
         dynamic_code()[self.qabsmax[b] as usize] * self.absmax2[b / SCALE_GROUP] + self.offset

@@ -5,7 +5,7 @@
 //! time, so the f32 form of the whole matrix never exists.
 
 use super::dequant::{decodes, dequantize};
-use super::{HostTensor, Int8Matrix, Nf4Matrix};
+use super::{HostTensor, Int8Matrix, NF4_CODE, Nf4Matrix, Resident};
 use peftc_compiler::model::gguf::GgmlType;
 use rayon::prelude::*;
 
@@ -14,6 +14,33 @@ pub struct PackedMatrix {
     rows: usize,
     cols: usize,
     codes: Codes,
+    /// Its uploads to GPU backends (`kernels::cube::packed`).
+    resident: Resident,
+}
+
+/// How a matrix's values are coded, as a device kernel decodes them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Coding {
+    /// GGUF blocks of this type, rows contiguous.
+    Ggml(GgmlType),
+    /// NF4 nibbles (high nibble first), one scale per 64-value block.
+    Nf4,
+    /// i8 codes, one scale per row, `q · scale / 127`.
+    Int8,
+}
+
+/// What a device needs to decode a [`PackedMatrix`]: its code bytes as
+/// stored, the bytes per row (GGUF; `cols` otherwise), and the f32 side
+/// table: NF4's 16 code values then each block's scale (the double
+/// quantization undone once on the host, so that both sides use the same
+/// f32 scales); Int8's row scales; empty for GGUF, whose scales are in the
+/// blocks.
+#[derive(Debug)]
+pub struct DeviceForm<'a> {
+    pub coding: Coding,
+    pub bytes: std::borrow::Cow<'a, [u8]>,
+    pub row_bytes: usize,
+    pub aux: Vec<f32>,
 }
 
 /// How the values are coded.
@@ -62,11 +89,54 @@ impl PackedMatrix {
                 row_bytes,
                 bytes,
             },
+            resident: Resident::default(),
         })
     }
 
     fn coded(rows: usize, cols: usize, codes: Codes) -> PackedMatrix {
-        PackedMatrix { rows, cols, codes }
+        PackedMatrix {
+            rows,
+            cols,
+            codes,
+            resident: Resident::default(),
+        }
+    }
+
+    /// The codes as a device kernel reads them.
+    pub fn device_form(&self) -> DeviceForm<'_> {
+        use std::borrow::Cow;
+        match &self.codes {
+            Codes::Ggml {
+                ty,
+                row_bytes,
+                bytes,
+            } => DeviceForm {
+                coding: Coding::Ggml(*ty),
+                bytes: Cow::Borrowed(bytes),
+                row_bytes: *row_bytes,
+                aux: Vec::new(),
+            },
+            Codes::Nf4(m) => DeviceForm {
+                coding: Coding::Nf4,
+                bytes: Cow::Borrowed(m.parts().0),
+                row_bytes: self.cols / 2,
+                aux: NF4_CODE.iter().copied().chain(m.block_scales()).collect(),
+            },
+            Codes::Int8(m) => {
+                let (q, scale) = m.parts();
+                DeviceForm {
+                    coding: Coding::Int8,
+                    bytes: Cow::Owned(q.iter().map(|&v| v as u8).collect()),
+                    row_bytes: self.cols,
+                    aux: scale.to_vec(),
+                }
+            }
+        }
+    }
+
+    /// The matrix's copies on devices.
+    pub fn resident(&self) -> &Resident {
+        &self.resident
     }
 
     pub fn rows(&self) -> usize {
@@ -151,15 +221,15 @@ impl PackedMatrix {
                 for &r in order {
                     out.extend_from_slice(&bytes[r * row_bytes..(r + 1) * row_bytes]);
                 }
-                Some(PackedMatrix {
-                    rows: order.len(),
-                    cols: self.cols,
-                    codes: Codes::Ggml {
+                Some(PackedMatrix::coded(
+                    order.len(),
+                    self.cols,
+                    Codes::Ggml {
                         ty: *ty,
                         row_bytes: *row_bytes,
                         bytes: out,
                     },
-                })
+                ))
             }
             Codes::Nf4(_) | Codes::Int8(_) => None,
         }

@@ -13,22 +13,29 @@
 //!   their backward;
 //! - `sgmv.rs`: batched multi-adapter LoRA (shrink / expand with a per-row
 //!   adapter id);
+//! - `dequant.rs`, `packed_matmul.rs`, `packed.rs`: products with a packed
+//!   frozen weight (GGUF blocks, NF4, Int8) whose codes stay on the device,
+//!   decoded value by value inside a tiled matmul, forward and input
+//!   gradient;
 //! - `launch.rs`: operand checks, outputs, grids, and the typed refusal.
 //!
-//! Ops without a kernel here (the frozen GEMMs, attention, norms, loss) run
+//! Ops without a kernel here (the dense frozen GEMMs, attention, norms, loss) run
 //! their reference composition on the same backend, inside one autodiff node
 //! each (`FUSED`), so no intermediate is kept for burn's own backward.
 //! A kernel that declines its operands (dtype, size) prints a one-line notice
 //! once and falls back to the reference composition.
 
+mod dequant;
 mod elementwise;
 mod epilogue;
 mod launch;
+mod packed_matmul;
 mod sgmv;
 
 pub use launch::Unsupported;
 
 use super::{AdapterFn, AdapterParams, PeftKernels, prim, reference, tensor};
+use crate::weights::PackedMatrix;
 use burn::tensor::DType;
 use burn::tensor::ops::FloatTensor;
 use burn_cubecl::tensor::CubeTensor;
@@ -97,9 +104,61 @@ macro_rules! elementwise {
     }};
 }
 
+// After the macros, which it uses.
+mod packed;
+
 impl<R: CubeRuntime, BT: BoolElement> PeftKernels for Cube<R, BT> {
     const FUSED: bool = true;
     const SGMV: bool = true;
+    const PACKED: bool = true;
+
+    fn k_packed_linear(
+        x: FloatTensor<Self>,
+        w: &PackedMatrix,
+        b: Option<FloatTensor<Self>>,
+    ) -> FloatTensor<Self> {
+        let y = match operands("packed_linear", &FLOATS, [x]) {
+            Ok([x]) => match packed::resident(w, &x) {
+                Ok(d) => packed::packed_matmul_on(x, w, &d, false),
+                Err(e) => {
+                    notice(&e);
+                    return prim(reference::packed_linear::<Self>(
+                        tensor(x),
+                        w,
+                        b.map(tensor),
+                    ));
+                }
+            },
+            Err((e, [x])) => {
+                notice(&e);
+                return prim(reference::packed_linear::<Self>(
+                    tensor(x),
+                    w,
+                    b.map(tensor),
+                ));
+            }
+        };
+        match b {
+            Some(b) => prim(tensor::<Self, 2>(y) + tensor::<Self, 2>(b)),
+            None => y,
+        }
+    }
+
+    fn k_packed_linear_dx(w: &PackedMatrix, dy: FloatTensor<Self>) -> FloatTensor<Self> {
+        match operands("packed_linear_dx", &FLOATS, [dy]) {
+            Ok([dy]) => match packed::resident(w, &dy) {
+                Ok(d) => packed::packed_matmul_on(dy, w, &d, true),
+                Err(e) => {
+                    notice(&e);
+                    prim(reference::packed_linear_dx::<Self>(w, tensor(dy)))
+                }
+            },
+            Err((e, [dy])) => {
+                notice(&e);
+                prim(reference::packed_linear_dx::<Self>(w, tensor(dy)))
+            }
+        }
+    }
 
     fn k_gelu(x: FloatTensor<Self>) -> FloatTensor<Self> {
         fused_or!(
