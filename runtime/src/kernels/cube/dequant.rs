@@ -191,7 +191,7 @@ pub fn value(
     } else if comptime!(format == NF4) {
         let at = o * cols + j;
         let mut q = byte(w, at / 2);
-        if at % 2 == 0 {
+        if (at & 1) == 0 {
             q >>= 4;
         }
         v = aux[(q & 15) as usize] * aux[16 + at / 64];
