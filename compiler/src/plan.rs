@@ -62,6 +62,14 @@ pub struct Plan {
 }
 
 impl Plan {
+    /// Whether a quantized base stays in its blocks: unless the train block
+    /// asks for `base = f32` (inference keeps it packed).
+    pub fn base_packed(&self) -> bool {
+        self.train
+            .as_ref()
+            .is_none_or(|t| t.base == crate::train::BaseForm::Packed)
+    }
+
     /// Tokens of text one sequence may hold: unbounded with rotary
     /// positions; with a learned position table (BERT), what the table leaves
     /// after the longest soft prompt.

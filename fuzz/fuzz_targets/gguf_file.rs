@@ -1,6 +1,6 @@
 //! Any bytes as a GGUF file: the header (metadata, tensor directory) the
-//! compiler reads for `peftc check`, then every tensor dequantized as the
-//! runtime loads weights, with the head counts the header gives. Nothing may
+//! compiler reads for `peftc check`, then every tensor read as the runtime
+//! loads weights (packed, and expanded to f32), with the head counts the header gives. Nothing may
 //! panic or allocate past what the bytes can hold; a bad file is an error
 //! naming the tensor.
 #![no_main]
@@ -20,5 +20,8 @@ fuzz_target!(|data: &[u8]| {
     };
     let heads = count("llama.attention.head_count", 9);
     let kv = count("llama.attention.head_count_kv", heads);
-    let _ = peftc_runtime::weights::decode_gguf(data, path, heads, kv).map_err(|e| e.to_string());
+    use peftc_runtime::weights::{GgufForm, decode_gguf};
+    for form in [GgufForm::Packed, GgufForm::F32] {
+        let _ = decode_gguf(data, path, heads, kv, form, &|_| {}).map_err(|e| e.to_string());
+    }
 });

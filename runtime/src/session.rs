@@ -16,7 +16,7 @@ pub struct Session {
 
 impl Session {
     pub fn open(plan: Plan) -> Result<Session> {
-        let mut weights = Weights::load(&plan.model)?;
+        let mut weights = Weights::load(&plan.model, plan.base_packed())?;
         crate::weights::loftq::prepare(&plan, &mut weights)?;
         let tokenizer = TextTokenizer::for_model(&plan.model)?;
         Ok(Session {

@@ -196,7 +196,7 @@ fn a_quantized_load_holds_what_the_compiler_counts() {
         ));
         let model = &checked.model;
         assert_eq!(model.weights.dtype, q);
-        let w = Weights::load(model).expect("loads");
+        let w = Weights::load(model, true).expect("loads");
         let coded: Vec<String> = quantized_modules(model)
             .map(|m| format!("{}.weight", m.path))
             .collect();

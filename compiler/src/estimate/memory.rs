@@ -41,11 +41,7 @@ impl PackedBase {
     /// What of `plan`'s base stays packed.
     pub fn of(plan: &crate::plan::Plan) -> Option<PackedBase> {
         let w = &plan.model.weights;
-        let packed = plan
-            .train
-            .as_ref()
-            .is_none_or(|t| t.base == crate::train::BaseForm::Packed);
-        (packed && w.packed_params > 0).then(|| PackedBase {
+        (plan.base_packed() && w.packed_params > 0).then(|| PackedBase {
             format: w.dtype.clone(),
             params: w.packed_params,
             bytes: w.packed_bytes,

@@ -86,10 +86,7 @@ impl<B: PeftKernels> Output<B> {
 impl<B: PeftKernels> PeftModel<B> {
     /// Moves the base weights of `plan`'s model to `device`, with its methods attached.
     pub fn load(plan: &Plan, mut weights: Weights, device: &B::Device) -> Result<PeftModel<B>> {
-        let packed = plan
-            .train
-            .as_ref()
-            .is_none_or(|t| t.base == peftc_compiler::train::BaseForm::Packed);
+        let packed = plan.base_packed();
         let mut l = Loader::<B> {
             plan,
             weights: &mut weights,

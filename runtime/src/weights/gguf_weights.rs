@@ -74,25 +74,43 @@ fn unpermuted_order(rows: usize, heads: usize) -> Vec<usize> {
     order
 }
 
-/// Reads every tensor of the GGUF file keyed by Hugging Face name: quantized
-/// matrices packed, everything else as f32.
+/// How a GGUF file's quantized matrices are held once read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GgufForm {
+    /// In their blocks (the packed base).
+    Packed,
+    /// Expanded to f32 straight from the file (`train { base = f32 }`): no
+    /// packed copy is made, so none is left in the allocator's pages beside
+    /// the f32 one.
+    F32,
+}
+
+/// Reads every tensor of the GGUF file keyed by Hugging Face name:
+/// quantized matrices as `form` says, everything else as f32. Each tensor's
+/// mapped pages are dropped from the resident set once it is read.
 pub fn read_gguf_weights(
     path: &Path,
     heads: usize,
     kv_heads: usize,
+    form: GgufForm,
 ) -> Result<BTreeMap<String, HostWeight>> {
     let file = std::fs::File::open(path).map_err(|e| RuntimeError::read(path, e))?;
     // SAFETY: read-only map, dropped before returning; see read_safetensors.
     let map = unsafe { memmap2::Mmap::map(&file) }.map_err(|e| RuntimeError::read(path, e))?;
-    decode_gguf(&map, path, heads, kv_heads)
+    decode_gguf(&map, path, heads, kv_heads, form, &|bytes| {
+        super::safetensors_file::release(&map, bytes)
+    })
 }
 
-/// [`read_gguf_weights`] of a file's bytes (`path` names it in errors).
+/// [`read_gguf_weights`] of a file's bytes (`path` names it in errors);
+/// `done` is told each tensor's bytes once they are read.
 pub fn decode_gguf(
     map: &[u8],
     path: &Path,
     heads: usize,
     kv_heads: usize,
+    form: GgufForm,
+    done: &(dyn Fn(&[u8]) + Sync),
 ) -> Result<BTreeMap<String, HostWeight>> {
     let header = parse_header(map, &path.display().to_string())
         .map_err(|e| RuntimeError::format(path, e.what.clone()))?;
@@ -110,7 +128,7 @@ pub fn decode_gguf(
         .par_iter()
         .filter_map(|info| hf_name(&info.name).map(|name| (name, info)))
         .map(|(name, info)| {
-            let t = decode(path, &header, info, map)?;
+            let t = decode(path, &header, info, map, form, done)?;
             let heads_of = if !permuted {
                 None
             } else if name.ends_with("self_attn.q_proj.weight") {
@@ -164,6 +182,8 @@ fn decode(
     header: &GgufHeader,
     info: &GgufTensorInfo,
     map: &[u8],
+    form: GgufForm,
+    done: &(dyn Fn(&[u8]) + Sync),
 ) -> Result<HostWeight> {
     let err = |what: String| RuntimeError::Tensor {
         file: path.to_path_buf(),
@@ -190,9 +210,10 @@ fn decode(
     let bytes = &map[start as usize..end as usize];
     // ggml dims are innermost-first; torch shapes are outermost-first.
     let shape: Vec<usize> = info.dims.iter().rev().map(|&d| d as usize).collect();
-    if stays_packed(info.ty, shape.len()) {
+    if form == GgufForm::Packed && stays_packed(info.ty, shape.len()) {
         let p = PackedMatrix::new(info.ty, shape[0], shape[1], bytes.to_vec())
             .map_err(|what| err(format!("{what} (supported: {DECODED})")))?;
+        done(bytes);
         return Ok(HostWeight::Packed(Arc::new(p)));
     }
     let mut data = vec![0f32; info.elements() as usize];
@@ -202,6 +223,7 @@ fn decode(
             info.ty.name()
         )));
     }
+    done(bytes);
     Ok(HostWeight::Dense(HostTensor::new(shape, data)))
 }
 

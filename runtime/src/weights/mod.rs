@@ -20,7 +20,7 @@ mod resident;
 mod safetensors_file;
 
 pub use dequant::{DECODED, dequantize};
-pub use gguf_weights::{decode_gguf, hf_name, read_gguf_weights, unpermute_rows};
+pub use gguf_weights::{GgufForm, decode_gguf, hf_name, read_gguf_weights, unpermute_rows};
 pub use host::HostTensor;
 pub use int8::Int8Matrix;
 pub use nf4::{NF4_BLOCK, NF4_CODE, Nf4Matrix, SCALE_GROUP, dynamic_code};
@@ -97,12 +97,18 @@ impl Weights {
     }
 
     /// Reads the weights of `model`: `model.safetensors` beside its config.json,
-    /// or the GGUF file it was described from; with `quantize`, its linear
-    /// layers coded.
-    pub fn load(model: &ModelDesc) -> Result<Weights> {
+    /// or the GGUF file it was described from, its quantized matrices kept
+    /// in their blocks if `packed` (else expanded to f32 as they are read);
+    /// with `quantize`, its linear layers coded.
+    pub fn load(model: &ModelDesc, packed: bool) -> Result<Weights> {
         let coder = quantize_load::Coder::of(model);
         let gguf = |path: &Path| -> Result<Weights> {
-            let mut t = read_gguf_weights(path, model.dims.heads, model.dims.kv_heads)?;
+            let form = if packed {
+                GgufForm::Packed
+            } else {
+                GgufForm::F32
+            };
+            let mut t = read_gguf_weights(path, model.dims.heads, model.dims.kv_heads, form)?;
             if let Some(c) = &coder {
                 c.code_all(path, &mut t)?;
             }

@@ -38,7 +38,7 @@ fn read(path: &Path, non_float: NonFloat) -> Result<BTreeMap<String, HostTensor>
 /// Drops the pages of `bytes` (a tensor already converted) from the
 /// process's resident set: the f32 copy and the mapped file would otherwise
 /// both count until the whole file is read.
-fn release(map: &memmap2::Mmap, bytes: &[u8]) {
+pub(super) fn release(map: &memmap2::Mmap, bytes: &[u8]) {
     #[cfg(unix)]
     {
         let offset = bytes.as_ptr() as usize - map.as_ptr() as usize;
