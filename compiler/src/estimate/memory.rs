@@ -70,10 +70,12 @@ pub struct MemoryReport {
 }
 
 /// Process memory beyond tensors: code, allocator slack (mimalloc keeps freed
-/// pages for reuse), tokenizer tables. Calibrated on `benches/compare/run`'s
-/// measured peaks: with 96 MiB the estimates of the five workloads (MiniLM
-/// LoRA / DoRA / (IA)³ / prompt, SmolLM2 LoRA) fall within ±10% of the peak RSS.
-const RUNTIME_OVERHEAD: u64 = 96 << 20;
+/// pages for reuse), tokenizer tables. Calibrated on measured peaks
+/// (`/usr/bin/time -v peftc train`, 2026-12-04, after the loader stopped
+/// copying each weight): with 80 MiB, MiniLM and SmolLM2 LoRA, SmolLM2 f32,
+/// Qwen2.5-0.5B packed / f32 / NF4, MeZO and LST fall within ±10% of the
+/// peak RSS but MiniLM MeZO at batch 16 (+12%).
+const RUNTIME_OVERHEAD: u64 = 80 << 20;
 
 /// Bytes of logits one chunk of the causal LM's fused head + loss holds (the
 /// runtime's `kernels::head_loss`): the loss of a plain frozen head is taken
@@ -274,9 +276,9 @@ pub fn memory(
         // them (`head_chunk`'s two). The allocator keeps the layers' freed
         // pages while the head runs (sizes differ), so the two add up.
         // Measured (`/usr/bin/time -v peftc train`, LoRA r=8 q,v, 4 steps):
-        // SmolLM2-135M Q4_1 at batch 1 / 4 / 8 / 16 × 128 peaks at 242 /
-        // 246 / 285 / 273 MiB against 242 / 265 / 274 / 292 estimated;
-        // MiniLM at batch 16 / 64 × 64 at 206 / 260 against 201 / 255.
+        // SmolLM2-135M Q4_1 at batch 1 / 4 / 8 × 128 peaks at 240 / 266 /
+        // 282 MiB against 226 / 248 / 257 estimated; MiniLM at batch
+        // 16 / 64 × 64 at 165 / 251 against 185 / 239.
         OptimizerKind::Mezo => 3 * largest + head_chunk,
     } * act_bytes;
     let frozen_weights = match packed {

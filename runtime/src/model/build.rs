@@ -1,7 +1,7 @@
 //! Turning base weights into device tensors, module by module, with the
 //! plan's methods attached.
 
-use super::device_params::to_device;
+use super::device_params::into_device;
 use super::frozen::Frozen;
 use super::linear::{Attached, SiteLinear};
 use super::params::sites_of;
@@ -54,7 +54,7 @@ impl<B: PeftKernels> Loader<'_, B> {
     /// Takes a tensor and moves it to the device as 2-D (vectors as `[1, n]`).
     pub fn tensor(&mut self, name: &str, shape: &[usize]) -> Result<Tensor<B, 2>> {
         let t = self.weights.take(name, shape)?;
-        Ok(to_device::<B>(&t, self.device))
+        Ok(into_device::<B>(t, self.device))
     }
 
     /// A frozen matrix, packed if it is and may stay so.

@@ -3,7 +3,7 @@
 //! multiplies those itself ([`PeftKernels::PACKED`]). Layers ask it for
 //! products and rows and never see which it is.
 
-use super::device_params::to_device;
+use super::device_params::{into_device, to_device};
 use super::ops::linear_pt;
 use crate::kernels::{self, PeftKernels};
 use crate::weights::{HostTensor, HostWeight, PackedMatrix};
@@ -28,7 +28,7 @@ impl<B: PeftKernels> Frozen<B> {
                 w: p,
                 device: device.clone(),
             },
-            other => Frozen::Dense(to_device::<B>(&other.into_dense(), device)),
+            other => Frozen::Dense(into_device::<B>(other.into_dense(), device)),
         }
     }
 

@@ -20,7 +20,7 @@ pub(crate) mod rope;
 pub mod routes;
 
 pub use ctx::Ctx;
-pub use device_params::{Params, to_device};
+pub use device_params::{Params, into_device, to_device};
 pub use frozen::Frozen;
 pub use kv_cache::KvCache;
 pub use linear::dora_row_norm;
