@@ -4,7 +4,7 @@
 use crate::error::Result;
 use crate::model::{BaseLookup, ParamStore, param_specs};
 use crate::tokenizer::TextTokenizer;
-use crate::weights::Weights;
+use crate::weights::{GgufForm, Weights};
 use peftc_compiler::model::Family;
 use peftc_compiler::plan::Plan;
 
@@ -16,7 +16,7 @@ pub struct Session {
 
 impl Session {
     pub fn open(plan: Plan) -> Result<Session> {
-        let mut weights = Weights::load(&plan.model, plan.base_packed())?;
+        let mut weights = Weights::load(&plan.model, GgufForm::of(&plan))?;
         crate::weights::loftq::prepare(&plan, &mut weights)?;
         let tokenizer = TextTokenizer::for_model(&plan.model)?;
         Ok(Session {

@@ -8,8 +8,8 @@ use peftc_compiler::model::quantized_modules;
 use peftc_compiler::{CheckOptions, Checked, check};
 use peftc_runtime::weights::loftq::loftq;
 use peftc_runtime::weights::{
-    HostTensor, HostWeight, Int8Matrix, NF4_CODE, Nf4Matrix, PackedMatrix, Weights, dynamic_code,
-    read_safetensors,
+    GgufForm, HostTensor, HostWeight, Int8Matrix, NF4_CODE, Nf4Matrix, PackedMatrix, Weights,
+    dynamic_code, read_safetensors,
 };
 use safetensors::SafeTensors;
 use std::path::PathBuf;
@@ -196,7 +196,7 @@ fn a_quantized_load_holds_what_the_compiler_counts() {
         ));
         let model = &checked.model;
         assert_eq!(model.weights.dtype, q);
-        let w = Weights::load(model, true).expect("loads");
+        let w = Weights::load(model, GgufForm::Packed).expect("loads");
         let coded: Vec<String> = quantized_modules(model)
             .map(|m| format!("{}.weight", m.path))
             .collect();

@@ -74,7 +74,7 @@ pub struct MemoryReport {
 /// (`/usr/bin/time -v peftc train`, 2026-12-04, after the loader stopped
 /// copying each weight): with 80 MiB, MiniLM and SmolLM2 LoRA, SmolLM2 f32,
 /// Qwen2.5-0.5B packed / f32 / NF4, MeZO and LST fall within ±10% of the
-/// peak RSS but MiniLM MeZO at batch 16 (+12%).
+/// peak RSS.
 const RUNTIME_OVERHEAD: u64 = 80 << 20;
 
 /// Bytes of logits one chunk of the causal LM's fused head + loss holds (the
@@ -270,16 +270,19 @@ pub fn memory(
         // (a frozen backbone below every trainable tensor, as under LST,
         // takes no part: its forward's temporaries are freed by then).
         OptimizerKind::Adamw | OptimizerKind::Sgd => (2 * largest_grad).max(head_chunk),
-        // Forward passes only. A layer's peak is its MLP: both projections
-        // and their product, three tensors of the widest activation; the
-        // head's chunk holds its logits and the cross-entropy's softmax of
-        // them (`head_chunk`'s two). The allocator keeps the layers' freed
-        // pages while the head runs (sizes differ), so the two add up.
-        // Measured (`/usr/bin/time -v peftc train`, LoRA r=8 q,v, 4 steps):
-        // SmolLM2-135M Q4_1 at batch 1 / 4 / 8 × 128 peaks at 240 / 266 /
-        // 282 MiB against 226 / 248 / 257 estimated; MiniLM at batch
-        // 16 / 64 × 64 at 165 / 251 against 185 / 239.
-        OptimizerKind::Mezo => 3 * largest + head_chunk,
+        // Forward passes only. A layer's transient tensors peak in its MLP
+        // and attention: the projection's and the activation's outputs, the
+        // attention's scores and probabilities, about four tensors of the
+        // widest activation; the head's chunk holds its logits and the
+        // cross-entropy's softmax of them (`head_chunk`'s two). The allocator
+        // keeps the layers' freed pages while the head runs (sizes differ),
+        // so the two add up. Measured (`/usr/bin/time -v peftc train`, LoRA
+        // r=8 q,v, 4 steps, 2026-12-04): MiniLM at batch 16 / 32 / 64 × 64
+        // peaks at 181 / 204 / 284 MiB against 191 / 215 / 263 estimated;
+        // SmolLM2-135M Q4_1 at batch 1 / 4 / 8 × 128 (`eval_max = 16`) at
+        // 240 / 266 / 242 MiB against 227 / 251 / 263. (Three tensors fit
+        // batch 16 better, +2%, but missed batch 64 by −16%.)
+        OptimizerKind::Mezo => 4 * largest + head_chunk,
     } * act_bytes;
     let frozen_weights = match packed {
         Some(p) => frozen.saturating_sub(p.params as u128) * act_bytes + p.bytes as u128,

@@ -11,6 +11,7 @@ use super::{HostTensor, HostWeight, PackedMatrix};
 use crate::error::{Result, RuntimeError};
 use peftc_compiler::model::gguf::GgmlType;
 use peftc_compiler::model::gguf::{GgufHeader, GgufTensorInfo, parse_header};
+use peftc_compiler::plan::Plan;
 use rayon::prelude::*;
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -85,6 +86,17 @@ pub enum GgufForm {
     F32,
 }
 
+impl GgufForm {
+    /// The form `plan`'s base takes ([`Plan::base_packed`]).
+    pub fn of(plan: &Plan) -> GgufForm {
+        if plan.base_packed() {
+            GgufForm::Packed
+        } else {
+            GgufForm::F32
+        }
+    }
+}
+
 /// Reads every tensor of the GGUF file keyed by Hugging Face name:
 /// quantized matrices as `form` says, everything else as f32. Each tensor's
 /// mapped pages are dropped from the resident set once it is read.
@@ -94,11 +106,9 @@ pub fn read_gguf_weights(
     kv_heads: usize,
     form: GgufForm,
 ) -> Result<BTreeMap<String, HostWeight>> {
-    let file = std::fs::File::open(path).map_err(|e| RuntimeError::read(path, e))?;
-    // SAFETY: read-only map, dropped before returning; see read_safetensors.
-    let map = unsafe { memmap2::Mmap::map(&file) }.map_err(|e| RuntimeError::read(path, e))?;
+    let map = super::mapped::open(path)?;
     decode_gguf(&map, path, heads, kv_heads, form, &|bytes| {
-        super::safetensors_file::release(&map, bytes)
+        super::mapped::release(&map, bytes)
     })
 }
 

@@ -13,6 +13,7 @@ mod host;
 mod int8;
 mod kquants;
 pub mod loftq;
+mod mapped;
 mod nf4;
 mod packed;
 mod quantize_load;
@@ -97,17 +98,11 @@ impl Weights {
     }
 
     /// Reads the weights of `model`: `model.safetensors` beside its config.json,
-    /// or the GGUF file it was described from, its quantized matrices kept
-    /// in their blocks if `packed` (else expanded to f32 as they are read);
-    /// with `quantize`, its linear layers coded.
-    pub fn load(model: &ModelDesc, packed: bool) -> Result<Weights> {
+    /// or the GGUF file it was described from, its quantized matrices held
+    /// as `form` says; with `quantize`, its linear layers coded.
+    pub fn load(model: &ModelDesc, form: GgufForm) -> Result<Weights> {
         let coder = quantize_load::Coder::of(model);
         let gguf = |path: &Path| -> Result<Weights> {
-            let form = if packed {
-                GgufForm::Packed
-            } else {
-                GgufForm::F32
-            };
             let mut t = read_gguf_weights(path, model.dims.heads, model.dims.kv_heads, form)?;
             if let Some(c) = &coder {
                 c.code_all(path, &mut t)?;

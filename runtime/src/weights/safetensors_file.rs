@@ -2,6 +2,7 @@
 //! with errors that name the file and the tensor.
 
 use super::HostTensor;
+use super::mapped::{open, release};
 use crate::error::{Result, RuntimeError};
 use safetensors::{Dtype, SafeTensors};
 use std::collections::BTreeMap;
@@ -27,30 +28,8 @@ enum NonFloat {
 }
 
 fn read(path: &Path, non_float: NonFloat) -> Result<BTreeMap<String, HostTensor>> {
-    let file = std::fs::File::open(path).map_err(|e| RuntimeError::read(path, e))?;
-    // SAFETY: the map is read-only and lives only inside this function; a file
-    // changed underneath would at worst give wrong values, which the shape and
-    // finiteness checks downstream report.
-    let map = unsafe { memmap2::Mmap::map(&file) }.map_err(|e| RuntimeError::read(path, e))?;
+    let map = open(path)?;
     collect(&map, path, non_float, |bytes| release(&map, bytes))
-}
-
-/// Drops the pages of `bytes` (a tensor already converted) from the
-/// process's resident set: the f32 copy and the mapped file would otherwise
-/// both count until the whole file is read.
-pub(super) fn release(map: &memmap2::Mmap, bytes: &[u8]) {
-    #[cfg(unix)]
-    {
-        let offset = bytes.as_ptr() as usize - map.as_ptr() as usize;
-        // SAFETY: the mapping is a read-only shared file mapping: after
-        // MADV_DONTNEED any access re-reads the same file bytes, so borrows
-        // of it stay valid. Failure only leaves the pages resident.
-        let _ = unsafe {
-            map.unchecked_advise_range(memmap2::UncheckedAdvice::DontNeed, offset, bytes.len())
-        };
-    }
-    #[cfg(not(unix))]
-    let _ = (map, bytes);
 }
 
 /// [`read_safetensors_all_float`] of a file's bytes (`path` names it in errors).
@@ -68,9 +47,7 @@ pub fn for_each_safetensor(
     path: &Path,
     f: impl FnMut(String, HostTensor) -> Result<()>,
 ) -> Result<()> {
-    let file = std::fs::File::open(path).map_err(|e| RuntimeError::read(path, e))?;
-    // SAFETY: as in `read`.
-    let map = unsafe { memmap2::Mmap::map(&file) }.map_err(|e| RuntimeError::read(path, e))?;
+    let map = open(path)?;
     each(&map, path, NonFloat::Skip, f, |bytes| release(&map, bytes))
 }
 

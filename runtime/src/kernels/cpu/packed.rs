@@ -103,7 +103,9 @@ fn over_tiles(w: &PackedMatrix, mut f: impl FnMut(usize, usize, &[f32])) {
     }
 }
 
-/// [`linear`] for a few rows of `x`: the cores split `W`'s rows.
+/// [`linear`] for a few rows of `x`: the cores split `W`'s rows, each row
+/// dequantized into one buffer of the task (it stays in L1) and dotted with
+/// every row of `x`.
 fn linear_few_rows(x: &[f32], n: usize, w: &PackedMatrix, y: &mut [f32]) {
     let (o, k) = (w.rows(), w.cols());
     let tr = tile_rows(k, o).min(o.div_ceil(4 * rayon::current_num_threads()).max(1));
@@ -113,12 +115,12 @@ fn linear_few_rows(x: &[f32], n: usize, w: &PackedMatrix, y: &mut [f32]) {
         .map(|t| {
             let t0 = t * tr;
             let rows = tr.min(o - t0);
-            let mut tile = vec![0f32; rows * k];
-            dequantize_tile(w, t0, &mut tile);
+            let mut row = vec![0f32; k];
             let mut out = vec![0f32; rows * n];
-            for (r, wr) in tile.chunks_exact(k).enumerate() {
+            for r in 0..rows {
+                dequantize_tile(w, t0 + r, &mut row);
                 for i in 0..n {
-                    out[r * n + i] = dot(wr, &x[i * k..(i + 1) * k]);
+                    out[r * n + i] = dot(&row, &x[i * k..(i + 1) * k]);
                 }
             }
             (t0, out)
