@@ -73,8 +73,8 @@ pub struct MemoryReport {
 /// pages for reuse), tokenizer tables. Calibrated on measured peaks
 /// (`/usr/bin/time -v peftc train`, 2026-12-04, after the loader stopped
 /// copying each weight): with 80 MiB, MiniLM and SmolLM2 LoRA, SmolLM2 f32,
-/// Qwen2.5-0.5B packed / f32 / NF4, MeZO and LST fall within ±10% of the
-/// peak RSS.
+/// Qwen2.5-0.5B packed / f32 / NF4 and MeZO fall within ±10% of the peak
+/// RSS; LST does not (see the workspace below).
 const RUNTIME_OVERHEAD: u64 = 80 << 20;
 
 /// Bytes of logits one chunk of the causal LM's fused head + loss holds (the
@@ -268,7 +268,9 @@ pub fn memory(
         // Backward holds a gradient and a scratch buffer the size of the
         // largest activation it differentiates beside the saved tensors
         // (a frozen backbone below every trainable tensor, as under LST,
-        // takes no part: its forward's temporaries are freed by then).
+        // takes no part in backward; its forward's temporaries, which this
+        // does not price, are why LST's estimate is 12% / 14% under the
+        // measured peak on MiniLM / SmolLM2, 2026-12-04).
         OptimizerKind::Adamw | OptimizerKind::Sgd => (2 * largest_grad).max(head_chunk),
         // Forward passes only. A layer's transient tensors peak in its MLP
         // and attention: the projection's and the activation's outputs, the
