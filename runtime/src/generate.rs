@@ -212,7 +212,7 @@ pub fn generate<B: PeftKernels>(
     let mut cache: KvCache<B> = model.new_cache();
     let mut rng = sampling_rng(o.seed);
     let t0 = std::time::Instant::now();
-    let mut logits = model.step(prompt, &mut cache, p)?;
+    let mut logits = crate::kernels::on_pool(|| model.step(prompt, &mut cache, p))?;
     let prefill_seconds = t0.elapsed().as_secs_f64();
     let t1 = std::time::Instant::now();
     let mut stream = TextStream::new(o.stop.clone());
@@ -232,7 +232,7 @@ pub fn generate<B: PeftKernels>(
         if stopped {
             break FinishReason::Stop;
         }
-        logits = model.step(&[next], &mut cache, p)?;
+        logits = crate::kernels::on_pool(|| model.step(&[next], &mut cache, p))?;
     };
     let rest = stream.finish();
     if !rest.is_empty() {

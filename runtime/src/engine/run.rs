@@ -86,8 +86,12 @@ impl<B: PeftKernels> Engine<B> {
                     Err(TryRecvError::Disconnected) => open = false,
                 }
             }
-            self.guarded(|e| e.admit());
-            self.guarded(|e| e.step());
+            // On a worker of the pool: see `kernels::on_pool`.
+            let engine = &mut self;
+            crate::kernels::on_pool(move || {
+                engine.guarded(|e| e.admit());
+                engine.guarded(|e| e.step());
+            });
             self.gauges();
         }
     }

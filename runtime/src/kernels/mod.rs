@@ -40,6 +40,17 @@ pub fn blas_core() -> Option<String> {
 }
 pub use cpu::rope::RopeShape;
 
+/// Runs `f` on one of rayon's workers (the calling thread waits). A model
+/// step is a chain of serial operations around a few hundred parallel
+/// kernels; called from a thread outside the pool, each kernel hands its
+/// work to the pool and puts the caller to sleep until it is done, and the
+/// wake-up, plus the idle workers' spinning against the caller for the
+/// cores, cost about as much as a small kernel. On a worker the caller
+/// takes its share of each kernel and goes on at once.
+pub fn on_pool<R: Send>(f: impl FnOnce() -> R + Send) -> R {
+    rayon::scope(|_| f())
+}
+
 use std::sync::Arc;
 
 use crate::weights::PackedMatrix;

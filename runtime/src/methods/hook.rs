@@ -45,8 +45,9 @@ pub struct At<'a, B: PeftKernels> {
     pub ctx: &'a Ctx<B>,
 }
 
-/// A method at one module.
-pub trait SiteHook<B: PeftKernels> {
+/// A method at one module. `Send + Sync`: a model steps on any of rayon's
+/// workers (`kernels::on_pool`).
+pub trait SiteHook<B: PeftKernels>: Send + Sync {
     fn stage(&self) -> Stage;
 
     /// [`Stage::Input`] hooks: the input the base product reads.

@@ -42,8 +42,40 @@ pub fn first_non_finite(tensors: &BTreeMap<String, HostTensor>) -> Option<&str> 
 /// Trains on `micro` (one group of gradient accumulation) at learning rate
 /// `lr`, as step `step` (from 0) of `total`. `first_micro` is the global index of the first micro-batch: dropout
 /// masks are keyed by it, so the step is reproducible from the step alone.
+/// Runs on a worker of rayon's pool (`kernels::on_pool`).
 #[allow(clippy::too_many_arguments)]
 pub fn train_step<B: AutodiffBackend + PeftKernels>(
+    model: &PeftModel<B>,
+    store: &mut ParamStore,
+    adam: &mut AdamW,
+    cfg: &TrainConfig,
+    micro: &[Batch],
+    first_micro: usize,
+    step: usize,
+    total: usize,
+    lr: f64,
+    policy: NonFinitePolicy,
+    device: &B::Device,
+) -> Result<StepStats> {
+    crate::kernels::on_pool(|| {
+        step_here(
+            model,
+            store,
+            adam,
+            cfg,
+            micro,
+            first_micro,
+            step,
+            total,
+            lr,
+            policy,
+            device,
+        )
+    })
+}
+
+#[allow(clippy::too_many_arguments)]
+fn step_here<B: AutodiffBackend + PeftKernels>(
     model: &PeftModel<B>,
     store: &mut ParamStore,
     adam: &mut AdamW,

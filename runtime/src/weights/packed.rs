@@ -178,6 +178,19 @@ impl PackedMatrix {
         }
     }
 
+    /// The GGUF blocks as stored: type, bytes per row, every row's bytes
+    /// (`None` for NF4 and int8 codes).
+    pub fn ggml_blocks(&self) -> Option<(GgmlType, usize, &[u8])> {
+        match &self.codes {
+            Codes::Ggml {
+                ty,
+                row_bytes,
+                bytes,
+            } => Some((*ty, *row_bytes, bytes)),
+            Codes::Nf4(_) | Codes::Int8(_) => None,
+        }
+    }
+
     /// Rows `start..start + out.len() / cols` as f32 into `out`.
     pub fn dequantize_rows(&self, start: usize, out: &mut [f32]) {
         let n = out.len() / self.cols;

@@ -9,6 +9,7 @@ mod erf;
 mod loss;
 mod norm;
 mod packed;
+mod qdot;
 pub mod rope;
 
 /// Whether this CPU has AVX2 and FMA (checked once).

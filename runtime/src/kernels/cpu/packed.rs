@@ -3,10 +3,11 @@
 //! into a buffer that stays in the core's cache and fed to single-threaded
 //! BLAS, the cores splitting the rows of `x` (each dequantizes every tile,
 //! which costs `out·in` against the product's `2·rows·out·in`). With a few
-//! rows (decoding) the cores split `W`'s rows instead, each row dequantized
-//! once and dotted with every row of `x`.
+//! rows (decoding) the cores split `W`'s rows instead, each row read once
+//! and dotted with every row of `x` in its blocks (`qdot.rs`).
 
 use super::blas::gemm_st;
+use super::qdot;
 use super::simd_fn;
 use crate::weights::PackedMatrix;
 use rayon::prelude::*;
@@ -103,26 +104,61 @@ fn over_tiles(w: &PackedMatrix, mut f: impl FnMut(usize, usize, &[f32])) {
     }
 }
 
-/// [`linear`] for a few rows of `x`: the cores split `W`'s rows, each row
-/// dequantized into one buffer of the task (it stays in L1) and dotted with
-/// every row of `x`.
+/// [`linear`] for a few rows of `x`: the cores split `W`'s rows. Each row's
+/// blocks are decoded in registers and met by every row of `x` ([`qdot`])
+/// where the CPU and type have a fused kernel; else the row is dequantized
+/// into a buffer of the task (it stays in L1) and dotted.
 fn linear_few_rows(x: &[f32], n: usize, w: &PackedMatrix, y: &mut [f32]) {
     let (o, k) = (w.rows(), w.cols());
     let tr = tile_rows(k, o).min(o.div_ceil(4 * rayon::current_num_threads()).max(1));
+    let fused = w
+        .ggml_blocks()
+        .and_then(|(ty, row_bytes, bytes)| Some((qdot::row_dots(ty)?, row_bytes, bytes)));
+    let sums = match fused {
+        Some(_) => qdot::block_sums(x),
+        None => Vec::new(),
+    };
+    // Rows `t0..t0 + out.len() / n` of `W` against every row of `x`, into
+    // `out: [rows, n]`.
+    let rows_into = |t0: usize, out: &mut [f32]| match fused {
+        Some((dots, row_bytes, bytes)) => {
+            for (r, o) in out.chunks_exact_mut(n).enumerate() {
+                dots(
+                    &bytes[(t0 + r) * row_bytes..(t0 + r + 1) * row_bytes],
+                    x,
+                    &sums,
+                    o,
+                );
+            }
+        }
+        None => {
+            let mut row = vec![0f32; k];
+            for (r, o) in out.chunks_exact_mut(n).enumerate() {
+                dequantize_tile(w, t0 + r, &mut row);
+                for (i, v) in o.iter_mut().enumerate() {
+                    *v = dot(&row, &x[i * k..(i + 1) * k]);
+                }
+            }
+        }
+    };
+    if n == 1 {
+        // `y: [1, out]` is the tasks' `[rows, 1]` side by side.
+        let mut part = vec![0f32; o];
+        part.par_chunks_mut(tr)
+            .enumerate()
+            .for_each(|(t, out)| rows_into(t * tr, out));
+        for (yv, v) in y.iter_mut().zip(&part) {
+            *yv += v;
+        }
+        return;
+    }
     // Each task's results `[rows, n]`, then scattered into `y: [n, out]`.
     let parts: Vec<(usize, Vec<f32>)> = (0..o.div_ceil(tr))
         .into_par_iter()
         .map(|t| {
             let t0 = t * tr;
-            let rows = tr.min(o - t0);
-            let mut row = vec![0f32; k];
-            let mut out = vec![0f32; rows * n];
-            for r in 0..rows {
-                dequantize_tile(w, t0 + r, &mut row);
-                for i in 0..n {
-                    out[r * n + i] = dot(&row, &x[i * k..(i + 1) * k]);
-                }
-            }
+            let mut out = vec![0f32; tr.min(o - t0) * n];
+            rows_into(t0, &mut out);
             (t0, out)
         })
         .collect();
