@@ -122,14 +122,9 @@ fn linear_few_rows(x: &[f32], n: usize, w: &PackedMatrix, y: &mut [f32]) {
     // `out: [rows, n]`.
     let rows_into = |t0: usize, out: &mut [f32]| match fused {
         Some((dots, row_bytes, bytes)) => {
-            for (r, o) in out.chunks_exact_mut(n).enumerate() {
-                dots(
-                    &bytes[(t0 + r) * row_bytes..(t0 + r + 1) * row_bytes],
-                    x,
-                    &sums,
-                    o,
-                );
-            }
+            let rows = out.len() / n;
+            let w_rows = &bytes[t0 * row_bytes..(t0 + rows) * row_bytes];
+            dots(w_rows, row_bytes, x, &sums, n, out)
         }
         None => {
             let mut row = vec![0f32; k];

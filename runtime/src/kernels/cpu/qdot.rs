@@ -27,10 +27,12 @@ pub fn block_sums(x: &[f32]) -> Vec<f32> {
     x.chunks_exact(32).map(|b| b.iter().sum()).collect()
 }
 
-/// `out[i] = w·x_i` for a row's bytes `w` of type `ty` and the `n =
-/// out.len()` rows of `x: [n, k]` with their [`block_sums`] `[n, k/32]`.
-/// Each block is decoded once for all the rows of `x`.
-pub type RowDots = fn(w: &[u8], x: &[f32], sums: &[f32], out: &mut [f32]);
+/// `out[r·n + i] = w_r·x_i` for the rows `w_r` of `w` (`row_bytes` each, of
+/// type `ty`) and the `n` rows of `x: [n, k]` with their [`block_sums`]
+/// `[n, k/32]`; `out: [rows, n]`. Each block is decoded once for up to
+/// four rows of `x`.
+pub type RowDots =
+    fn(w: &[u8], row_bytes: usize, x: &[f32], sums: &[f32], n: usize, out: &mut [f32]);
 
 /// The fused kernel for `ty` on this CPU, if there is one.
 pub fn row_dots(ty: GgmlType) -> Option<RowDots> {
@@ -236,78 +238,101 @@ mod x86 {
         _mm_cvtss_f32(_mm_add_ss(s, _mm_shuffle_ps(s, s, 1)))
     }
 
-    /// [`super::RowDots`] for `N` rows of `x` at once: a block's codes
-    /// decoded once, then met by each row.
+    /// [`super::RowDots`] for `N` rows of `x`: each block of each row of
+    /// `w` decoded once, then met by the `N` rows. Row `r`'s results go to
+    /// `out[r·stride..][..N]`.
     #[target_feature(enable = "avx2,fma,f16c")]
-    fn dots<K: Block, const N: usize>(w: &[u8], x: &[f32], sums: &[f32], out: &mut [f32]) {
-        let blocks = w.len() / K::BYTES;
+    fn dots<K: Block, const N: usize>(
+        w: &[u8],
+        row_bytes: usize,
+        x: &[f32],
+        sums: &[f32],
+        out: &mut [f32],
+        stride: usize,
+    ) {
+        let blocks = row_bytes / K::BYTES;
         let k = blocks * 32;
+        let rows = w.len() / row_bytes;
         assert!(
-            x.len() == N * k && sums.len() == N * blocks && out.len() == N,
-            "a row of {blocks} blocks against {} values and {} sums for {N} rows",
+            row_bytes == blocks * K::BYTES
+                && x.len() == N * k
+                && sums.len() == N * blocks
+                && (rows == 0 || out.len() >= (rows - 1) * stride + N),
+            "{rows} rows of {blocks} blocks against {} values and {} sums for {N} rows of x",
             x.len(),
             sums.len()
         );
-        let mut acc = [_mm256_setzero_ps(); N];
-        let mut offsets = [0f32; N];
-        for b in 0..blocks {
-            // SAFETY: block `b` lies inside `w` (`blocks` of them), and
-            // `available()` was checked by `row_dots`, the only way here.
-            let (q, d, m) = unsafe { K::decode(w.as_ptr().add(b * K::BYTES)) };
-            let dv = _mm256_set1_ps(d);
-            for (i, (a, off)) in acc.iter_mut().zip(offsets.iter_mut()).enumerate() {
-                // SAFETY: row `i`'s block `b` is `x[i·k + 32·b ..][..32]`, inside `x`.
-                let xp = unsafe { x.as_ptr().add(i * k + 32 * b) };
-                let mut qx = _mm256_mul_ps(q[0], unsafe { _mm256_loadu_ps(xp) });
-                for (g, &qg) in q.iter().enumerate().skip(1) {
-                    qx = _mm256_fmadd_ps(qg, unsafe { _mm256_loadu_ps(xp.add(8 * g)) }, qx);
+        let xs: [&[f32]; N] = std::array::from_fn(|i| &x[i * k..(i + 1) * k]);
+        let xsums: [&[f32]; N] = std::array::from_fn(|i| &sums[i * blocks..(i + 1) * blocks]);
+        for (r, row) in w.chunks_exact(row_bytes).enumerate() {
+            let mut acc = [_mm256_setzero_ps(); N];
+            let mut offsets = [0f32; N];
+            for b in 0..blocks {
+                // SAFETY: block `b` lies inside the row (`blocks` of them), and
+                // `available()` was checked by `row_dots`, the only way here.
+                let (q, d, m) = unsafe { K::decode(row.as_ptr().add(b * K::BYTES)) };
+                let dv = _mm256_set1_ps(d);
+                for i in 0..N {
+                    let xb = &xs[i][32 * b..32 * b + 32];
+                    let xp = xb.as_ptr();
+                    // SAFETY: `xb` holds the 32 floats the four loads read.
+                    let mut qx = _mm256_mul_ps(q[0], unsafe { _mm256_loadu_ps(xp) });
+                    for (g, &qg) in q.iter().enumerate().skip(1) {
+                        qx = _mm256_fmadd_ps(qg, unsafe { _mm256_loadu_ps(xp.add(8 * g)) }, qx);
+                    }
+                    acc[i] = _mm256_fmadd_ps(dv, qx, acc[i]);
+                    offsets[i] += m * xsums[i][b];
                 }
-                *a = _mm256_fmadd_ps(dv, qx, *a);
-                *off += m * sums[i * blocks + b];
             }
-        }
-        for ((o, a), off) in out.iter_mut().zip(acc).zip(offsets) {
-            *o = hsum(a) + off;
+            let o = &mut out[r * stride..r * stride + N];
+            for ((o, a), off) in o.iter_mut().zip(acc).zip(offsets) {
+                *o = hsum(a) + off;
+            }
         }
     }
 
-    /// [`dots`] over `out.len()` rows of `x`, four at a time.
-    fn dispatch<K: Block>(w: &[u8], x: &[f32], sums: &[f32], out: &mut [f32]) {
-        let n = out.len().max(1);
+    /// [`dots`] over the `n` rows of `x`, four at a time.
+    fn dispatch<K: Block>(
+        w: &[u8],
+        row_bytes: usize,
+        x: &[f32],
+        sums: &[f32],
+        n: usize,
+        out: &mut [f32],
+    ) {
+        let n = n.max(1);
         let (k, nb) = (x.len() / n, sums.len() / n);
-        for (c, o) in out.chunks_mut(4).enumerate() {
-            let rows = c * 4..c * 4 + o.len();
-            let (xs, ss) = (
-                &x[rows.start * k..rows.end * k],
-                &sums[rows.start * nb..rows.end * nb],
-            );
+        for c in (0..n).step_by(4) {
+            let m = 4.min(n - c);
+            let (xs, ss) = (&x[c * k..(c + m) * k], &sums[c * nb..(c + m) * nb]);
+            let o = &mut out[c..];
             // SAFETY: reached only through `row_dots`, after `available()`.
             unsafe {
-                match o.len() {
-                    1 => dots::<K, 1>(w, xs, ss, o),
-                    2 => dots::<K, 2>(w, xs, ss, o),
-                    3 => dots::<K, 3>(w, xs, ss, o),
-                    _ => dots::<K, 4>(w, xs, ss, o),
+                match m {
+                    1 => dots::<K, 1>(w, row_bytes, xs, ss, o, n),
+                    2 => dots::<K, 2>(w, row_bytes, xs, ss, o, n),
+                    3 => dots::<K, 3>(w, row_bytes, xs, ss, o, n),
+                    _ => dots::<K, 4>(w, row_bytes, xs, ss, o, n),
                 }
             }
         }
     }
 
     // The entry points `row_dots` hands out (after `available()`).
-    pub fn q4_0(w: &[u8], x: &[f32], s: &[f32], out: &mut [f32]) {
-        dispatch::<Q4_0>(w, x, s, out)
+    pub fn q4_0(w: &[u8], rb: usize, x: &[f32], s: &[f32], n: usize, out: &mut [f32]) {
+        dispatch::<Q4_0>(w, rb, x, s, n, out)
     }
-    pub fn q4_1(w: &[u8], x: &[f32], s: &[f32], out: &mut [f32]) {
-        dispatch::<Q4_1>(w, x, s, out)
+    pub fn q4_1(w: &[u8], rb: usize, x: &[f32], s: &[f32], n: usize, out: &mut [f32]) {
+        dispatch::<Q4_1>(w, rb, x, s, n, out)
     }
-    pub fn q5_0(w: &[u8], x: &[f32], s: &[f32], out: &mut [f32]) {
-        dispatch::<Q5_0>(w, x, s, out)
+    pub fn q5_0(w: &[u8], rb: usize, x: &[f32], s: &[f32], n: usize, out: &mut [f32]) {
+        dispatch::<Q5_0>(w, rb, x, s, n, out)
     }
-    pub fn q5_1(w: &[u8], x: &[f32], s: &[f32], out: &mut [f32]) {
-        dispatch::<Q5_1>(w, x, s, out)
+    pub fn q5_1(w: &[u8], rb: usize, x: &[f32], s: &[f32], n: usize, out: &mut [f32]) {
+        dispatch::<Q5_1>(w, rb, x, s, n, out)
     }
-    pub fn q8_0(w: &[u8], x: &[f32], s: &[f32], out: &mut [f32]) {
-        dispatch::<Q8_0>(w, x, s, out)
+    pub fn q8_0(w: &[u8], rb: usize, x: &[f32], s: &[f32], n: usize, out: &mut [f32]) {
+        dispatch::<Q8_0>(w, rb, x, s, n, out)
     }
 }
 
@@ -363,10 +388,13 @@ mod tests {
                 let w = blocks(ty, k / 32, seed);
                 let mut dense = vec![0f32; k];
                 assert!(dequantize(ty, &w, &mut dense));
+                // The row twice: two rows of W, results `[2, n]`.
+                let w2 = [w.clone(), w.clone()].concat();
                 for n in [1, 3, 5] {
-                    let mut got = vec![0f32; n];
-                    f(&w, &x[..n * k], &sums[..n * k / 32], &mut got);
-                    for (i, &g) in got.iter().enumerate() {
+                    let mut got = vec![0f32; 2 * n];
+                    f(&w2, w.len(), &x[..n * k], &sums[..n * k / 32], n, &mut got);
+                    for (j, &g) in got.iter().enumerate() {
+                        let i = j % n;
                         let xi = &x[i * k..(i + 1) * k];
                         let exact: f64 = dense
                             .iter()
@@ -380,8 +408,9 @@ mod tests {
                             .sum();
                         assert!(
                             (g as f64 - exact).abs() <= 1e-6 * scale.max(1e-30),
-                            "{} seed {seed}, row {i} of {n}: fused {g} against {exact} (Σ|w·x| {scale})",
-                            ty.name()
+                            "{} seed {seed}, W row {}, x row {i} of {n}: fused {g} against {exact} (Σ|w·x| {scale})",
+                            ty.name(),
+                            j / n
                         );
                     }
                 }
