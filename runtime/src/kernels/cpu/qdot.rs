@@ -1,4 +1,4 @@
-//! Dot products of one GGUF-quantized row with f32 vectors, its blocks
+//! Dot products of GGUF-quantized rows with a few f32 vectors, the blocks
 //! decoded in registers and never written out (decoding: one token's
 //! products read each weight once, so the decode is the whole cost).
 //!
